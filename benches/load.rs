@@ -1,0 +1,505 @@
+//! The load runner: what a pgpolyglot hop costs next to direct PostgreSQL, PgBouncer and
+//! HAProxy, measured with pgbench on one machine, in one run, on the same data.
+//!
+//! ```text
+//! cargo bench --bench load                                   # defaults: 10 s × 3 reps, ~25 min
+//! PGPOLYGLOT_BENCH_SECS=3 PGPOLYGLOT_BENCH_REPS=1 cargo bench --bench load   # quick check
+//! ```
+//!
+//! Knobs (environment): `PGPOLYGLOT_BENCH_SECS` (per run, default 10), `PGPOLYGLOT_BENCH_REPS`
+//! (default 3), `PGPOLYGLOT_BENCH_CLIENTS` (default `1,8,32`), `PGPOLYGLOT_BENCH_MODES`
+//! (default `simple,extended,prepared`), `PGPOLYGLOT_BENCH_TARGETS` (default all of `direct,
+//! pgbouncer-session,pgbouncer-transaction,haproxy,pgpolyglot`).
+//!
+//! Why it is built this way:
+//! - Client, proxies and Postgres share two cores, so absolute numbers drift from run to run;
+//!   only ratios from one run mean something. Hence every target runs in the same process
+//!   lifetime against the same cluster, and targets are interleaved (in rotated order) within
+//!   each repetition, so drift hits all of them alike. Medians over repetitions.
+//! - The runner itself must stay out of the way: its own runtime has one thread and sleeps
+//!   while pgbench runs; pgpolyglot gets a runtime of its own, as `pgpolyglot serve` would.
+//! - Everything started is stopped on every path: targets and Postgres are dropped (their
+//!   `Drop` stops them), pgbench is killed on timeout, and Ctrl-C/SIGTERM unwinds the same way.
+//! - New benchmarks (hot-key cache, text search) plug in a [`pgbench::Workload`] and, if they
+//!   need one, a [`targets::TargetKind`] (e.g. pgpolyglot with a cache policy).
+//!
+//! Results: a Markdown table on stdout and in `benches/results/passthrough.md`, raw numbers in
+//! `benches/results/passthrough.json`.
+
+#[path = "load/pgbench.rs"]
+mod pgbench;
+#[path = "load/process.rs"]
+mod process;
+#[path = "load/report.rs"]
+mod report;
+#[path = "load/targets.rs"]
+mod targets;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pgpolyglot::embedded_pg::{EmbeddedPgOptions, EmbeddedPostgres};
+
+use pgbench::{Mode, RunOutcome, RunSpec, Workload};
+use process::{find_program, version_line, BenchResult, Context};
+use report::{Header, Measurement, Section, Status};
+use targets::{Target, TargetEnv, TargetKind};
+
+/// The database the workloads live in (created by the runner, never `postgres`).
+const DB: &str = "bench";
+/// The user every client connects as (the embedded cluster's superuser, trust auth).
+const USER: &str = "postgres";
+/// How long the embedded cluster may take to come up and be set up.
+const PG_START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Warm-up per target: fills PgBouncer's pools and the caches, and proves the target works
+/// before the long matrix starts. Not recorded.
+const WARMUP_SECS: u64 = 2;
+const WARMUP_CLIENTS: u32 = 8;
+
+/// The settings of one run, from the environment.
+struct Knobs {
+    secs: u64,
+    reps: u32,
+    clients: Vec<u32>,
+    modes: Vec<Mode>,
+    targets: Vec<TargetKind>,
+}
+
+impl Knobs {
+    fn from_env() -> BenchResult<Knobs> {
+        let secs = env_or("PGPOLYGLOT_BENCH_SECS", "10")?;
+        let reps = env_or("PGPOLYGLOT_BENCH_REPS", "3")?;
+        let clients = env_or("PGPOLYGLOT_BENCH_CLIENTS", "1,8,32")?;
+        let modes = env_or("PGPOLYGLOT_BENCH_MODES", "simple,extended,prepared")?;
+        let all: Vec<&str> = TargetKind::ALL.iter().map(|k| k.name()).collect();
+        let targets = env_or("PGPOLYGLOT_BENCH_TARGETS", &all.join(","))?;
+        let knobs = Knobs {
+            secs: secs
+                .parse()
+                .context(|| format!("PGPOLYGLOT_BENCH_SECS={secs:?}"))?,
+            reps: reps
+                .parse()
+                .context(|| format!("PGPOLYGLOT_BENCH_REPS={reps:?}"))?,
+            clients: list(&clients)
+                .map(|c| {
+                    c.parse::<u32>()
+                        .context(|| format!("PGPOLYGLOT_BENCH_CLIENTS item {c:?}"))
+                })
+                .collect::<BenchResult<_>>()?,
+            modes: list(&modes).map(Mode::parse).collect::<BenchResult<_>>()?,
+            targets: list(&targets)
+                .map(TargetKind::parse)
+                .collect::<BenchResult<_>>()?,
+        };
+        if knobs.secs == 0 || knobs.reps == 0 {
+            return Err(
+                "PGPOLYGLOT_BENCH_SECS and PGPOLYGLOT_BENCH_REPS must be at least 1".into(),
+            );
+        }
+        if knobs.clients.is_empty()
+            || knobs.clients.contains(&0)
+            || knobs.clients.iter().any(|&c| c > 100)
+        {
+            return Err(
+                "PGPOLYGLOT_BENCH_CLIENTS: give 1 to 100 clients per item (PgBouncer's \
+                        max_client_conn and Postgres's max_connections are sized for that)"
+                    .into(),
+            );
+        }
+        if knobs.modes.is_empty() || knobs.targets.is_empty() {
+            return Err(
+                "PGPOLYGLOT_BENCH_MODES and PGPOLYGLOT_BENCH_TARGETS must not be empty".into(),
+            );
+        }
+        Ok(knobs)
+    }
+
+    /// The knobs as the report prints them.
+    fn describe(&self) -> Vec<(String, String)> {
+        let join = |items: Vec<String>| items.join(",");
+        vec![
+            ("PGPOLYGLOT_BENCH_SECS".into(), self.secs.to_string()),
+            ("PGPOLYGLOT_BENCH_REPS".into(), self.reps.to_string()),
+            (
+                "PGPOLYGLOT_BENCH_CLIENTS".into(),
+                join(self.clients.iter().map(|c| c.to_string()).collect()),
+            ),
+            (
+                "PGPOLYGLOT_BENCH_MODES".into(),
+                join(self.modes.iter().map(|m| m.as_str().to_string()).collect()),
+            ),
+            (
+                "PGPOLYGLOT_BENCH_TARGETS".into(),
+                join(self.targets.iter().map(|t| t.name().to_string()).collect()),
+            ),
+        ]
+    }
+}
+
+fn env_or(name: &str, default: &str) -> BenchResult<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(default.to_string()),
+        Err(e) => Err(format!("{name}: {e}")),
+    }
+}
+
+fn list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn main() -> ExitCode {
+    // `cargo test --all-targets` also executes harness-less benches; only `cargo bench`
+    // passes `--bench`. A 25-minute load run has no place in a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("load: not run (use `cargo bench --bench load`)");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("load: cannot build the runner's runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run() => result,
+            signal = interrupted() => Err(format!("interrupted by {signal}; everything started was stopped")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, so that dropping the `run` future stops what it started.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+async fn run() -> BenchResult<()> {
+    let knobs = Knobs::from_env()?;
+    let workloads = [Workload::select_only()];
+    let mut notes = Vec::new();
+
+    eprintln!("load: starting PostgreSQL");
+    let pg = tokio::time::timeout(
+        PG_START_TIMEOUT,
+        EmbeddedPostgres::start(EmbeddedPgOptions {
+            extra_conf: vec![("max_connections".into(), "200".into())],
+            ..EmbeddedPgOptions::default()
+        }),
+    )
+    .await
+    .map_err(|_| format!("PostgreSQL did not start within {PG_START_TIMEOUT:?}"))?
+    .context(|| "starting the embedded PostgreSQL".to_string())?;
+    let pgbench = find_program(
+        "pgbench",
+        &[pg.bin_dir()],
+        "apt-get install postgresql (pgbench ships with the server)",
+    )?;
+    prepare_database(&pg, &pgbench, &workloads).await?;
+
+    let env = TargetEnv {
+        pg_port: pg.port(),
+        run_as: process::unprivileged_user()?,
+    };
+    let mut running = start_targets(&knobs.targets, &env, &mut notes).await;
+    let log_dir = process::work_dir("pgpolyglot-bench-pgbench-", None)?;
+    warm_up(
+        &mut running,
+        &pgbench,
+        &workloads[0],
+        log_dir.path(),
+        &mut notes,
+    )
+    .await;
+
+    let mut runs = Vec::new();
+    for workload in &workloads {
+        run_matrix(
+            &knobs,
+            workload,
+            &running,
+            &pgbench,
+            log_dir.path(),
+            &mut runs,
+        )
+        .await;
+    }
+    for target in running.iter_mut() {
+        target.stop();
+    }
+    drop(running);
+
+    let header = Header {
+        date: process::utc_now(),
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: cpu_model(),
+        versions: versions(&pg, &pgbench, &knobs.targets),
+        knobs: knobs.describe(),
+        notes,
+    };
+    drop(pg);
+    let names: Vec<String> = knobs.targets.iter().map(|t| t.name().to_string()).collect();
+    let sections: Vec<Section<'_>> = workloads
+        .iter()
+        .map(|w| Section {
+            workload: w.name,
+            description: w.description,
+            modes: &knobs.modes,
+            clients: &knobs.clients,
+        })
+        .collect();
+    let markdown = report::markdown(&header, &sections, &names, &runs, knobs.reps as usize);
+    let json = report::json(&header, &sections, &names, &runs);
+    println!("{markdown}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    write(&dir.join("passthrough.md"), &markdown)?;
+    write(&dir.join("passthrough.json"), &json)?;
+    eprintln!("load: wrote {}/passthrough.{{md,json}}", dir.display());
+    Ok(())
+}
+
+fn write(path: &PathBuf, text: &str) -> BenchResult<()> {
+    std::fs::write(path, text).context(|| format!("writing {}", path.display()))
+}
+
+/// Creates the benchmark database and runs every workload's setup, directly against Postgres.
+async fn prepare_database(
+    pg: &EmbeddedPostgres,
+    pgbench: &Path,
+    workloads: &[Workload],
+) -> BenchResult<()> {
+    let admin = pg
+        .connect(USER, "postgres")
+        .await
+        .context(|| "connecting to the embedded PostgreSQL".to_string())?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DB}"))
+        .await
+        .context(|| format!("CREATE DATABASE {DB}"))?;
+    let client = pg
+        .connect(USER, DB)
+        .await
+        .context(|| format!("connecting to database {DB}"))?;
+    for workload in workloads {
+        eprintln!("load: setting up workload {}", workload.name);
+        pgbench::setup(workload, pgbench, pg.port(), USER, DB, &client).await?;
+    }
+    Ok(())
+}
+
+/// Starts the chosen targets. One that fails to start is left out with a note (its cells
+/// read "—"), so a broken proxy build still yields the reference numbers.
+async fn start_targets(
+    kinds: &[TargetKind],
+    env: &TargetEnv,
+    notes: &mut Vec<String>,
+) -> Vec<Box<dyn Target>> {
+    let mut running = Vec::new();
+    for kind in kinds {
+        eprintln!("load: starting {}", kind.name());
+        match kind.start(env).await {
+            Ok(target) => running.push(target),
+            Err(e) => {
+                eprintln!("load: {} failed to start: {e}", kind.name());
+                notes.push(format!("{} failed to start: {e}", kind.name()));
+            }
+        }
+    }
+    running
+}
+
+/// A short unrecorded run per target; a target that fails it is stopped and left out.
+async fn warm_up(
+    running: &mut Vec<Box<dyn Target>>,
+    pgbench: &Path,
+    workload: &Workload,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) {
+    let mut kept = Vec::new();
+    for mut target in running.drain(..) {
+        let spec = RunSpec {
+            pgbench,
+            port: target.port(),
+            user: USER,
+            db: DB,
+            workload,
+            mode: Mode::Simple,
+            clients: WARMUP_CLIENTS,
+            secs: WARMUP_SECS,
+            dir,
+            tag: "warmup",
+            latency_log: false,
+        };
+        eprintln!("load: warming up {}", target.name());
+        match pgbench::run(&spec).await {
+            Ok(_) => kept.push(target),
+            Err(e) => {
+                eprintln!("load: warm-up through {} failed: {e}", target.name());
+                notes.push(format!(
+                    "warm-up through {} failed, target left out: {e}",
+                    target.name()
+                ));
+                target.stop();
+            }
+        }
+    }
+    *running = kept;
+}
+
+/// Every (repetition, mode, clients, target) of one workload. Targets are rotated per cell so
+/// that no target always runs first (e.g. right after another target's heavy run).
+async fn run_matrix(
+    knobs: &Knobs,
+    workload: &Workload,
+    targets: &[Box<dyn Target>],
+    pgbench: &Path,
+    dir: &Path,
+    runs: &mut Vec<Measurement>,
+) {
+    let mut cell = 0usize;
+    for rep in 1..=knobs.reps {
+        for &mode in &knobs.modes {
+            for &clients in &knobs.clients {
+                cell += 1;
+                for i in 0..targets.len() {
+                    let target = &targets[(i + cell + rep as usize) % targets.len()];
+                    let status = measure(
+                        target.as_ref(),
+                        workload,
+                        mode,
+                        clients,
+                        knobs.secs,
+                        pgbench,
+                        dir,
+                    )
+                    .await;
+                    eprintln!(
+                        "load: rep {rep}/{} {} {:<8} c={clients:<3} {:<22} {}",
+                        knobs.reps,
+                        workload.name,
+                        mode.as_str(),
+                        target.name(),
+                        describe(&status)
+                    );
+                    runs.push(Measurement {
+                        workload: workload.name,
+                        mode,
+                        clients,
+                        target: target.name().to_string(),
+                        rep,
+                        status,
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn measure(
+    target: &dyn Target,
+    workload: &Workload,
+    mode: Mode,
+    clients: u32,
+    secs: u64,
+    pgbench: &Path,
+    dir: &Path,
+) -> Status {
+    if let Some(reason) = target.unsupported(mode) {
+        return Status::NotApplicable(reason);
+    }
+    let tag = format!(
+        "{}-{}-{}-{clients}",
+        workload.name,
+        target.name(),
+        mode.as_str()
+    );
+    let spec = RunSpec {
+        pgbench,
+        port: target.port(),
+        user: USER,
+        db: DB,
+        workload,
+        mode,
+        clients,
+        secs,
+        dir,
+        tag: &tag,
+        latency_log: true,
+    };
+    match pgbench::run(&spec).await {
+        Ok(outcome) => Status::Ok(outcome),
+        Err(e) => Status::Failed(e),
+    }
+}
+
+fn describe(status: &Status) -> String {
+    match status {
+        Status::Ok(RunOutcome {
+            tps,
+            p50_us,
+            p99_us,
+            ..
+        }) => format!("{tps:>9.0} tps  p50 {p50_us:>6.0} µs  p99 {p99_us:>6.0} µs"),
+        Status::NotApplicable(reason) => format!("n/a ({reason})"),
+        Status::Failed(e) => format!("FAILED: {}", e.lines().last().unwrap_or("")),
+    }
+}
+
+fn versions(pg: &EmbeddedPostgres, pgbench: &Path, kinds: &[TargetKind]) -> Vec<(String, String)> {
+    let mut out = vec![
+        (
+            "postgres".to_string(),
+            version_line(&pg.bin_dir().join("postgres"), &["--version"]),
+        ),
+        ("pgbench".to_string(), version_line(pgbench, &["--version"])),
+    ];
+    for kind in kinds {
+        let what = match kind {
+            TargetKind::PgbouncerSession | TargetKind::PgbouncerTransaction => "pgbouncer",
+            other => other.name(),
+        };
+        if out.iter().any(|(w, _)| w == what) {
+            continue;
+        }
+        if let Some(version) = kind.version() {
+            out.push((what.to_string(), version));
+        }
+    }
+    out
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

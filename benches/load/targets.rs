@@ -1,0 +1,373 @@
+//! The things pgbench is pointed at: Postgres itself, PgBouncer (session and transaction
+//! pooling), HAProxy in TCP mode, and pgpolyglot.
+//!
+//! Each is a [`Target`]: a name, a loopback port, what it cannot do, and a way to stop. All
+//! of them front the same embedded PostgreSQL (owned by the runner, so every target sees the
+//! same data and the same buffer cache). A new comparison point (e.g. "pgpolyglot with the
+//! cache on") is a new [`TargetKind`] with a `start` arm; nothing else changes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use pgpolyglot::config::Config;
+use pgpolyglot::server::ServerHandle;
+use tempfile::TempDir;
+
+use crate::pgbench::Mode;
+use crate::process::{
+    find_program, free_port, version_line, work_dir, write_owned, BenchResult, ChildGuard, Context,
+};
+
+/// How long a target may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long pgpolyglot's graceful shutdown may take before its runtime is dropped anyway.
+const PROXY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// PgBouncer's server connections per (user, database): at least the most clients we run.
+const PGBOUNCER_POOL_SIZE: u32 = 40;
+
+/// A running target. Dropping it stops it.
+pub trait Target {
+    fn name(&self) -> &str;
+    /// The loopback port pgbench connects to.
+    fn port(&self) -> u16;
+    /// Why this target cannot serve `mode`, when it cannot (reported as "n/a (reason)").
+    fn unsupported(&self, _mode: Mode) -> Option<&'static str> {
+        None
+    }
+    /// Stops the target; idempotent, also done on drop.
+    fn stop(&mut self);
+}
+
+/// Every target the runner knows, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Direct,
+    PgbouncerSession,
+    PgbouncerTransaction,
+    Haproxy,
+    Pgpolyglot,
+}
+
+/// What starting a target needs: where Postgres is and which user may run daemons.
+pub struct TargetEnv {
+    pub pg_port: u16,
+    /// The unprivileged user for daemons that refuse root (PgBouncer), when we are root.
+    pub run_as: Option<(u32, u32)>,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 5] = [
+        TargetKind::Direct,
+        TargetKind::PgbouncerSession,
+        TargetKind::PgbouncerTransaction,
+        TargetKind::Haproxy,
+        TargetKind::Pgpolyglot,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Direct => "direct",
+            TargetKind::PgbouncerSession => "pgbouncer-session",
+            TargetKind::PgbouncerTransaction => "pgbouncer-transaction",
+            TargetKind::Haproxy => "haproxy",
+            TargetKind::Pgpolyglot => "pgpolyglot",
+        }
+    }
+
+    pub fn parse(text: &str) -> BenchResult<TargetKind> {
+        TargetKind::ALL
+            .into_iter()
+            .find(|k| k.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = TargetKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown target {text:?} (known: {})", names.join(", "))
+            })
+    }
+
+    /// Starts the target and waits until it accepts connections.
+    pub async fn start(self, env: &TargetEnv) -> BenchResult<Box<dyn Target>> {
+        let target: Box<dyn Target> = match self {
+            TargetKind::Direct => Box::new(Direct { port: env.pg_port }),
+            TargetKind::PgbouncerSession => Box::new(PgBouncer::start(env, PoolMode::Session)?),
+            TargetKind::PgbouncerTransaction => {
+                Box::new(PgBouncer::start(env, PoolMode::Transaction)?)
+            }
+            TargetKind::Haproxy => Box::new(Haproxy::start(env)?),
+            TargetKind::Pgpolyglot => Box::new(Pgpolyglot::start(env, "pgpolyglot", &[]).await?),
+        };
+        Ok(target)
+    }
+
+    /// The version line of the software behind this target, for the report.
+    pub fn version(self) -> Option<String> {
+        match self {
+            TargetKind::Direct => None,
+            TargetKind::PgbouncerSession | TargetKind::PgbouncerTransaction => pgbouncer_binary()
+                .ok()
+                .map(|p| version_line(&p, &["--version"])),
+            TargetKind::Haproxy => haproxy_binary().ok().map(|p| version_line(&p, &["-v"])),
+            TargetKind::Pgpolyglot => Some(format!(
+                "pgpolyglot {} (in-process, release build)",
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+}
+
+/// Postgres itself: the reference every ratio is taken against.
+struct Direct {
+    port: u16,
+}
+
+impl Target for Direct {
+    fn name(&self) -> &str {
+        "direct"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn stop(&mut self) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolMode {
+    Session,
+    Transaction,
+}
+
+fn pgbouncer_binary() -> BenchResult<PathBuf> {
+    find_program("pgbouncer", &[], "apt-get install pgbouncer")
+}
+
+fn haproxy_binary() -> BenchResult<PathBuf> {
+    find_program("haproxy", &[], "apt-get install haproxy")
+}
+
+/// PgBouncer, the pooler people compare against. Runs in the foreground as a child; its
+/// config, log and pid file live in a temp dir owned by the user it runs as.
+struct PgBouncer {
+    name: &'static str,
+    mode: PoolMode,
+    port: u16,
+    child: ChildGuard,
+    _dir: TempDir,
+}
+
+impl PgBouncer {
+    fn start(env: &TargetEnv, mode: PoolMode) -> BenchResult<PgBouncer> {
+        let binary = pgbouncer_binary()?;
+        let (name, mode_word) = match mode {
+            PoolMode::Session => ("pgbouncer-session", "session"),
+            PoolMode::Transaction => ("pgbouncer-transaction", "transaction"),
+        };
+        let dir = work_dir(&format!("pgpolyglot-bench-{name}-"), env.run_as)?;
+        let port = free_port()?;
+        let userlist = dir.path().join("userlist.txt");
+        // `trust` still looks the user up in auth_file, so list the one pgbench uses.
+        write_owned(&userlist, "\"postgres\" \"\"\n", env.run_as)?;
+        let config = pgbouncer_ini(dir.path(), port, env.pg_port, mode_word);
+        let config_path = dir.path().join("pgbouncer.ini");
+        write_owned(&config_path, &config, env.run_as)?;
+        let mut cmd = Command::new(&binary);
+        cmd.arg(&config_path).current_dir(dir.path());
+        let log = dir.path().join("stderr.log");
+        let mut child = ChildGuard::spawn(name, cmd, &log, env.run_as)?;
+        child.wait_for_port(port, START_TIMEOUT)?;
+        Ok(PgBouncer {
+            name,
+            mode,
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+/// The PgBouncer configuration: every setting the comparison depends on is spelled out.
+fn pgbouncer_ini(dir: &Path, port: u16, pg_port: u16, pool_mode: &str) -> String {
+    let dir = dir.display();
+    format!(
+        "[databases]\n\
+         * = host=127.0.0.1 port={pg_port}\n\
+         \n\
+         [pgbouncer]\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = {port}\n\
+         unix_socket_dir =\n\
+         auth_type = trust\n\
+         auth_file = {dir}/userlist.txt\n\
+         pool_mode = {pool_mode}\n\
+         default_pool_size = {PGBOUNCER_POOL_SIZE}\n\
+         max_client_conn = 200\n\
+         ignore_startup_parameters = extra_float_digits,options\n\
+         server_tls_sslmode = disable\n\
+         client_tls_sslmode = disable\n\
+         log_connections = 0\n\
+         log_disconnections = 0\n\
+         logfile = {dir}/pgbouncer.log\n\
+         pidfile = {dir}/pgbouncer.pid\n"
+    )
+}
+
+impl Target for PgBouncer {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn unsupported(&self, mode: Mode) -> Option<&'static str> {
+        // PgBouncer 1.18 forwards Parse to whichever server connection the transaction
+        // got; a later Bind on another connection finds no such statement.
+        (self.mode == PoolMode::Transaction && mode == Mode::Prepared)
+            .then_some("prepared statements unsupported in transaction pooling")
+    }
+    fn stop(&mut self) {
+        self.child.stop();
+    }
+}
+
+/// HAProxy in `mode tcp`: copies bytes and parses nothing, so it is the floor for what a
+/// passthrough hop costs on this machine (DESIGN.md, "Performance reference points").
+struct Haproxy {
+    port: u16,
+    child: ChildGuard,
+    _dir: TempDir,
+}
+
+impl Haproxy {
+    fn start(env: &TargetEnv) -> BenchResult<Haproxy> {
+        let binary = haproxy_binary()?;
+        let dir = work_dir("pgpolyglot-bench-haproxy-", None)?;
+        let port = free_port()?;
+        let pg_port = env.pg_port;
+        // Default thread count (one per CPU), like pgpolyglot's runtime; long client and
+        // server timeouts so idle pgbench connections are never cut.
+        let config = format!(
+            "global\n\
+             \x20   maxconn 1000\n\
+             defaults\n\
+             \x20   mode tcp\n\
+             \x20   timeout connect 5s\n\
+             \x20   timeout client 1h\n\
+             \x20   timeout server 1h\n\
+             listen postgres\n\
+             \x20   bind 127.0.0.1:{port}\n\
+             \x20   server pg 127.0.0.1:{pg_port}\n"
+        );
+        let config_path = dir.path().join("haproxy.cfg");
+        write_owned(&config_path, &config, None)?;
+        let mut cmd = Command::new(&binary);
+        cmd.arg("-db").arg("-f").arg(&config_path);
+        let log = dir.path().join("haproxy.log");
+        let mut child = ChildGuard::spawn("haproxy", cmd, &log, None)?;
+        child.wait_for_port(port, START_TIMEOUT)?;
+        Ok(Haproxy {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Target for Haproxy {
+    fn name(&self) -> &str {
+        "haproxy"
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn stop(&mut self) {
+        self.child.stop();
+    }
+}
+
+/// pgpolyglot, in-process, on a multi-thread runtime of its own: the runner's own runtime
+/// (one thread, mostly asleep while pgbench runs) never shares worker threads with it, and
+/// the proxy gets as many workers as it would as `pgpolyglot serve`.
+pub struct Pgpolyglot {
+    name: String,
+    port: u16,
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: Option<ServerHandle>,
+    /// Policies directory (empty for pure passthrough).
+    _policies: TempDir,
+}
+
+impl Pgpolyglot {
+    /// Starts a proxy named `name` with the given policy files (`(file name, TOML)`).
+    pub async fn start(
+        env: &TargetEnv,
+        name: &str,
+        policies: &[(&str, &str)],
+    ) -> BenchResult<Pgpolyglot> {
+        let policy_dir = work_dir("pgpolyglot-bench-policies-", None)?;
+        for (file, text) in policies {
+            write_owned(&policy_dir.path().join(file), text, None)?;
+        }
+        let config = Config {
+            listen: "127.0.0.1:0".into(),
+            upstream: format!("postgres://postgres@127.0.0.1:{}/postgres", env.pg_port),
+            policies: policy_dir.path().to_path_buf(),
+            http: String::new(),
+            shutdown_grace: Duration::from_secs(2),
+            ..Config::default()
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("pgpolyglot-proxy")
+            .build()
+            .context(|| "building the proxy's runtime".to_string())?;
+        let started = runtime.spawn(async move {
+            pgpolyglot::server::start(config)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let handle = match tokio::time::timeout(START_TIMEOUT, started).await {
+            Ok(Ok(Ok(handle))) => handle,
+            Ok(Ok(Err(e))) => return Err(format!("starting pgpolyglot: {e}")),
+            Ok(Err(e)) => return Err(format!("starting pgpolyglot: task failed: {e}")),
+            Err(_) => return Err(format!("pgpolyglot did not start within {START_TIMEOUT:?}")),
+        };
+        Ok(Pgpolyglot {
+            name: name.to_string(),
+            port: handle.local_addr().port(),
+            runtime: Some(runtime),
+            handle: Some(handle),
+            _policies: policy_dir,
+        })
+    }
+}
+
+impl Target for Pgpolyglot {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn port(&self) -> u16 {
+        self.port
+    }
+    /// Graceful shutdown on the proxy's own runtime, waited for on a plain channel (this may
+    /// run inside the runner's runtime, where `block_on` is not allowed), then the runtime
+    /// is let go without blocking.
+    fn stop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        if let Some(handle) = self.handle.take() {
+            let (done, wait) = std::sync::mpsc::channel();
+            runtime.spawn(async move {
+                handle.shutdown().await;
+                let _ = done.send(());
+            });
+            let _ = wait.recv_timeout(PROXY_STOP_TIMEOUT);
+        }
+        runtime.shutdown_background();
+    }
+}
+
+impl Drop for Pgpolyglot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

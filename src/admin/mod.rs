@@ -1,0 +1,6 @@
+//! What the proxy shows operators: the metric registry ([`metrics`]) and the HTTP endpoint
+//! ([`http`]: `/health`, `/metrics`). Read-only views; nothing here is on the query path
+//! except the relaxed atomic increments in [`metrics::Metrics`].
+
+pub mod http;
+pub mod metrics;

@@ -1,0 +1,210 @@
+//! Configuration: `pgpolyglot.toml`, environment variables and command-line flags.
+//!
+//! Why a layer of its own: every other module reads a validated, immutable [`Config`] and never
+//! parses strings. Precedence is flag > environment > file > default (see `main.rs`, which
+//! applies the first two on top of what [`Config::from_file`] returns). Every key is optional and
+//! unknown keys are rejected, so a typo in a config file is an error at start-up rather than a
+//! silently ignored setting.
+
+mod duration;
+pub mod policy;
+mod upstream;
+
+pub use duration::{parse_duration, DurationParseError};
+pub use upstream::{SslMode, UpstreamError, UpstreamTarget};
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors raised while loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// The proxy's settings. Field comments give the documented default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the proxy accepts PostgreSQL clients on. Default `127.0.0.1:6432`.
+    pub listen: String,
+    /// The PostgreSQL server that is the source of truth. Host, port and `sslmode`/`sslrootcert`
+    /// are used for every relayed connection; clients authenticate as themselves (their own user
+    /// and database from their startup packet). Default `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub upstream: String,
+    /// Directory of `*.toml` placement policies, validated at start-up. Default `policies`.
+    pub policies: PathBuf,
+    /// Address of the HTTP endpoint (`/health`, `/metrics`); empty string disables it.
+    /// Default `127.0.0.1:9930`.
+    pub http: String,
+    /// Most client connections served at once; more are answered with SQLSTATE 53300
+    /// "sorry, too many clients already". Default 1000.
+    pub max_client_conn: usize,
+    /// Largest frontend message accepted, in bytes (declared length). A larger one gets a FATAL
+    /// 08P01 error and the connection is closed, as Postgres does. Default 64 MiB.
+    pub max_message_bytes: usize,
+    /// How long to wait for the upstream to accept a TCP connection. Default `5s`.
+    #[serde(with = "duration::serde_str")]
+    pub connect_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long open sessions may run before they are closed. Default `30s`.
+    #[serde(with = "duration::serde_str")]
+    pub shutdown_grace: Duration,
+    /// How many distinct statement shapes the classifier keeps parsed. Default 10000.
+    pub statement_cache_entries: usize,
+    /// PEM certificate chain for TLS towards clients; with `tls_key`, SSLRequest is answered 'S'.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Log format: "text" (default) or "json".
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:6432".into(),
+            upstream: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            policies: PathBuf::from("policies"),
+            http: "127.0.0.1:9930".into(),
+            max_client_conn: 1000,
+            max_message_bytes: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+            statement_cache_entries: 10_000,
+            tls_cert: None,
+            tls_key: None,
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse a config file's text; `origin` names it in error messages.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Read and parse a config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Check every value that can be checked without I/O; called before the server starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "listen",
+                message: format!(
+                    "{:?}: {e} (expected host:port, e.g. 127.0.0.1:6432)",
+                    self.listen
+                ),
+            })?;
+        if !self.http.is_empty() {
+            self.http
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "http",
+                    message: format!("{:?}: {e}", self.http),
+                })?;
+        }
+        UpstreamTarget::parse(&self.upstream)?;
+        if self.max_client_conn == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_client_conn",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_message_bytes",
+                message: "must be at least 1024".into(),
+            });
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert",
+                message: "tls_cert and tls_key must be given together".into(),
+            });
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(ConfigError::Invalid {
+                key: "log_format",
+                message: format!("{:?}: expected \"text\" or \"json\"", self.log_format),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parsed upstream target (validated by [`Config::validate`]).
+    pub fn upstream_target(&self) -> Result<UpstreamTarget, ConfigError> {
+        Ok(UpstreamTarget::parse(&self.upstream)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml_str(
+            "listen = \"127.0.0.1:1\"\nlisten_typo = 3\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listen_typo"), "{text}");
+        assert!(text.contains("x.toml"), "{text}");
+    }
+
+    #[test]
+    fn durations_and_values_parse() {
+        let c = Config::from_toml_str(
+            "shutdown_grace = \"250ms\"\nconnect_timeout = \"2s\"\nmax_client_conn = 7\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_client_conn, 7);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        let c = Config {
+            listen: "nope".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("listen"));
+        let c = Config {
+            tls_cert: Some("a".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("together"));
+    }
+}

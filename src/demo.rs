@@ -1,0 +1,101 @@
+//! `pgpolyglot demo`: a throwaway PostgreSQL from the system's binaries, a small sample
+//! schema, and the proxy in front of it. Prints the psql command; Ctrl-C removes everything.
+
+use crate::config::Config;
+use crate::embedded_pg::{EmbeddedPgOptions, EmbeddedPostgres};
+use crate::server;
+
+/// The sample schema: an accounts table for point reads and a docs table for text search.
+pub const SAMPLE_SQL: &str = r#"
+CREATE TABLE accounts (
+    id      bigint PRIMARY KEY,
+    name    text NOT NULL,
+    email   text NOT NULL UNIQUE,
+    balance numeric(12,2) NOT NULL DEFAULT 0,
+    created timestamptz NOT NULL DEFAULT '2026-01-01 00:00:00+00'
+);
+INSERT INTO accounts (id, name, email, balance, created)
+SELECT g, 'user ' || g, 'user' || g || '@example.com', (g * 37 % 10000) / 100.0,
+       timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
+FROM generate_series(1, 10000) g;
+
+CREATE TABLE docs (
+    id    bigint PRIMARY KEY,
+    title text NOT NULL,
+    body  text
+);
+INSERT INTO docs (id, title, body)
+SELECT g,
+       (ARRAY['Postgres', 'Redis', 'Search', 'Proxy', 'Cache'])[1 + g % 5] || ' note ' || g,
+       'Document ' || g || ' talks about ' ||
+       (ARRAY['replication', 'indexes', 'latency', 'caching', 'full text search'])[1 + g % 5]
+FROM generate_series(1, 5000) g;
+ANALYZE;
+"#;
+
+pub async fn run(listen: String) -> Result<(), String> {
+    println!("starting a throwaway PostgreSQL from the system's binaries...");
+    let pg = EmbeddedPostgres::start(EmbeddedPgOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let admin = pg
+        .connect("postgres", "postgres")
+        .await
+        .map_err(|e| e.to_string())?;
+    admin
+        .batch_execute("CREATE DATABASE demo")
+        .await
+        .map_err(|e| format!("creating the demo database: {e}"))?;
+    let demo = pg
+        .connect("postgres", "demo")
+        .await
+        .map_err(|e| e.to_string())?;
+    demo.batch_execute(SAMPLE_SQL)
+        .await
+        .map_err(|e| format!("loading sample data: {e}"))?;
+
+    let mut config = Config {
+        listen: listen.clone(),
+        upstream: pg.url("postgres", "demo"),
+        shutdown_grace: std::time::Duration::from_secs(2),
+        ..Config::default()
+    };
+    let handle = match server::start(config.clone()).await {
+        Ok(h) => h,
+        Err(server::ServerError::Bind { .. }) => {
+            println!("{listen} or the HTTP port is taken; using free ports instead");
+            config.listen = "127.0.0.1:0".into();
+            config.http = "127.0.0.1:0".into();
+            server::start(config).await.map_err(|e| e.to_string())?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let addr = handle.local_addr();
+    println!();
+    println!(
+        "pgpolyglot demo is running (PostgreSQL {} on port {}).",
+        pg.bin_dir().display(),
+        pg.port()
+    );
+    println!("Connect through the proxy with:");
+    println!();
+    println!(
+        "    psql \"postgres://postgres@{}:{}/demo\"",
+        addr.ip(),
+        addr.port()
+    );
+    println!();
+    println!("Try:  SELECT * FROM accounts WHERE id = 42;");
+    println!("      SELECT id, title FROM docs WHERE body ILIKE '%latency%' LIMIT 5;");
+    if let Some(http) = handle.http_addr() {
+        println!("Metrics: http://{http}/metrics   Health: http://{http}/health");
+    }
+    println!();
+    println!("Press Ctrl-C to stop; the throwaway database is deleted.");
+    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    println!("stopping...");
+    handle.shutdown().await;
+    drop(pg);
+    println!("done: proxy stopped, throwaway PostgreSQL removed.");
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! # pgpolyglot
+//!
+//! A PostgreSQL-wire proxy. Applications point their connection string at it and change
+//! nothing else; Postgres stays the source of truth.
+//!
+//! ## Data flow
+//!
+//! ```text
+//! client socket ─▶ protocol (frames, startup, TLS, cancel keys)
+//!               ─▶ session (per connection: relay, txn state, prepared statements)
+//!               ─▶ sql (lex → normalize → fingerprint → cached classification)
+//!               ─▶ upstream PostgreSQL (bytes relayed unchanged)
+//! ```
+//!
+//! ## Modules
+//!
+//! - [`config`]: `pgpolyglot.toml` and `policies/*.toml`, parsed with unknown keys rejected and
+//!   validated before anything starts; flag > environment > file > default.
+//! - [`protocol`]: the wire protocol as far as a relay needs it: finding frame boundaries
+//!   without copying, start-up packets, the messages the proxy writes itself, TLS with rustls,
+//!   and the proxy's own cancel keys. Knows no SQL.
+//! - [`session`]: one client connection: start-up exchange, upstream connect, then two relay
+//!   directions running concurrently in one task. Tracks transaction status, server-reported
+//!   settings and prepared statements; maps every error to an ErrorResponse in one place.
+//! - [`sql`]: classification of every statement, parsed once per shape: a fast lexer replaces
+//!   literals so `WHERE id = 42` and `WHERE id = 43` share one cached parse.
+//! - [`server`]: accept loop, connection limit, graceful shutdown; [`server::start`] is also
+//!   what the tests use to run a proxy in-process.
+//! - [`context`]: what all sessions share (config, TLS, cancel table, classifier, metrics).
+//! - [`admin`]: the metric registry and the HTTP endpoint (`/health`, `/metrics`).
+//! - [`embedded_pg`]: a throwaway PostgreSQL from the system's binaries, for `demo` and tests.
+//! - [`demo`]: `pgpolyglot demo`.
+
+pub mod admin;
+pub mod config;
+pub mod context;
+pub mod demo;
+pub mod embedded_pg;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod sql;

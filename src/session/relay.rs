@@ -1,0 +1,239 @@
+//! The relay: two directions running at once in one task, forwarding frames unchanged.
+//!
+//! Each direction reads what its socket has, lets [`FrameScanner`] find the frames it must look
+//! at, and forwards every complete byte with one write. The directions run concurrently (not
+//! one select loop that blocks on a write) so a pipelining client that is not reading yet can
+//! never deadlock the proxy: that is exactly as much buffering as a direct connection has.
+//!
+//! The frontend (client → upstream) direction looks at Query, Parse, Close and Terminate to
+//! classify statements and track prepared statements. The backend (upstream → client)
+//! direction looks at ReadyForQuery (transaction status), ParameterStatus (client_encoding and
+//! the settings that later decide whether cached text values may be served) and
+//! BackendKeyData, whose secret it replaces with the proxy's own.
+
+use super::error::SessionError;
+use super::state::{FrontendState, SharedState};
+use crate::context::ProxyContext;
+use crate::protocol::cancel::{CancelGuard, CancelTarget};
+use crate::protocol::frames::FrameScanner;
+use bytes::{Buf, BytesMut};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+/// Bytes of free buffer space each read asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How long the backend direction may take to finish its current write once the client side
+/// has ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the frontend direction tells the backend direction when it stops.
+enum Control {
+    /// The client is gone: stop at the next frame boundary.
+    Stop,
+    /// Send these bytes (a FATAL ErrorResponse) to the client at a frame boundary, then stop.
+    Fatal(BytesMut),
+}
+
+/// Relay until either side closes. Returns the error that ended the session, if any.
+pub async fn run<C, U>(
+    client: C,
+    upstream: U,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Result<(), SessionError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    let (control_tx, control_rx) = oneshot::channel();
+    // Lives as long as the relay: when the frontend fails only because the upstream closed,
+    // the backend keeps draining so the client still gets Postgres's last words (a FATAL).
+    let mut control = Some(control_tx);
+    let mut frontend_state = FrontendState::default();
+    let front = frontend(
+        client_rd,
+        upstream_wr,
+        ctx,
+        shared,
+        &mut frontend_state,
+        &mut control,
+    );
+    let back = backend(upstream_rd, client_wr, ctx, shared, control_rx);
+    tokio::pin!(front, back);
+    tokio::select! {
+        f = &mut front => {
+            // The backend stops at its next frame boundary if told to, else when the upstream
+            // closes.
+            let b = tokio::time::timeout(DRAIN_TIMEOUT, back).await.unwrap_or(Ok(()));
+            f.and(b)
+        }
+        b = &mut back => b,
+    }
+}
+
+/// Frontend messages whose body the proxy reads.
+fn frontend_wants(typ: u8) -> bool {
+    matches!(typ, b'Q' | b'P' | b'C' | b'X')
+}
+
+/// Backend messages whose body the proxy reads.
+fn backend_wants(typ: u8) -> bool {
+    matches!(typ, b'Z' | b'S' | b'K')
+}
+
+fn ensure_space(buf: &mut BytesMut, pending_frame: usize) {
+    let want = pending_frame.saturating_sub(buf.len()).max(READ_CHUNK);
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+}
+
+async fn frontend<R, W>(
+    mut rd: R,
+    mut wr: W,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+    state: &mut FrontendState,
+    control: &mut Option<oneshot::Sender<Control>>,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut scanner = FrameScanner::new(ctx.config.max_message_bytes);
+    let mut pending_frame = 0;
+    loop {
+        ensure_space(&mut buf, pending_frame);
+        let n = match rd.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                send(control, Control::Stop);
+                return Err(SessionError::ClientIo(e));
+            }
+        };
+        if n == 0 {
+            send(control, Control::Stop);
+            return Ok(());
+        }
+        ctx.metrics.frontend_bytes.fetch_add(n as u64, Relaxed);
+        let mut terminated = false;
+        let scanned = scanner.scan(&mut buf, frontend_wants, |typ, body| {
+            match typ {
+                b'X' => {
+                    terminated = true;
+                    return false;
+                }
+                b'Q' => state.on_query(body, ctx, shared),
+                b'P' => state.on_parse(body, ctx, shared),
+                b'C' => state.on_close(body),
+                _ => {}
+            }
+            true
+        });
+        let scanned = match scanned {
+            Ok(s) => s,
+            Err(e) => {
+                // Forward nothing of the bad frame; tell the client why, as Postgres would.
+                let e = SessionError::Protocol(e);
+                match e.client_response() {
+                    Some(resp) => send(control, Control::Fatal(resp.to_bytes())),
+                    None => send(control, Control::Stop),
+                }
+                ctx.metrics.client_protocol_errors.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+        };
+        if scanned.ready > 0 {
+            wr.write_all(&buf[..scanned.ready])
+                .await
+                .map_err(SessionError::UpstreamIo)?;
+            buf.advance(scanned.ready);
+        }
+        if terminated {
+            let _ = wr.shutdown().await;
+            send(control, Control::Stop);
+            return Ok(());
+        }
+        pending_frame = scanned.pending_frame;
+    }
+}
+
+fn send(control: &mut Option<oneshot::Sender<Control>>, message: Control) {
+    if let Some(tx) = control.take() {
+        let _ = tx.send(message);
+    }
+}
+
+async fn backend<R, W>(
+    mut rd: R,
+    mut wr: W,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+    mut control: oneshot::Receiver<Control>,
+) -> Result<(), SessionError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK * 2);
+    let mut scanner = FrameScanner::new(usize::MAX);
+    let mut pending_frame = 0;
+    // Keeps this session's cancel key registered for as long as the relay runs.
+    let mut cancel_guard: Option<CancelGuard> = None;
+    loop {
+        ensure_space(&mut buf, pending_frame);
+        let n = tokio::select! {
+            biased;
+            ctl = &mut control => {
+                if let Ok(Control::Fatal(bytes)) = ctl {
+                    let _ = wr.write_all(&bytes).await;
+                }
+                let _ = wr.shutdown().await;
+                return Ok(());
+            }
+            r = rd.read_buf(&mut buf) => r.map_err(SessionError::UpstreamIo)?,
+        };
+        if n == 0 {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+        ctx.metrics.backend_bytes.fetch_add(n as u64, Relaxed);
+        let scanned = scanner.scan(&mut buf, backend_wants, |typ, body| {
+            match typ {
+                b'Z' => {
+                    if let Some(&status) = body.first() {
+                        shared.txn_status.store(status, Relaxed);
+                    }
+                }
+                b'S' => shared.on_parameter_status(body),
+                b'K' if body.len() == 8 => {
+                    let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    let secret = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                    let (proxy_secret, guard) = ctx.cancel.register(CancelTarget {
+                        upstream_addr: ctx.upstream.addr(),
+                        pid,
+                        secret,
+                    });
+                    body[4..8].copy_from_slice(&proxy_secret.to_be_bytes());
+                    shared.backend_pid.store(pid, Relaxed);
+                    cancel_guard = Some(guard);
+                }
+                _ => {}
+            }
+            true
+        })?;
+        if scanned.ready > 0 {
+            wr.write_all(&buf[..scanned.ready])
+                .await
+                .map_err(SessionError::ClientIo)?;
+            buf.advance(scanned.ready);
+        }
+        pending_frame = scanned.pending_frame;
+    }
+}
