@@ -198,6 +198,7 @@ async fn interrupted() -> &'static str {
 
 async fn run() -> BenchResult<()> {
     let knobs = Knobs::from_env()?;
+    let load_before = process::load_average();
     let workloads = [Workload::select_only()];
     let mut notes = Vec::new();
 
@@ -205,7 +206,13 @@ async fn run() -> BenchResult<()> {
     let pg = tokio::time::timeout(
         PG_START_TIMEOUT,
         EmbeddedPostgres::start(EmbeddedPgOptions {
-            extra_conf: vec![("max_connections".into(), "200".into())],
+            // Room for every target's connections (PgBouncer keeps its pools open), and
+            // shared buffers that hold all of scale 10 (~150 MB), so runs measure the hop
+            // rather than buffer misses.
+            extra_conf: vec![
+                ("max_connections".into(), "200".into()),
+                ("shared_buffers".into(), "256MB".into()),
+            ],
             ..EmbeddedPgOptions::default()
         }),
     )
@@ -255,6 +262,8 @@ async fn run() -> BenchResult<()> {
         date: process::utc_now(),
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu: cpu_model(),
+        load_before,
+        load_after: process::load_average(),
         versions: versions(&pg, &pgbench, &knobs.targets),
         knobs: knobs.describe(),
         notes,

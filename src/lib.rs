@@ -24,6 +24,9 @@
 //!   settings and prepared statements; maps every error to an ErrorResponse in one place.
 //! - [`sql`]: classification of every statement, parsed once per shape: a fast lexer replaces
 //!   literals so `WHERE id = 42` and `WHERE id = 43` share one cached parse.
+//! - [`stats`]: per-key access statistics (decayed Space-Saving top-K per table) and per-shape
+//!   and per-route latency histograms; recorded on the hot path into a bounded queue that
+//!   never waits, aggregated off it by a background task, read as published snapshots.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; [`server::start`] is also
 //!   what the tests use to run a proxy in-process.
 //! - [`context`]: what all sessions share (config, TLS, cancel table, classifier, metrics).
@@ -40,3 +43,4 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod stats;

@@ -20,14 +20,27 @@ use nix::unistd::Pid;
 /// error kinds in a benchmark; what matters is that a failure says where and why.
 pub type BenchResult<T> = Result<T, String>;
 
-/// Adds "while doing X" to any displayable error.
+/// Adds "while doing X" to any error, with its whole `source()` chain: tokio-postgres says
+/// only "db error" at the top and keeps Postgres's message in the source.
 pub trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> BenchResult<T>;
 }
 
-impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+impl<T, E: std::error::Error> Context<T> for Result<T, E> {
     fn context(self, what: impl FnOnce() -> String) -> BenchResult<T> {
-        self.map_err(|e| format!("{}: {e}", what()))
+        self.map_err(|e| {
+            let mut text = format!("{}: {e}", what());
+            let mut source = e.source();
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            text
+        })
     }
 }
 
@@ -261,6 +274,15 @@ pub fn log_tail(path: &Path) -> String {
         return "(unreadable log)".into();
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The 1-minute load average: how busy the machine was besides us (others' builds on the
+/// same two cores show up here and explain noisy numbers).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `YYYY-MM-DD HH:MM UTC` without a date crate (civil-from-days, H. Hinnant's algorithm).

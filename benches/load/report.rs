@@ -56,6 +56,9 @@ pub struct Header {
     pub date: String,
     pub nproc: usize,
     pub cpu: String,
+    /// 1-minute load average before setup and after the last run.
+    pub load_before: String,
+    pub load_after: String,
     /// `(what, version line)`.
     pub versions: Vec<(String, String)>,
     /// `(environment variable, value used)`.
@@ -182,7 +185,12 @@ pub fn markdown(
     let mut out = String::new();
     let _ = writeln!(out, "# pgpolyglot passthrough load benchmark\n");
     let _ = writeln!(out, "- date: {}", header.date);
-    let _ = writeln!(out, "- machine: nproc = {}, {}", header.nproc, header.cpu);
+    let _ = writeln!(
+        out,
+        "- machine: nproc = {}, {}; 1-min load average {} before the run, {} right after \
+         it (includes the run's own load)",
+        header.nproc, header.cpu, header.load_before, header.load_after
+    );
     for (what, version) in &header.versions {
         let _ = writeln!(out, "- {what}: {version}");
     }
@@ -194,8 +202,8 @@ pub fn markdown(
     let _ = writeln!(out, "- knobs: {}", knobs.join(" "));
     let _ = writeln!(
         out,
-        "- method: one embedded PostgreSQL behind every target; targets interleaved (order \
-         rotated) within each repetition; medians over repetitions; `-j` = min(clients, 2); \
+        "- method: one embedded PostgreSQL (shared_buffers 256MB) behind every \
+         target; targets interleaved (order rotated) within each repetition; medians over repetitions; `-j` = min(clients, 2); \
          ratios are TPS ratios from this run; `*` = median over fewer repetitions (some failed)\n"
     );
     let mut notes = header.notes.clone();
@@ -381,6 +389,8 @@ pub fn json(
     let _ = writeln!(out, "  \"date\": {},", json_str(&header.date));
     let _ = writeln!(out, "  \"nproc\": {},", header.nproc);
     let _ = writeln!(out, "  \"cpu\": {},", json_str(&header.cpu));
+    let _ = writeln!(out, "  \"load_before\": {},", json_str(&header.load_before));
+    let _ = writeln!(out, "  \"load_after\": {},", json_str(&header.load_after));
     let _ = writeln!(out, "  \"versions\": {},", json_pairs(&header.versions));
     let _ = writeln!(out, "  \"knobs\": {},", json_pairs(&header.knobs));
     let notes: Vec<String> = header.notes.iter().map(|n| json_str(n)).collect();

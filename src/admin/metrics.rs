@@ -8,18 +8,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Statement classes counted per Query/Parse, in the order of [`STATEMENT_KINDS`].
-pub const STATEMENT_KINDS: [&str; 9] = [
-    "read",
-    "write",
-    "ddl",
-    "transaction",
-    "set",
-    "other",
-    "multi",
-    "empty",
-    "unparsed",
-];
+/// Statement classes counted per Query/Parse: the classifier's own kind names, so the
+/// label set is defined once.
+pub use crate::sql::KIND_NAMES as STATEMENT_KINDS;
 
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -32,7 +23,7 @@ pub struct Metrics {
     pub cancel_requests_forwarded: AtomicU64,
     pub cancel_requests_unknown: AtomicU64,
     /// Indexed like [`STATEMENT_KINDS`].
-    pub statements: [AtomicU64; 9],
+    pub statements: [AtomicU64; STATEMENT_KINDS.len()],
     /// Statements not classified because the session's client_encoding is not UTF8.
     pub statements_unclassified_encoding: AtomicU64,
     pub frontend_bytes: AtomicU64,
