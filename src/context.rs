@@ -1,12 +1,16 @@
 //! What every session shares: validated config, TLS set-up, the cancel-key table, the
-//! statement classifier and the metrics. Built once at start-up, then read-only (`Arc`).
+//! statement classifier, metrics, statistics, the policies in force and the session list. Built once at start-up, then read-only (`Arc`).
 
 use crate::admin::metrics::Metrics;
 use crate::config::{Config, ConfigError, UpstreamTarget};
+use crate::placement::{PolicySet, PolicyStore};
 use crate::protocol::cancel::CancelRegistry;
 use crate::protocol::{tls, ProtocolError};
+use crate::session::registry::SessionRegistry;
 use crate::sql::Classifier;
+use crate::stats::{StatsAggregator, StatsHandle, StatsRecorder};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 pub struct ProxyContext {
     pub config: Config,
@@ -18,6 +22,15 @@ pub struct ProxyContext {
     pub cancel: Arc<CancelRegistry>,
     pub classifier: Classifier,
     pub metrics: Metrics,
+    /// Hot-path side of the access statistics (a no-op when `[stats] enabled = false`).
+    pub stats: StatsRecorder,
+    /// Read side of the statistics; `None` when they are off.
+    pub stats_view: Option<StatsHandle>,
+    /// The placement policies in force (swapped whole on reload).
+    pub policies: Arc<PolicyStore>,
+    /// Open client sessions.
+    pub sessions: SessionRegistry,
+    pub started_at: SystemTime,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +42,12 @@ pub enum ContextError {
 }
 
 impl ProxyContext {
-    pub fn new(config: Config) -> Result<Self, ContextError> {
+    /// Builds the shared context. The statistics aggregator, when statistics are on, is
+    /// returned for the caller to run in a background task.
+    pub fn new(
+        config: Config,
+        policies: PolicySet,
+    ) -> Result<(Self, Option<StatsAggregator>), ContextError> {
         config.validate()?;
         let upstream = config.upstream_target()?;
         let client_tls = match (&config.tls_cert, &config.tls_key) {
@@ -40,7 +58,18 @@ impl ProxyContext {
         };
         let upstream_tls = tls::client_config(upstream.sslmode, upstream.sslrootcert.as_deref())?
             .map(tokio_rustls::TlsConnector::from);
-        Ok(ProxyContext {
+        let (stats, aggregator) = if config.stats.enabled {
+            let (recorder, aggregator) = crate::stats::new(config.stats.to_stats_config())
+                .map_err(|e| ConfigError::Invalid {
+                    key: "stats",
+                    message: e.to_string(),
+                })?;
+            (recorder, Some(aggregator))
+        } else {
+            (StatsRecorder::disabled(), None)
+        };
+        let stats_view = aggregator.as_ref().map(StatsAggregator::handle);
+        let ctx = ProxyContext {
             classifier: Classifier::new(config.statement_cache_entries),
             config,
             upstream,
@@ -48,6 +77,12 @@ impl ProxyContext {
             upstream_tls,
             cancel: Arc::new(CancelRegistry::default()),
             metrics: Metrics::default(),
-        })
+            stats,
+            stats_view,
+            policies: Arc::new(PolicyStore::new(policies)),
+            sessions: SessionRegistry::default(),
+            started_at: SystemTime::now(),
+        };
+        Ok((ctx, aggregator))
     }
 }

@@ -8,6 +8,7 @@
 use crate::admin::http;
 use crate::config::{policy, Config};
 use crate::context::{ContextError, ProxyContext};
+use crate::placement::PolicySet;
 use crate::session;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,8 +65,10 @@ impl ServerHandle {
 
 /// Validate the configuration, load policies, bind the listeners and start accepting.
 pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
-    let policies = policy::load_dir(&config.policies)?;
-    let ctx = Arc::new(ProxyContext::new(config)?);
+    let policies = PolicySet::load(&config.policies, 1)?;
+    let policy_count = policies.policies.len();
+    let (ctx, aggregator) = ProxyContext::new(config, policies)?;
+    let ctx = Arc::new(ctx);
     let listen = ctx.config.listen.clone();
     let listener = TcpListener::bind(&listen)
         .await
@@ -78,6 +81,9 @@ pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    if let Some(aggregator) = aggregator {
+        tokio::spawn(aggregator.run(ctx.config.stats.interval, shutdown_rx.clone()));
+    }
 
     let http_addr = if ctx.config.http.is_empty() {
         None
@@ -107,7 +113,7 @@ pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
         upstream = %ctx.upstream.addr(),
         http = ?http_addr,
         tls = ctx.client_tls.is_some(),
-        policies = policies.len(),
+        policies = policy_count,
         "pgpolyglot listening"
     );
     let accept_loop = tokio::spawn(accept_loop(listener, ctx.clone(), shutdown_rx));

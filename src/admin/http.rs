@@ -1,12 +1,15 @@
-//! The HTTP endpoint: `/health` (liveness and upstream reachability) and `/metrics`
-//! (Prometheus text). Served by axum on its own listener, off the query path.
+//! The HTTP endpoint: `/health` (liveness and upstream reachability), `/metrics`
+//! (Prometheus text) and `/api/<view>` (the admin views as JSON: the same rows the admin
+//! console's `SHOW` commands print). Served by axum on its own listener, off the query path.
 
+use super::views::{self, View};
 use crate::context::ProxyContext;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +17,8 @@ pub fn router(ctx: Arc<ProxyContext>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api", get(api_index))
+        .route("/api/:view", get(api_view))
         .with_state(ctx)
 }
 
@@ -23,8 +28,38 @@ async fn metrics(State(ctx): State<Arc<ProxyContext>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ctx.metrics.render_prometheus(),
+        crate::admin::prometheus::render(&ctx),
     )
+}
+
+/// The view names, so a client can discover them.
+async fn api_index() -> Json<&'static [&'static str]> {
+    Json(&View::NAMES)
+}
+
+#[derive(Debug, Deserialize)]
+struct ViewParams {
+    table: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `/api/<view>?table=&limit=`: the view's rows as a JSON array of objects.
+async fn api_view(
+    State(ctx): State<Arc<ProxyContext>>,
+    Path(name): Path<String>,
+    Query(params): Query<ViewParams>,
+) -> Response {
+    match View::from_name(&name, params.table, params.limit) {
+        Some(view) => Json(views::render(&ctx, &view).to_json()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": format!("no view {name:?}"),
+                "views": View::NAMES,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// 200 when the upstream accepts TCP connections, 503 otherwise; JSON body either way.
@@ -43,11 +78,10 @@ async fn health(State(ctx): State<Arc<ProxyContext>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = format!(
-        "{{\"status\":\"{}\",\"upstream\":\"{}\",\"upstream_reachable\":{}}}\n",
-        if reachable { "ok" } else { "degraded" },
-        addr.replace('"', ""),
-        reachable
-    );
-    (status, [(header::CONTENT_TYPE, "application/json")], body)
+    let body = serde_json::json!({
+        "status": if reachable { "ok" } else { "degraded" },
+        "upstream": addr,
+        "upstream_reachable": reachable,
+    });
+    (status, Json(body))
 }

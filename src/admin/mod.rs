@@ -4,3 +4,6 @@
 
 pub mod http;
 pub mod metrics;
+pub mod prometheus;
+pub mod table;
+pub mod views;

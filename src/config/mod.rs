@@ -68,6 +68,76 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Log format: "text" (default) or "json".
     pub log_format: String,
+    /// Users who may open the admin console (database `pgpolyglot`). Their password is
+    /// checked by the upstream Postgres, exactly as for any other connection. Default
+    /// `["postgres"]`.
+    pub admin_users: Vec<String>,
+    /// How often the policy directory is checked for changes (hot reload); `0s` disables
+    /// watching (SIGHUP and the admin `RELOAD` still work). Default `2s`.
+    #[serde(with = "duration::serde_str")]
+    pub policy_watch_interval: Duration,
+    /// Access statistics (`[stats]`).
+    pub stats: StatsSettings,
+}
+
+/// `[stats]`: the access statistics' limits and time constants (see [`crate::stats`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsSettings {
+    /// Record statistics at all. Default true.
+    pub enabled: bool,
+    /// Half-life of decayed counts. Default `60s`.
+    #[serde(with = "duration::serde_str")]
+    pub half_life: Duration,
+    /// Keys tracked per table (Space-Saving counters). Default 1000.
+    pub top_k_per_table: usize,
+    /// Tables tracked at once. Default 1000.
+    pub max_tables: usize,
+    /// Query shapes tracked at once. Default 10000.
+    pub max_shapes: usize,
+    /// Events queued between sessions and the aggregator; beyond, dropped and counted.
+    /// Default 65536.
+    pub channel_capacity: usize,
+    /// Latency window. Default `60s`.
+    #[serde(with = "duration::serde_str")]
+    pub window: Duration,
+    /// How often the aggregator drains the queue and publishes a snapshot. Default `1s`.
+    #[serde(with = "duration::serde_str")]
+    pub interval: Duration,
+    /// Keys longer than this many bytes are not recorded. Default 128.
+    pub max_key_len: usize,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        let d = crate::stats::StatsConfig::default();
+        StatsSettings {
+            enabled: true,
+            half_life: d.half_life,
+            top_k_per_table: d.top_k_per_table,
+            max_tables: d.max_tables,
+            max_shapes: d.max_shapes,
+            channel_capacity: d.channel_capacity,
+            window: d.window,
+            interval: Duration::from_secs(1),
+            max_key_len: d.max_key_len,
+        }
+    }
+}
+
+impl StatsSettings {
+    pub fn to_stats_config(&self) -> crate::stats::StatsConfig {
+        crate::stats::StatsConfig {
+            half_life: self.half_life,
+            top_k_per_table: self.top_k_per_table,
+            max_tables: self.max_tables,
+            max_shapes: self.max_shapes,
+            channel_capacity: self.channel_capacity,
+            window: self.window,
+            max_key_len: self.max_key_len,
+            ..crate::stats::StatsConfig::default()
+        }
+    }
 }
 
 impl Default for Config {
@@ -85,6 +155,9 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             log_format: "text".into(),
+            admin_users: vec!["postgres".into()],
+            policy_watch_interval: Duration::from_secs(2),
+            stats: StatsSettings::default(),
         }
     }
 }
@@ -151,6 +224,19 @@ impl Config {
                 message: format!("{:?}: expected \"text\" or \"json\"", self.log_format),
             });
         }
+        if self.stats.interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "stats.interval",
+                message: "must be greater than zero".into(),
+            });
+        }
+        self.stats
+            .to_stats_config()
+            .validate()
+            .map_err(|e| ConfigError::Invalid {
+                key: "stats",
+                message: e.to_string(),
+            })?;
         Ok(())
     }
 

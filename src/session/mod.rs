@@ -7,6 +7,7 @@
 //! Postgres itself accepts or rejects the client's credentials with its own error.
 
 pub mod error;
+pub mod registry;
 pub mod relay;
 pub mod state;
 pub mod upstream;
@@ -70,9 +71,17 @@ async fn serve_inner(
     *client = Some(stream);
     debug!(user = %startup.user(), database = %startup.database(), "startup");
     let mut upstream = match upstream::connect(ctx).await {
-        Ok(u) => u,
+        Ok(u) => {
+            ctx.metrics
+                .upstream_last_connect_failed
+                .store(false, Relaxed);
+            u
+        }
         Err(e) => {
             ctx.metrics.upstream_connect_errors.fetch_add(1, Relaxed);
+            ctx.metrics
+                .upstream_last_connect_failed
+                .store(true, Relaxed);
             return Err(e);
         }
     };
@@ -83,7 +92,7 @@ async fn serve_inner(
     let Some(client_stream) = client.take() else {
         return Ok(());
     };
-    let shared = SharedState::default();
+    let shared = Arc::new(SharedState::default());
     relay::run(client_stream, upstream, ctx, &shared).await
 }
 

@@ -1,0 +1,228 @@
+//! The router: a pure function from (classification, session state, policies) to a route
+//! and the reason for it. No I/O; every case is a row in the unit-test tables.
+//!
+//! This is the one place a decision to serve a statement from outside Postgres is made and
+//! the one place its reason is recorded (`EXPLAIN ROUTE` prints it, metrics count it). The
+//! checks run in the order of the "Routing is safe by default" contract: anything not proven
+//! safe passes through. This build has no serving store yet (the cache and search issues add
+//! them), so every path ends at Postgres; the reasons say which check stopped it.
+
+use crate::placement::PolicySet;
+use crate::sql::{Classified, Shape, StatementKind, TableRef};
+use crate::stats::Route;
+
+/// Why a statement goes where it goes. Labels are stable (metric label values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The session is inside an explicit transaction block (or a failed one).
+    InTransaction,
+    /// The statement could not be classified (not UTF-8 text, or client_encoding not UTF8).
+    Unclassified,
+    /// sqlparser could not read it: Postgres is the judge.
+    Unparsed,
+    /// Writes, DDL, transaction control, SET, utility commands, several statements.
+    NotARead,
+    /// `FOR UPDATE`/`FOR SHARE` and friends.
+    Locking,
+    /// A function that may return different results per call or has side effects (or one the
+    /// classifier does not know).
+    VolatileFunction,
+    /// A read that is neither a point read by key nor a text predicate.
+    NotPointRead,
+    /// The session is connected to a database other than the one policies apply to.
+    OtherDatabase,
+    /// No policy covers the table.
+    NoPolicy,
+    /// A policy covers the table but has no `[cache]` section (point reads) or no
+    /// `[search]` section, or not this column or predicate kind (text predicates).
+    NotInPolicy,
+    /// The policy places this table, but the key is not in the cache store.
+    KeyNotPlaced,
+    /// The policy indexes this table, but the search index is not built.
+    IndexNotReady,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 12] = [
+        Reason::InTransaction,
+        Reason::Unclassified,
+        Reason::Unparsed,
+        Reason::NotARead,
+        Reason::Locking,
+        Reason::VolatileFunction,
+        Reason::NotPointRead,
+        Reason::OtherDatabase,
+        Reason::NoPolicy,
+        Reason::NotInPolicy,
+        Reason::KeyNotPlaced,
+        Reason::IndexNotReady,
+    ];
+
+    /// Position in [`Reason::ALL`] (metric array index).
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    }
+
+    /// The route this reason leads to.
+    pub fn route(self) -> Route {
+        Route::Postgres
+    }
+
+    /// Short label (metric label value, `EXPLAIN ROUTE`'s `reason` column).
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::InTransaction => "in transaction block",
+            Reason::Unclassified => "not classified",
+            Reason::Unparsed => "not parsed",
+            Reason::NotARead => "not a read",
+            Reason::Locking => "locking clause",
+            Reason::VolatileFunction => "volatile function",
+            Reason::NotPointRead => "not a point read",
+            Reason::OtherDatabase => "database not under policy",
+            Reason::NoPolicy => "no policy",
+            Reason::NotInPolicy => "not in policy",
+            Reason::KeyNotPlaced => "key not placed",
+            Reason::IndexNotReady => "index not ready",
+        }
+    }
+}
+
+/// A routing decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub route: Route,
+    pub reason: Reason,
+    /// `file (pattern)` of the policy that was consulted, if one was.
+    pub policy: Option<String>,
+    /// One sentence for humans.
+    pub detail: String,
+}
+
+impl Decision {
+    fn postgres(reason: Reason, detail: impl Into<String>) -> Self {
+        Decision {
+            route: Route::Postgres,
+            reason,
+            policy: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What the router knows about the session.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionView {
+    /// Inside a transaction block (ReadyForQuery status `T` or `E`).
+    pub in_transaction: bool,
+    /// Connected to the database the policies apply to (the upstream URL's).
+    pub policy_database: bool,
+}
+
+/// Where `stmt` goes. `None` for `stmt` means it could not be classified.
+pub fn decide(stmt: Option<&Classified>, session: SessionView, policies: &PolicySet) -> Decision {
+    if session.in_transaction {
+        return Decision::postgres(
+            Reason::InTransaction,
+            "inside a transaction block every statement goes to Postgres",
+        );
+    }
+    let Some(stmt) = stmt else {
+        return Decision::postgres(
+            Reason::Unclassified,
+            "statement text was not classified (client_encoding is not UTF8, or invalid UTF-8)",
+        );
+    };
+    decide_shape(&stmt.shape, session, policies)
+}
+
+fn decide_shape(shape: &Shape, session: SessionView, policies: &PolicySet) -> Decision {
+    match &shape.kind {
+        StatementKind::Read => {}
+        StatementKind::Unparsed => {
+            return Decision::postgres(
+                Reason::Unparsed,
+                "the SQL parser could not read the statement",
+            )
+        }
+        other => {
+            return Decision::postgres(
+                Reason::NotARead,
+                format!("statement kind is {}", other.name()),
+            )
+        }
+    }
+    let f = &shape.flags;
+    if f.has_locking_clause {
+        return Decision::postgres(Reason::Locking, "the statement takes row locks");
+    }
+    if f.has_volatile_functions || f.has_unknown_functions {
+        return Decision::postgres(
+            Reason::VolatileFunction,
+            "the statement calls a volatile or unknown function",
+        );
+    }
+    let (table, wants_cache) = match (&shape.point_read, shape.text_predicates.first()) {
+        (Some(p), _) => (&p.table, true),
+        (None, Some(t)) => (&t.table, false),
+        (None, None) => {
+            return Decision::postgres(
+                Reason::NotPointRead,
+                "not a single-table read by key or text predicate",
+            )
+        }
+    };
+    if !session.policy_database {
+        return Decision::postgres(
+            Reason::OtherDatabase,
+            "policies apply to the upstream URL's database only",
+        );
+    }
+    let (schema, name) = resolve(table);
+    let Some(m) = policies.policy_for(schema, name) else {
+        return Decision::postgres(
+            Reason::NoPolicy,
+            format!("no policy covers {schema}.{name}"),
+        );
+    };
+    let policy = Some(format!("{} ({})", m.policy.file.display(), m.pattern));
+    let (reason, detail) = if wants_cache {
+        match &m.policy.cache {
+            None => (
+                Reason::NotInPolicy,
+                "the policy has no [cache] section".to_string(),
+            ),
+            Some(_) => (
+                Reason::KeyNotPlaced,
+                "the key is not in the cache store (this build serves no keys from a cache)"
+                    .to_string(),
+            ),
+        }
+    } else {
+        match &m.policy.search {
+            None => (
+                Reason::NotInPolicy,
+                "the policy has no [search] section".to_string(),
+            ),
+            Some(_) => (
+                Reason::IndexNotReady,
+                "no search index is built (this build narrows nothing with a search store)"
+                    .to_string(),
+            ),
+        }
+    };
+    Decision {
+        route: Route::Postgres,
+        reason,
+        policy,
+        detail,
+    }
+}
+
+/// The schema an unqualified name resolves to. The proxy does not track each session's
+/// `search_path` yet, so unqualified names are taken as `public` (the default path).
+pub fn resolve(table: &TableRef) -> (&str, &str) {
+    (table.schema.as_deref().unwrap_or("public"), &table.name)
+}
+
+#[cfg(test)]
+mod tests;
