@@ -2,6 +2,7 @@
 //! statement classifier, metrics, statistics, the policies in force and the session list. Built once at start-up, then read-only (`Arc`).
 
 use crate::admin::metrics::Metrics;
+use crate::catalog::Catalog;
 use crate::config::{Config, ConfigError, UpstreamTarget};
 use crate::placement::{PolicySet, PolicyStore};
 use crate::protocol::cancel::CancelRegistry;
@@ -30,6 +31,8 @@ pub struct ProxyContext {
     pub policies: Arc<PolicyStore>,
     /// Open client sessions.
     pub sessions: SessionRegistry,
+    /// Primary keys of the upstream database's tables (loaded by `catalog::run`).
+    pub catalog: Catalog,
     pub started_at: SystemTime,
 }
 
@@ -81,6 +84,7 @@ impl ProxyContext {
             stats_view,
             policies: Arc::new(PolicyStore::new(policies)),
             sessions: SessionRegistry::default(),
+            catalog: Catalog::default(),
             started_at: SystemTime::now(),
         };
         Ok((ctx, aggregator))

@@ -35,6 +35,7 @@
 //! - [`demo`]: `pgpolyglot demo`.
 
 pub mod admin;
+pub mod catalog;
 pub mod config;
 pub mod context;
 pub mod demo;
@@ -44,5 +45,6 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod side;
 pub mod sql;
 pub mod stats;

@@ -81,9 +81,14 @@ pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(crate::catalog::run(ctx.clone(), shutdown_rx.clone()));
     if let Some(aggregator) = aggregator {
         tokio::spawn(aggregator.run(ctx.config.stats.interval, shutdown_rx.clone()));
     }
+    tokio::spawn(crate::placement::reload::watch(
+        ctx.clone(),
+        shutdown_rx.clone(),
+    ));
 
     let http_addr = if ctx.config.http.is_empty() {
         None
@@ -95,7 +100,14 @@ pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
                 source,
             })?;
         let http_addr = http_listener.local_addr().ok();
-        let router = http::router(ctx.clone());
+        // The dashboard's history is only read over HTTP, so it is sampled only when enabled.
+        let history = crate::admin::history::History::new();
+        tokio::spawn(crate::admin::history::run(
+            history.clone(),
+            ctx.clone(),
+            shutdown_rx.clone(),
+        ));
+        let router = http::router(ctx.clone(), history);
         let mut rx = shutdown_rx.clone();
         tokio::spawn(async move {
             let serve = axum::serve(http_listener, router).with_graceful_shutdown(async move {

@@ -1,10 +1,13 @@
-//! The HTTP endpoint: `/health` (liveness and upstream reachability), `/metrics`
-//! (Prometheus text) and `/api/<view>` (the admin views as JSON: the same rows the admin
-//! console's `SHOW` commands print). Served by axum on its own listener, off the query path.
+//! The HTTP endpoint: `/` (the dashboard, see [`super::dashboard`]), `/health` (liveness and
+//! upstream reachability), `/metrics` (Prometheus text), `/api/<view>` (the admin views as
+//! JSON: the same rows the admin console's `SHOW` commands print) and `/api/history` (the
+//! last ten minutes of per-second samples, see [`super::history`]). Served by axum on its
+//! own listener, off the query path.
 
+use super::history::History;
 use super::views::{self, View};
 use crate::context::ProxyContext;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,13 +16,37 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn router(ctx: Arc<ProxyContext>) -> Router {
+/// What the handlers share. Each handler extracts only the part it needs (`FromRef`).
+#[derive(Clone)]
+struct AppState {
+    ctx: Arc<ProxyContext>,
+    history: Arc<History>,
+}
+
+impl FromRef<AppState> for Arc<ProxyContext> {
+    fn from_ref(state: &AppState) -> Self {
+        state.ctx.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<History> {
+    fn from_ref(state: &AppState) -> Self {
+        state.history.clone()
+    }
+}
+
+/// The endpoint's routes. `history` is the ring [`super::history::run`] fills; the caller
+/// runs that sampler.
+pub fn router(ctx: Arc<ProxyContext>, history: Arc<History>) -> Router {
     Router::new()
+        .merge(super::dashboard::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api", get(api_index))
+        // Not an admin view (it has no `SHOW` form); a fixed segment wins over `:view`.
+        .route("/api/history", get(api_history))
         .route("/api/:view", get(api_view))
-        .with_state(ctx)
+        .with_state(AppState { ctx, history })
 }
 
 async fn metrics(State(ctx): State<Arc<ProxyContext>>) -> impl IntoResponse {
@@ -32,9 +59,20 @@ async fn metrics(State(ctx): State<Arc<ProxyContext>>) -> impl IntoResponse {
     )
 }
 
-/// The view names, so a client can discover them.
-async fn api_index() -> Json<&'static [&'static str]> {
-    Json(&View::NAMES)
+/// Everything under `/api/`, so a client can discover it: the view names and `history`.
+async fn api_index() -> Json<Vec<&'static str>> {
+    let mut names = View::NAMES.to_vec();
+    names.push("history");
+    Json(names)
+}
+
+/// `/api/history`: `{"interval_s": 1, "samples": [{"t", "routes", "hit_ratio", "dropped",
+/// "connections"}, ...]}`, oldest first.
+async fn api_history(State(history): State<Arc<History>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Json(history.to_json()),
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,8 @@
 //! ([`http`]: `/health`, `/metrics`). Read-only views; nothing here is on the query path
 //! except the relaxed atomic increments in [`metrics::Metrics`].
 
+pub mod dashboard;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod prometheus;

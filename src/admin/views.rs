@@ -3,7 +3,6 @@
 //! snapshots and atomics; never blocks a session.
 
 use super::table::{Cell, ColumnType as T, ResultTable};
-use crate::config::policy::{CacheStoreKind, PredicateKind, SearchStoreKind};
 use crate::context::ProxyContext;
 use crate::stats::{LatencySummary, Snapshot};
 use std::sync::atomic::Ordering::Relaxed;
@@ -266,16 +265,10 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
     let mut wanted: Vec<&'static str> = Vec::new();
     for p in &set.policies {
         if let Some(c) = &p.cache {
-            wanted.push(match c.store {
-                CacheStoreKind::Memory => "memory",
-                CacheStoreKind::Redis => "redis",
-            });
+            wanted.push(c.store.name());
         }
         if let Some(s) = &p.search {
-            wanted.push(match s.store {
-                SearchStoreKind::Embedded => "embedded",
-                SearchStoreKind::Elasticsearch => "elasticsearch",
-            });
+            wanted.push(s.store.name());
         }
     }
     wanted.sort_unstable();
@@ -298,7 +291,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
 
 fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 || ms == 0 {
+    if !ms.is_multiple_of(1000) || ms == 0 {
         format!("{ms}ms")
     } else {
         format!("{}s", ms / 1000)
@@ -331,32 +324,19 @@ fn policies(ctx: &ProxyContext) -> ResultTable {
             p.file.display().to_string().into(),
             p.tables.join(",").into(),
             p.key.clone().into(),
-            c.map(|c| match c.store {
-                CacheStoreKind::Memory => "memory",
-                CacheStoreKind::Redis => "redis",
-            })
-            .into(),
+            c.map(|c| c.store.name()).into(),
             c.map(|c| i64::from(c.promote_after)).into(),
             c.map(|c| duration_text(c.window)).into(),
             c.map(|c| duration_text(c.demote_after_idle)).into(),
             c.map(|c| c.max_keys).into(),
             c.map(|c| c.max_bytes).into(),
             c.map(|c| duration_text(c.max_staleness)).into(),
-            s.map(|s| match s.store {
-                SearchStoreKind::Embedded => "embedded",
-                SearchStoreKind::Elasticsearch => "elasticsearch",
-            })
-            .into(),
+            s.map(|s| s.store.name()).into(),
             s.map(|s| s.columns.join(",")).into(),
             s.map(|s| {
                 s.predicates
                     .iter()
-                    .map(|p| match p {
-                        PredicateKind::Like => "like",
-                        PredicateKind::ILike => "ilike",
-                        PredicateKind::Regex => "regex",
-                        PredicateKind::FullText => "fts",
-                    })
+                    .map(|p| p.name())
                     .collect::<Vec<_>>()
                     .join(",")
             })

@@ -69,6 +69,38 @@ pub enum CacheStoreKind {
     Redis,
 }
 
+impl CacheStoreKind {
+    /// The name policies use (`store = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheStoreKind::Memory => "memory",
+            CacheStoreKind::Redis => "redis",
+        }
+    }
+}
+
+impl SearchStoreKind {
+    /// The name policies use (`store = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchStoreKind::Embedded => "embedded",
+            SearchStoreKind::Elasticsearch => "elasticsearch",
+        }
+    }
+}
+
+impl PredicateKind {
+    /// The name policies use (`predicates = [...]`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PredicateKind::Like => "like",
+            PredicateKind::ILike => "ilike",
+            PredicateKind::Regex => "regex",
+            PredicateKind::FullText => "fts",
+        }
+    }
+}
+
 /// Where text predicates are indexed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SearchStoreKind {

@@ -6,6 +6,7 @@
 
 use crate::config::policy::{self, Policy, PolicyErrors};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -113,11 +114,15 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 #[derive(Debug)]
 pub struct PolicyStore {
     current: RwLock<Arc<PolicySet>>,
+    /// Mirrors the current set's generation, so sessions can check for a new set without
+    /// touching the lock.
+    generation: AtomicU64,
 }
 
 impl PolicyStore {
     pub fn new(initial: PolicySet) -> Self {
         PolicyStore {
+            generation: AtomicU64::new(initial.generation),
             current: RwLock::new(Arc::new(initial)),
         }
     }
@@ -130,8 +135,15 @@ impl PolicyStore {
 
     /// Install an already validated set.
     pub fn replace(&self, set: PolicySet) {
+        let generation = set.generation;
         let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
         *guard = Arc::new(set);
+        self.generation.store(generation, Relaxed);
+    }
+
+    /// Generation of the set in force (lock-free).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
 }
 

@@ -46,6 +46,11 @@ impl ErrorResponse {
         }
     }
 
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
@@ -100,6 +105,9 @@ pub mod sqlstate {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
 }
 
 /// A CancelRequest packet (16 bytes) for `pid`/`secret`.

@@ -9,6 +9,7 @@
 pub mod cancel;
 pub mod frames;
 pub mod messages;
+pub mod results;
 pub mod startup;
 pub mod stream;
 pub mod tls;

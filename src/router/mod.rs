@@ -8,7 +8,7 @@
 //! them), so every path ends at Postgres; the reasons say which check stopped it.
 
 use crate::placement::PolicySet;
-use crate::sql::{Classified, Shape, StatementKind, TableRef};
+use crate::sql::{Shape, StatementKind, TableRef};
 use crate::stats::Route;
 
 /// Why a statement goes where it goes. Labels are stable (metric label values).
@@ -118,21 +118,21 @@ pub struct SessionView {
     pub policy_database: bool,
 }
 
-/// Where `stmt` goes. `None` for `stmt` means it could not be classified.
-pub fn decide(stmt: Option<&Classified>, session: SessionView, policies: &PolicySet) -> Decision {
+/// Where a statement of shape `shape` goes. `None` means it could not be classified.
+pub fn decide(shape: Option<&Shape>, session: SessionView, policies: &PolicySet) -> Decision {
     if session.in_transaction {
         return Decision::postgres(
             Reason::InTransaction,
             "inside a transaction block every statement goes to Postgres",
         );
     }
-    let Some(stmt) = stmt else {
+    let Some(shape) = shape else {
         return Decision::postgres(
             Reason::Unclassified,
             "statement text was not classified (client_encoding is not UTF8, or invalid UTF-8)",
         );
     };
-    decide_shape(&stmt.shape, session, policies)
+    decide_shape(shape, session, policies)
 }
 
 fn decide_shape(shape: &Shape, session: SessionView, policies: &PolicySet) -> Decision {

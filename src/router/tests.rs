@@ -105,7 +105,7 @@ fn reasons_table() {
         ),
     ];
     for (sql, session, want) in cases {
-        let got = decide(Some(&c.classify(sql)), *session, &p);
+        let got = decide(Some(&c.classify(sql).shape), *session, &p);
         assert_eq!(got.reason, *want, "{sql}: {got:?}");
         assert_eq!(got.route, Route::Postgres);
     }
@@ -117,7 +117,7 @@ fn reasons_table() {
 fn policy_named_when_consulted() {
     let c = Classifier::new(100);
     let d = decide(
-        Some(&c.classify("SELECT * FROM accounts WHERE id = 1")),
+        Some(&c.classify("SELECT * FROM accounts WHERE id = 1").shape),
         IDLE,
         &policies(),
     );

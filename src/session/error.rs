@@ -27,6 +27,10 @@ pub enum SessionError {
     ClientIo(std::io::Error),
     #[error("upstream connection: {0}")]
     UpstreamIo(std::io::Error),
+    #[error("user {user:?} may not use the pgpolyglot admin console")]
+    NotAdmin { user: String },
+    #[error("the admin console supports protocol 3.0 clients only")]
+    AdminStartup,
 }
 
 impl SessionError {
@@ -60,6 +64,17 @@ impl SessionError {
                 ErrorResponse::fatal(sqlstate::UNABLE_TO_CONNECT, format!("pgpolyglot: {self}"))
                     .with_hint("The proxy is running; its upstream server is not reachable."),
             ),
+            SessionError::NotAdmin { .. } => Some(
+                ErrorResponse::fatal(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    format!("pgpolyglot: {self}"),
+                )
+                .with_hint("Admin users are listed in admin_users in pgpolyglot.toml."),
+            ),
+            SessionError::AdminStartup => Some(ErrorResponse::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("pgpolyglot: {self}"),
+            )),
             SessionError::ClientTls(_)
             | SessionError::ClientIo(_)
             | SessionError::UpstreamIo(_) => None,

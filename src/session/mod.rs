@@ -6,10 +6,15 @@
 //! authentication exchange (trust, md5, SCRAM-SHA-256) is relayed like any other frame, so
 //! Postgres itself accepts or rejects the client's credentials with its own error.
 
+pub mod admin;
+pub mod bind;
 pub mod error;
+pub mod explain;
+pub mod keys;
 pub mod registry;
 pub mod relay;
 pub mod state;
+pub mod tracker;
 pub mod upstream;
 
 use crate::admin::metrics::ActiveConnection;
@@ -20,6 +25,7 @@ use crate::protocol::startup::{read_startup_packet, StartupMessage, StartupPacke
 use crate::protocol::stream::ClientStream;
 use crate::protocol::ProtocolError;
 use error::SessionError;
+use registry::NewSession;
 use state::SharedState;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -38,7 +44,7 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
     async move {
         let _active = ActiveConnection::new(&ctx.metrics);
         let mut client = None;
-        let result = serve_inner(tcp, &ctx, &mut client).await;
+        let result = serve_inner(tcp, peer, &ctx, &mut client).await;
         if let Err(e) = result {
             if let (Some(resp), Some(c)) = (e.client_response(), client.as_mut()) {
                 let _ = c.write_all(&resp.to_bytes()).await;
@@ -62,14 +68,35 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
 /// reported to it.
 async fn serve_inner(
     tcp: TcpStream,
+    peer: SocketAddr,
     ctx: &ProxyContext,
     client: &mut Option<ClientStream>,
 ) -> Result<(), SessionError> {
     let Some((stream, startup)) = handshake(tcp, ctx, client).await? else {
         return Ok(());
     };
+    let database = startup.database();
+    debug!(user = %startup.user(), %database, "startup");
+    let shared = Arc::new(SharedState::default());
+    let admin = database == admin::ADMIN_DATABASE;
+    let _registered = ctx.sessions.register(
+        NewSession {
+            peer,
+            user: startup.user(),
+            database: database.clone(),
+            application_name: startup.param("application_name").unwrap_or_default(),
+            tls: matches!(stream, ClientStream::Tls(_)),
+            admin,
+        },
+        Arc::clone(&shared),
+    );
     *client = Some(stream);
-    debug!(user = %startup.user(), database = %startup.database(), "startup");
+    if admin {
+        return match client.as_mut() {
+            Some(c) => admin::serve(c, &startup, ctx).await,
+            None => Ok(()),
+        };
+    }
     let mut upstream = match upstream::connect(ctx).await {
         Ok(u) => {
             ctx.metrics
@@ -92,8 +119,7 @@ async fn serve_inner(
     let Some(client_stream) = client.take() else {
         return Ok(());
     };
-    let shared = Arc::new(SharedState::default());
-    relay::run(client_stream, upstream, ctx, &shared).await
+    relay::run(client_stream, upstream, ctx, &shared, &database).await
 }
 
 /// Read start-up packets until a StartupMessage; `None` when the connection was a cancel.

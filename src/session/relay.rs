@@ -5,17 +5,20 @@
 //! one select loop that blocks on a write) so a pipelining client that is not reading yet can
 //! never deadlock the proxy: that is exactly as much buffering as a direct connection has.
 //!
-//! The frontend (client → upstream) direction looks at Query, Parse, Close and Terminate to
-//! classify statements and track prepared statements. The backend (upstream → client)
-//! direction looks at ReadyForQuery (transaction status), ParameterStatus (client_encoding and
-//! the settings that later decide whether cached text values may be served) and
-//! BackendKeyData, whose secret it replaces with the proxy's own.
+//! The frontend (client → upstream) direction looks at Query, Parse, Bind, Execute, Sync,
+//! FunctionCall, Close and Terminate to classify and route statements, record their keys,
+//! track prepared statements and portals, and start each statement's clock. The backend
+//! (upstream → client) direction looks at ReadyForQuery (transaction status), ParameterStatus
+//! (client_encoding and the settings that later decide whether cached text values may be
+//! served), BackendKeyData (whose secret it replaces with the proxy's own) and the messages
+//! that complete statements (latency, rows, errors).
 
 use super::error::SessionError;
 use super::state::{FrontendState, SharedState};
+use super::tracker::tag_rows;
 use crate::context::ProxyContext;
 use crate::protocol::cancel::{CancelGuard, CancelTarget};
-use crate::protocol::frames::FrameScanner;
+use crate::protocol::frames::{FrameScanner, HEADER_LEN};
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -43,6 +46,7 @@ pub async fn run<C, U>(
     upstream: U,
     ctx: &ProxyContext,
     shared: &SharedState,
+    database: &str,
 ) -> Result<(), SessionError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -54,7 +58,7 @@ where
     // Lives as long as the relay: when the frontend fails only because the upstream closed,
     // the backend keeps draining so the client still gets Postgres's last words (a FATAL).
     let mut control = Some(control_tx);
-    let mut frontend_state = FrontendState::default();
+    let mut frontend_state = FrontendState::new(ctx, database);
     let front = frontend(
         client_rd,
         upstream_wr,
@@ -76,14 +80,17 @@ where
     }
 }
 
-/// Frontend messages whose body the proxy reads.
+/// Frontend messages whose body the proxy reads: Query, Parse, Bind, Execute, Sync,
+/// FunctionCall, Close, Terminate.
 fn frontend_wants(typ: u8) -> bool {
-    matches!(typ, b'Q' | b'P' | b'C' | b'X')
+    matches!(typ, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F' | b'C' | b'X')
 }
 
-/// Backend messages whose body the proxy reads.
+/// Backend messages whose body the proxy reads: ReadyForQuery, ParameterStatus,
+/// BackendKeyData, and the completions of statements (CommandComplete, ErrorResponse,
+/// EmptyQueryResponse, PortalSuspended).
 fn backend_wants(typ: u8) -> bool {
-    matches!(typ, b'Z' | b'S' | b'K')
+    matches!(typ, b'Z' | b'S' | b'K' | b'C' | b'E' | b'I' | b's')
 }
 
 fn ensure_space(buf: &mut BytesMut, pending_frame: usize) {
@@ -108,29 +115,45 @@ where
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new(ctx.config.max_message_bytes);
     let mut pending_frame = 0;
+    // Set when a scan stopped early at a replaced frame: scan the rest before reading more.
+    let mut rescan = false;
     loop {
-        ensure_space(&mut buf, pending_frame);
-        let n = match rd.read_buf(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
+        if !rescan {
+            ensure_space(&mut buf, pending_frame);
+            let n = match rd.read_buf(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    send(control, Control::Stop);
+                    return Err(SessionError::ClientIo(e));
+                }
+            };
+            if n == 0 {
                 send(control, Control::Stop);
-                return Err(SessionError::ClientIo(e));
+                return Ok(());
             }
-        };
-        if n == 0 {
-            send(control, Control::Stop);
-            return Ok(());
+            ctx.metrics.frontend_bytes.fetch_add(n as u64, Relaxed);
         }
-        ctx.metrics.frontend_bytes.fetch_add(n as u64, Relaxed);
+        rescan = false;
         let mut terminated = false;
+        // A frame the proxy rewrites (EXPLAIN ROUTE): its length and its replacement.
+        let mut replacement: Option<(usize, BytesMut)> = None;
         let scanned = scanner.scan(&mut buf, frontend_wants, |typ, body| {
             match typ {
                 b'X' => {
                     terminated = true;
                     return false;
                 }
-                b'Q' => state.on_query(body, ctx, shared),
+                b'Q' => {
+                    if let Some(new) = state.on_query(body, ctx, shared) {
+                        replacement = Some((body.len() + HEADER_LEN, new));
+                        return false;
+                    }
+                }
                 b'P' => state.on_parse(body, ctx, shared),
+                b'B' => state.on_bind(body, ctx),
+                b'E' => state.on_execute(body, ctx, shared),
+                b'S' => shared.tracker.sync(),
+                b'F' => shared.tracker.query(None, crate::stats::Route::Postgres),
                 b'C' => state.on_close(body),
                 _ => {}
             }
@@ -149,6 +172,19 @@ where
                 return Err(e);
             }
         };
+        if let Some((frame_len, new)) = replacement {
+            let keep = scanned.ready - frame_len;
+            if keep > 0 {
+                wr.write_all(&buf[..keep])
+                    .await
+                    .map_err(SessionError::UpstreamIo)?;
+            }
+            wr.write_all(&new).await.map_err(SessionError::UpstreamIo)?;
+            buf.advance(scanned.ready);
+            rescan = true;
+            pending_frame = 0;
+            continue;
+        }
         if scanned.ready > 0 {
             wr.write_all(&buf[..scanned.ready])
                 .await
@@ -209,6 +245,24 @@ where
                 b'Z' => {
                     if let Some(&status) = body.first() {
                         shared.txn_status.store(status, Relaxed);
+                    }
+                    if let Some(done) = shared.tracker.ready() {
+                        done.record(ctx);
+                    }
+                }
+                b'C' => {
+                    if let Some(done) = shared.tracker.completion(tag_rows(body), false) {
+                        done.record(ctx);
+                    }
+                }
+                b'E' => {
+                    if let Some(done) = shared.tracker.completion(0, true) {
+                        done.record(ctx);
+                    }
+                }
+                b'I' | b's' => {
+                    if let Some(done) = shared.tracker.completion(0, false) {
+                        done.record(ctx);
                     }
                 }
                 b'S' => shared.on_parameter_status(body),

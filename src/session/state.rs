@@ -1,10 +1,18 @@
 //! Per-session state the relay keeps: what the backend direction learns (transaction status,
-//! server-reported settings, the backend pid) and what the frontend direction tracks
-//! (prepared statements by name, each with its SQL and classification).
+//! server-reported settings, the backend pid), the statements in flight, and what the
+//! frontend direction tracks (prepared statements by name with their SQL and classification,
+//! portals, the routing decision for each statement).
 
+use super::bind::{parse_param_types, Bind};
+use super::explain;
+use super::keys::KeyResolver;
+use super::tracker::StatementTracker;
 use crate::context::ProxyContext;
 use crate::protocol::frames::read_cstr;
-use crate::sql::{Classified, DiscardTarget, OtherCommand, SetCommand, StatementKind};
+use crate::router::{self, SessionView};
+use crate::sql::{Classified, DiscardTarget, OtherCommand, SetCommand, Shape, StatementKind};
+use crate::stats::Route;
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -20,6 +28,8 @@ pub struct SharedState {
     pub backend_pid: AtomicU32,
     /// Every ParameterStatus the server reported, latest value per name.
     pub parameters: Mutex<HashMap<String, String>>,
+    /// Statements in flight, matched with their completions.
+    pub tracker: StatementTracker,
 }
 
 impl Default for SharedState {
@@ -29,6 +39,7 @@ impl Default for SharedState {
             client_encoding_utf8: AtomicBool::new(false),
             backend_pid: AtomicU32::new(0),
             parameters: Mutex::new(HashMap::new()),
+            tracker: StatementTracker::default(),
         }
     }
 }
@@ -69,18 +80,41 @@ impl SharedState {
 pub struct PreparedStatement {
     pub sql: Arc<str>,
     pub classified: Classified,
+    /// Parameter types the Parse declared (0: inferred by the server).
+    pub param_types: Box<[u32]>,
 }
 
+/// Named portals tracked at most; beyond, the map is cleared (their Executes then count as
+/// unclassified). Portals end with their transaction, so real clients stay far below.
+const MAX_NAMED_PORTALS: usize = 256;
+
 /// State only the frontend direction touches (no locks).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrontendState {
     /// Protocol-level prepared statements by name; "" is the unnamed statement.
     pub prepared: HashMap<Box<[u8]>, PreparedStatement>,
     /// Classification of the last simple-protocol Query.
     pub last_query: Option<Classified>,
+    /// The statement shape the unnamed portal runs (`None`: unclassified).
+    unnamed_portal: Option<Arc<Shape>>,
+    named_portals: HashMap<Box<[u8]>, Option<Arc<Shape>>>,
+    keys: KeyResolver,
+    /// Connected to the database policies apply to.
+    policy_database: bool,
 }
 
 impl FrontendState {
+    pub fn new(ctx: &ProxyContext, database: &str) -> Self {
+        FrontendState {
+            prepared: HashMap::new(),
+            last_query: None,
+            unnamed_portal: None,
+            named_portals: HashMap::new(),
+            keys: KeyResolver::new(ctx),
+            policy_database: database == ctx.upstream.database,
+        }
+    }
+
     fn classify(
         &self,
         text: &[u8],
@@ -105,14 +139,53 @@ impl FrontendState {
         Some((Arc::from(sql), classified))
     }
 
-    /// Query: classify, and follow SQL-level DEALLOCATE / DISCARD, which also drop
-    /// protocol-level prepared statements.
-    pub fn on_query(&mut self, body: &[u8], ctx: &ProxyContext, shared: &SharedState) {
+    /// Decide the route of a statement about to run, and count the reason.
+    fn route(&mut self, shape: Option<&Shape>, ctx: &ProxyContext, shared: &SharedState) -> Route {
+        self.keys.refresh(ctx);
+        let view = SessionView {
+            in_transaction: shared.in_transaction_block(),
+            policy_database: self.policy_database,
+        };
+        let decision = router::decide(shape, view, self.keys.policies());
+        ctx.metrics.route_reasons[decision.reason.index()].fetch_add(1, Relaxed);
+        if shape.is_some_and(|s| {
+            matches!(
+                s.kind,
+                StatementKind::Ddl | StatementKind::Multi | StatementKind::Unparsed
+            )
+        }) {
+            ctx.catalog.schema_changed();
+        }
+        decision.route
+    }
+
+    /// Query: classify, route, record keys, track the statement, and follow SQL-level
+    /// DEALLOCATE / DISCARD, which also drop protocol-level prepared statements. Returns a
+    /// replacement Query message for `EXPLAIN ROUTE`, which the proxy answers itself (as
+    /// a VALUES query Postgres runs, so the answer arrives in order with everything else).
+    pub fn on_query(
+        &mut self,
+        body: &[u8],
+        ctx: &ProxyContext,
+        shared: &SharedState,
+    ) -> Option<BytesMut> {
         let text = body.strip_suffix(&[0]).unwrap_or(body);
+        if let Some(target) = explain::explain_route_target(text) {
+            let reply = self.explain_route(target, ctx, shared);
+            shared.tracker.query(None, Route::Postgres);
+            return Some(reply);
+        }
         let Some((_, classified)) = self.classify(text, ctx, shared) else {
             self.last_query = None;
-            return;
+            let route = self.route(None, ctx, shared);
+            shared.tracker.query(None, route);
+            return None;
         };
+        let route = self.route(Some(&classified.shape), ctx, shared);
+        self.keys.record(ctx, &classified, None);
+        shared
+            .tracker
+            .query(Some(Arc::clone(&classified.shape)), route);
         match &classified.shape.kind {
             StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
             | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
@@ -124,30 +197,104 @@ impl FrontendState {
             _ => {}
         }
         self.last_query = Some(classified);
+        None
     }
 
-    /// Parse: remember name → SQL and its classification.
+    /// `EXPLAIN ROUTE <statement>` as a Query message that makes Postgres return the
+    /// decision as a one-row result set.
+    fn explain_route(
+        &mut self,
+        target: &[u8],
+        ctx: &ProxyContext,
+        shared: &SharedState,
+    ) -> BytesMut {
+        self.keys.refresh(ctx);
+        let classified = self.classify(target, ctx, shared).map(|(_, c)| c);
+        let view = SessionView {
+            in_transaction: shared.in_transaction_block(),
+            policy_database: self.policy_database,
+        };
+        let decision = router::decide(
+            classified.as_ref().map(|c| &*c.shape),
+            view,
+            self.keys.policies(),
+        );
+        explain::as_query(&explain::explain_table(classified.as_ref(), &decision))
+    }
+
+    /// Parse: remember name → SQL, its classification and declared parameter types.
     pub fn on_parse(&mut self, body: &[u8], ctx: &ProxyContext, shared: &SharedState) {
         let Some((name, rest)) = read_cstr(body) else {
             return;
         };
-        let Some((sql, _)) = read_cstr(rest) else {
+        let Some((sql, rest)) = read_cstr(rest) else {
             return;
         };
         if let Some((sql, classified)) = self.classify(sql, ctx, shared) {
-            self.prepared
-                .insert(name.into(), PreparedStatement { sql, classified });
+            self.prepared.insert(
+                name.into(),
+                PreparedStatement {
+                    sql,
+                    classified,
+                    param_types: parse_param_types(rest),
+                },
+            );
         } else {
             self.prepared.remove(name);
         }
     }
 
-    /// Close: forget a prepared statement ('S'); portals ('P') are not tracked.
-    pub fn on_close(&mut self, body: &[u8]) {
-        if let Some((&b'S', rest)) = body.split_first() {
-            if let Some((name, _)) = read_cstr(rest) {
-                self.prepared.remove(name);
+    /// Bind: the portal now runs this statement; record its keys with the bound values.
+    pub fn on_bind(&mut self, body: &[u8], ctx: &ProxyContext) {
+        let Some(bind) = Bind::parse(body) else {
+            return;
+        };
+        let stmt = self.prepared.get(bind.statement);
+        if let Some(p) = stmt {
+            self.keys
+                .record(ctx, &p.classified, Some((&bind, &p.param_types)));
+        }
+        let shape = stmt.map(|p| Arc::clone(&p.classified.shape));
+        if bind.portal.is_empty() {
+            self.unnamed_portal = shape;
+        } else {
+            if self.named_portals.len() >= MAX_NAMED_PORTALS {
+                self.named_portals.clear();
             }
+            self.named_portals.insert(bind.portal.into(), shape);
+        }
+    }
+
+    /// Execute: route and track the portal's statement.
+    pub fn on_execute(&mut self, body: &[u8], ctx: &ProxyContext, shared: &SharedState) {
+        let portal = read_cstr(body).map_or(&b""[..], |(p, _)| p);
+        let shape = if portal.is_empty() {
+            self.unnamed_portal.clone()
+        } else {
+            self.named_portals.get(portal).cloned().flatten()
+        };
+        let route = self.route(shape.as_deref(), ctx, shared);
+        shared.tracker.execute(shape, route);
+    }
+
+    /// Close: forget a prepared statement ('S') or a portal ('P').
+    pub fn on_close(&mut self, body: &[u8]) {
+        match body.split_first() {
+            Some((&b'S', rest)) => {
+                if let Some((name, _)) = read_cstr(rest) {
+                    self.prepared.remove(name);
+                }
+            }
+            Some((&b'P', rest)) => {
+                if let Some((name, _)) = read_cstr(rest) {
+                    if name.is_empty() {
+                        self.unnamed_portal = None;
+                    } else {
+                        self.named_portals.remove(name);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -44,6 +44,7 @@ struct Analysis {
     tables: Vec<TableRef>,
     point_read: Option<super::PointRead>,
     text_predicates: Vec<super::TextPredicate>,
+    write_keys: Vec<super::WriteKeys>,
     flags: ShapeFlags,
 }
 
@@ -57,6 +58,7 @@ pub(crate) fn shape_of(sql: &str, normalized: &str, info: LexInfo, fingerprint: 
         tables: Vec::new(),
         point_read: None,
         text_predicates: Vec::new(),
+        write_keys: Vec::new(),
         flags: ShapeFlags::default(),
         max_param: info.max_param,
         literal_count: info.literals,
@@ -90,6 +92,7 @@ pub(crate) fn shape_of(sql: &str, normalized: &str, info: LexInfo, fingerprint: 
             shape.tables = a.tables;
             shape.point_read = a.point_read;
             shape.text_predicates = a.text_predicates;
+            shape.write_keys = a.write_keys;
             shape.flags = a.flags;
         }
         None => shape.kind = lexical_fallback(normalized),
@@ -163,6 +166,7 @@ fn analyze(stmts: &[Statement], ctx: &KeyCtx) -> Analysis {
         tables,
         point_read: None,
         text_predicates: Vec::new(),
+        write_keys: Vec::new(),
         flags,
     };
     match (stmts, parts.as_slice()) {
@@ -175,6 +179,11 @@ fn analyze(stmts: &[Statement], ctx: &KeyCtx) -> Analysis {
                 a.text_predicates = preds;
                 a.flags.where_has_or = or;
                 a.flags.where_has_other_conjuncts = other;
+            }
+            // A writing CTE changes rows the entry would not describe (PostgreSQL allows
+            // them only at the top, so this is belt and braces).
+            if *kind == StatementKind::Write && !a.flags.has_writing_cte {
+                a.write_keys.extend(extract::write_keys(stmt, ctx));
             }
         }
         _ => {
@@ -279,8 +288,11 @@ impl Facts {
     }
 
     fn target_factor(&mut self, f: &TableFactor) {
-        if let TableFactor::Table { name, .. } = f {
-            self.target(name);
+        if let TableFactor::Table { name, alias, .. } = f {
+            match extract::only_table(name, alias.as_ref()) {
+                Some(t) => self.targets.push(t),
+                None => self.target(name),
+            }
         }
     }
 
@@ -403,10 +415,18 @@ impl Visitor for Facts {
 
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
         match t {
-            TableFactor::Table { name, args, .. } => {
+            TableFactor::Table {
+                name, args, alias, ..
+            } => {
                 if args.is_some() {
                     self.flags.has_table_function = true;
                     self.function(name);
+                    self.skip_relation = Some(name as *const ObjectName);
+                } else if extract::is_only_keyword(name) {
+                    // `ONLY t`, misread as table `only` aliased `t`.
+                    if let Some(t) = extract::only_table(name, alias.as_ref()) {
+                        self.add_table(t);
+                    }
                     self.skip_relation = Some(name as *const ObjectName);
                 }
             }

@@ -1,4 +1,5 @@
-//! Finds point reads and text predicates in a parsed SELECT.
+//! Finds point reads and text predicates in a parsed SELECT, and the keys a parsed
+//! INSERT, UPDATE or DELETE names.
 //!
 //! Both are recognized structurally and conservatively: anything not matching the narrow
 //! patterns below is simply not recorded, and the statement passes through to Postgres.
@@ -7,15 +8,17 @@
 //! one of the client's parameters or names the literal by index.
 
 use sqlparser::ast::{
-    BinaryOperator, CastKind, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, LimitClause, ObjectName, Query, Select, SelectFlavor, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, UnaryOperator, Value,
+    Assignment, AssignmentTarget, BinaryOperator, CastKind, ConflictTarget, Delete, Expr,
+    FromTable, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    Insert, LimitClause, ObjectName, OnConflict, OnConflictAction, OnInsert, Query, Select,
+    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
+    TableFactor, TableObject, TableWithJoins, UnaryOperator, Update, Value,
     WildcardAdditionalOptions,
 };
 
 use super::{
     FullText, KeyValue, PointRead, ProjectedColumn, Projection, ShapeFlags, TableRef, TextOp,
-    TextPredicate, TsQueryFn, TsVectorSource,
+    TextPredicate, TsQueryFn, TsVectorSource, WriteKeys, WriteKind,
 };
 
 /// How to read placeholders in the AST of one parse text.
@@ -90,10 +93,14 @@ impl KeyCtx {
     }
 }
 
-/// The single base table a SELECT reads, with its alias.
+/// The single base table a SELECT reads (or a write targets), with its alias.
 pub(crate) struct BaseTable<'a> {
     pub table: TableRef,
     pub alias: Option<&'a str>,
+    /// Other tables are in scope (`UPDATE .. FROM`, `DELETE .. USING`): an unqualified
+    /// column may belong to any of them (only the catalog knows), so only columns qualified
+    /// with this table's name or alias are its columns.
+    pub qualified_only: bool,
 }
 
 fn ident_parts(name: &ObjectName) -> Option<Vec<&str>> {
@@ -113,11 +120,42 @@ pub(crate) fn table_ref(name: &ObjectName) -> Option<TableRef> {
     }
 }
 
+/// sqlparser does not know PostgreSQL's `ONLY t` (t without its inheritance children) and
+/// reads `FROM ONLY t` as table `only` with alias `t`. ONLY is a reserved word in
+/// PostgreSQL, so an unquoted table named `only` is always that misreading.
+pub(crate) fn is_only_keyword(name: &ObjectName) -> bool {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .is_some_and(|i| i.quote_style.is_none() && i.value == "only"),
+        _ => false,
+    }
+}
+
+/// The table `ONLY t` names, given the misread table name and alias (see
+/// [`is_only_keyword`]); `None` when `name` is not the misreading.
+pub(crate) fn only_table(name: &ObjectName, alias: Option<&TableAlias>) -> Option<TableRef> {
+    if !is_only_keyword(name) {
+        return None;
+    }
+    let a = alias?;
+    a.columns
+        .is_empty()
+        .then(|| TableRef::new(None, &a.name.value))
+}
+
 /// `FROM <one plain table> [[AS] alias]`, nothing else.
 pub(crate) fn single_table(select: &Select) -> Option<BaseTable<'_>> {
     let [from] = select.from.as_slice() else {
         return None;
     };
+    plain_table(from, false)
+}
+
+/// `<plain table> [[AS] alias]` without joins. `ONLY t` is accepted for write targets
+/// only (`allow_only`): it narrows a write to fewer rows, so the keys still bound what
+/// changed, but a read of `ONLY t` is not a read of `t`.
+fn plain_table(from: &TableWithJoins, allow_only: bool) -> Option<BaseTable<'_>> {
     if !from.joins.is_empty() {
         return None;
     }
@@ -134,6 +172,16 @@ pub(crate) fn single_table(select: &Select) -> Option<BaseTable<'_>> {
             sample: None,
             index_hints,
         } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => {
+            if is_only_keyword(name) {
+                return allow_only
+                    .then(|| only_table(name, alias.as_ref()))
+                    .flatten()
+                    .map(|table| BaseTable {
+                        table,
+                        alias: None,
+                        qualified_only: false,
+                    });
+            }
             let alias = match alias {
                 None => None,
                 Some(a) if a.columns.is_empty() => Some(a.name.value.as_str()),
@@ -142,6 +190,7 @@ pub(crate) fn single_table(select: &Select) -> Option<BaseTable<'_>> {
             Some(BaseTable {
                 table: table_ref(name)?,
                 alias,
+                qualified_only: false,
             })
         }
         _ => None,
@@ -159,7 +208,7 @@ fn strip_nested(mut e: &Expr) -> &Expr {
 /// `schema.table.col` when the FROM named that schema.
 fn column<'e>(e: &'e Expr, t: &BaseTable<'_>) -> Option<&'e str> {
     match strip_nested(e) {
-        Expr::Identifier(id) => Some(&id.value),
+        Expr::Identifier(id) => (!t.qualified_only).then_some(id.value.as_str()),
         Expr::CompoundIdentifier(parts) => match parts.as_slice() {
             [q, c] => {
                 let ok = match t.alias {
@@ -599,4 +648,238 @@ fn full_text(
         pattern_cast,
         escape: None,
     })
+}
+
+/// The keys a top-level INSERT, UPDATE or DELETE names (see [`WriteKeys`]); `None` for
+/// other statements and for targets that are not a plain table.
+///
+/// Conservative like the point-read patterns: a condition or value not understood is left
+/// out, which only widens what the write may have changed.
+pub(crate) fn write_keys(stmt: &Statement, ctx: &KeyCtx) -> Option<WriteKeys> {
+    match stmt {
+        Statement::Update(u) => update_keys(u, ctx),
+        Statement::Delete(d) => delete_keys(d, ctx),
+        Statement::Insert(i) => insert_keys(i, ctx),
+        _ => None,
+    }
+}
+
+/// `(column, keys)` for every top-level AND conjunct of `selection` that is a key condition
+/// on `t`. An OR conjunct restricts nothing on its own, so it contributes nothing.
+fn where_keys(
+    selection: Option<&Expr>,
+    t: &BaseTable<'_>,
+    ctx: &KeyCtx,
+) -> Vec<(Box<str>, Vec<KeyValue>)> {
+    let Some(w) = selection else {
+        return Vec::new();
+    };
+    conjuncts(w)
+        .into_iter()
+        .filter_map(|c| key_condition(c, t, ctx))
+        .filter(|k| value_preserving_cast(k.cast.as_deref()))
+        .map(|k| (k.column, k.keys))
+        .collect()
+}
+
+/// Whether a key under this cast (as [`KeyCtx::key`] prints it) is still the value the
+/// row holds. Point reads expose their cast and let the router judge; [`WriteKeys`] has no
+/// room for one, so only casts to the usual key types pass. A type modifier can truncate
+/// or round (`'abc'::varchar(2)` is `'ab'`, `char` is `char(1)`), and other types'
+/// values need not read back as the literal was written.
+fn value_preserving_cast(cast: Option<&str>) -> bool {
+    matches!(
+        cast,
+        None | Some(
+            "int"
+                | "integer"
+                | "int2"
+                | "int4"
+                | "int8"
+                | "smallint"
+                | "bigint"
+                | "text"
+                | "varchar"
+                | "character varying"
+                | "uuid"
+        )
+    )
+}
+
+/// The columns that SET assignments change, or `None` when one cannot be named (then the
+/// row may have moved to any key, and the caller records no keys).
+///
+/// `SET c.field = ..` and `SET c[1] = ..` change column `c`: PostgreSQL does not allow a
+/// table qualifier on a SET target, so the first name part is always the column.
+fn assigned_columns(assignments: &[Assignment]) -> Option<Vec<Box<str>>> {
+    let mut out: Vec<Box<str>> = Vec::with_capacity(assignments.len());
+    let mut add = |name: &ObjectName| -> Option<()> {
+        let col = name.0.first()?.as_ident()?.value.as_str();
+        if !out.iter().any(|c| **c == *col) {
+            out.push(col.into());
+        }
+        Some(())
+    };
+    for a in assignments {
+        match &a.target {
+            AssignmentTarget::ColumnName(n) => add(n)?,
+            AssignmentTarget::Tuple(names) => {
+                for n in names {
+                    add(n)?;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// `UPDATE t [[AS] a] SET .. [FROM ..] [WHERE ..]`.
+fn update_keys(u: &Update, ctx: &KeyCtx) -> Option<WriteKeys> {
+    let mut t = plain_table(&u.table, true)?;
+    t.qualified_only = u.from.is_some();
+    let (by_column, assigned) = match assigned_columns(&u.assignments) {
+        Some(assigned) => (where_keys(u.selection.as_ref(), &t, ctx), assigned),
+        None => (Vec::new(), Vec::new()),
+    };
+    Some(WriteKeys {
+        table: t.table,
+        by_column,
+        assigned,
+        kind: WriteKind::Update,
+    })
+}
+
+/// `DELETE FROM t [[AS] a] [USING ..] [WHERE ..]`.
+fn delete_keys(d: &Delete, ctx: &KeyCtx) -> Option<WriteKeys> {
+    let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
+    // Several targets is MySQL's multi-table DELETE, not PostgreSQL.
+    let ([target], true) = (from.as_slice(), d.tables.is_empty()) else {
+        return None;
+    };
+    let mut t = plain_table(target, true)?;
+    t.qualified_only = d.using.is_some();
+    Some(WriteKeys {
+        by_column: where_keys(d.selection.as_ref(), &t, ctx),
+        table: t.table,
+        assigned: Vec::new(),
+        kind: WriteKind::Delete,
+    })
+}
+
+/// `INSERT INTO t [AS a] (c1, ..) VALUES (..), .. [ON CONFLICT ..] [RETURNING ..]`.
+///
+/// Without a column list, values fill the table's columns in catalog order, which the
+/// classifier does not know: no keys. `INSERT .. SELECT` inserts rows no literal names.
+fn insert_keys(i: &Insert, ctx: &KeyCtx) -> Option<WriteKeys> {
+    let TableObject::TableName(name) = &i.table else {
+        return None;
+    };
+    let table = table_ref(name)?;
+    // Which of the listed columns keep their keys (`None`: all of them), and what the
+    // conflict action assigns. A DO UPDATE changes the existing row that conflicts, which
+    // shares only the conflict target's values with the proposed row: its other columns
+    // may hold any key. Without a column target the columns are unknown.
+    let (keep, assigned): (Option<Vec<&str>>, Vec<Box<str>>) = match &i.on {
+        None => (None, Vec::new()),
+        Some(OnInsert::OnConflict(OnConflict {
+            action: OnConflictAction::DoNothing,
+            ..
+        })) => (None, Vec::new()),
+        Some(OnInsert::OnConflict(OnConflict {
+            conflict_target,
+            action: OnConflictAction::DoUpdate(du),
+        })) => {
+            let keep = match conflict_target {
+                Some(ConflictTarget::Columns(cols)) => {
+                    cols.iter().map(|c| c.value.as_str()).collect()
+                }
+                Some(ConflictTarget::OnConstraint(_)) | None => Vec::new(),
+            };
+            match assigned_columns(&du.assignments) {
+                Some(assigned) => (Some(keep), assigned),
+                None => (Some(Vec::new()), Vec::new()),
+            }
+        }
+        // MySQL's ON DUPLICATE KEY UPDATE: the conflicting key is unknown.
+        Some(OnInsert::DuplicateKeyUpdate(a)) => {
+            (Some(Vec::new()), assigned_columns(a).unwrap_or_default())
+        }
+        // Forms a later sqlparser may add: nothing is known.
+        Some(_) => (Some(Vec::new()), Vec::new()),
+    };
+    let by_column = match (i.source.as_deref(), insert_is_plain(i)) {
+        (Some(q), true) => values_keys(&i.columns, q, keep.as_deref(), ctx),
+        _ => Vec::new(),
+    };
+    Some(WriteKeys {
+        table,
+        by_column,
+        assigned,
+        kind: WriteKind::Insert,
+    })
+}
+
+/// No dialect extras that change which rows an INSERT writes (MySQL `REPLACE`/`IGNORE`
+/// /`SET`, SQLite `OR ..`, Hive partitions, multi-table inserts).
+fn insert_is_plain(i: &Insert) -> bool {
+    i.or.is_none()
+        && !i.ignore
+        && !i.replace_into
+        && !i.overwrite
+        && i.assignments.is_empty()
+        && i.partitioned.is_none()
+        && i.after_columns.is_empty()
+        && i.format_clause.is_none()
+        && i.multi_table_insert_type.is_none()
+        && i.multi_table_into_clauses.is_empty()
+        && i.multi_table_when_clauses.is_empty()
+        && i.multi_table_else_clause.is_none()
+}
+
+/// Per listed column whose value is a key in every row of a plain `VALUES` list, the
+/// column and its values in row order. `keep` limits the columns (ON CONFLICT DO UPDATE).
+fn values_keys(
+    columns: &[ObjectName],
+    q: &Query,
+    keep: Option<&[&str]>,
+    ctx: &KeyCtx,
+) -> Vec<(Box<str>, Vec<KeyValue>)> {
+    let plain = q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && q.fetch.is_none()
+        && q.locks.is_empty();
+    let SetExpr::Values(values) = q.body.as_ref() else {
+        return Vec::new();
+    };
+    // A row of another width is an error in PostgreSQL; never guess positions.
+    if !plain || columns.is_empty() || values.rows.iter().any(|r| r.content.len() != columns.len())
+    {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (j, col) in columns.iter().enumerate() {
+        // `c.field` / `c[1]` set part of `c`: the value is not `c`'s key.
+        let [part] = col.0.as_slice() else {
+            continue;
+        };
+        let Some(col) = part.as_ident().map(|i| i.value.as_str()) else {
+            continue;
+        };
+        if keep.is_some_and(|k| !k.contains(&col)) {
+            continue;
+        }
+        let keys: Option<Vec<KeyValue>> = values
+            .rows
+            .iter()
+            .map(|r| match ctx.key(r.content.get(j)?)? {
+                (k, cast) if value_preserving_cast(cast.as_deref()) => Some(k),
+                _ => None,
+            })
+            .collect();
+        if let Some(keys) = keys {
+            out.push((col.into(), keys));
+        }
+    }
+    out
 }

@@ -20,7 +20,8 @@
 //!    each literal sits, so point-read keys and text-predicate patterns are recorded as
 //!    *indexes into the literal list* ([`KeyValue::Literal`]) or parameters
 //!    ([`KeyValue::Param`]), valid for every statement of that shape. `extract` finds point
-//!    reads and text predicates; `functions` knows which functions are safe.
+//!    reads, text predicates and the keys a write names; `functions` knows which functions
+//!    are safe.
 //!
 //! A classification is a function of the shape only, never of literal values. Consequently
 //! the *kind* of a literal (string or number) is not part of the shape either: `id = 5` and
@@ -242,6 +243,11 @@ pub struct Shape {
     pub tables: Vec<TableRef>,
     pub point_read: Option<PointRead>,
     pub text_predicates: Vec<TextPredicate>,
+    /// For a single top-level INSERT, UPDATE or DELETE of a plain table, that table and the
+    /// keys of the rows it may change (one entry); empty for everything else, including
+    /// writing CTEs, MERGE, COPY, `EXPLAIN ANALYZE <write>` and multi-statement strings,
+    /// which a consumer must treat as possibly changing any row of any table they touch.
+    pub write_keys: Vec<WriteKeys>,
     pub flags: ShapeFlags,
     /// Highest `$n` parameter the text uses (0 when none).
     pub max_param: u16,
@@ -518,6 +524,43 @@ pub struct ProjectedColumn {
     pub alias: Option<Box<str>>,
 }
 
+/// Keys of one table that a write names: which rows it may change, by column.
+///
+/// Recorded so per-key statistics can count writes and a cache can invalidate only the keys
+/// a write names. Like [`PointRead`], keys are [`KeyValue`]s (resolve them with
+/// [`Classified::key`]) and compare as the column's type does (the router's concern, as for
+/// point reads). Only the target table's own rows are described: functions the statement
+/// calls ([`ShapeFlags::has_unknown_functions`]), triggers and rules may change other rows
+/// and tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteKeys {
+    pub table: TableRef,
+    /// `(column, keys)`: the statement changes only rows whose `column` is one of `keys`
+    /// (for INSERT: the rows it inserts have these values in `column`, one per row). Each
+    /// entry holds on its own (`WHERE a = 1 AND b = 2` gives two); several entries for one
+    /// column are all true at once. A key under a cast that may change its value
+    /// (`'abc'::varchar(2)`, `'x'::date`; only integer, text, varchar and uuid casts pass)
+    /// is not recorded. Empty means the write may change any row of the table: no usable
+    /// key condition, an UPDATE/DELETE with joins whose conditions are not qualified with
+    /// the target, an INSERT without a column list (which column a value lands in needs
+    /// the catalog), `INSERT .. SELECT`, `ON CONFLICT ON CONSTRAINT .. DO UPDATE`, or a SET
+    /// target that names no column.
+    pub by_column: Vec<(Box<str>, Vec<KeyValue>)>,
+    /// Columns an UPDATE assigns (`SET a = ..`, `SET (a, b) = ..`, `SET c.field = ..` →
+    /// `c`): a write that assigns a key column moves the row to a new key. An `INSERT ..
+    /// ON CONFLICT DO UPDATE` lists its SET columns here too.
+    pub assigned: Vec<Box<str>>,
+    pub kind: WriteKind,
+}
+
+/// The statement a [`WriteKeys`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WriteKind {
+    Insert,
+    Update,
+    Delete,
+}
+
 /// A text predicate in the top-level AND chain of a single-table SELECT's WHERE.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TextPredicate {
@@ -740,6 +783,7 @@ impl Shape {
             tables: Vec::new(),
             point_read: None,
             text_predicates: Vec::new(),
+            write_keys: Vec::new(),
             flags: ShapeFlags::default(),
             max_param: 0,
             literal_count,

@@ -273,6 +273,14 @@ fn cases() -> Vec<Case> {
             .tables(&["t", "u"])
             .flags("join"),
         c("delete from t where id = 1", K::Write).tables(&["t"]),
+        // sqlparser reads `ONLY t` as table `only` aliased `t` (ONLY is reserved).
+        c("select * from only t where id = 1", K::Read).tables(&["t"]),
+        c("select * from t join only u on true", K::Read).tables(&["t", "u"]),
+        c("update only t set a = 1 where id = 2", K::Write).tables(&["t"]),
+        c("delete from only t where id = 2", K::Write).tables(&["t"]),
+        c("select * from \"only\" where id = 1", K::Read)
+            .tables(&["only"])
+            .point("only", "id", &[L(0)]),
         c("delete from t using u where t.id = u.id", K::Write).flags("join"),
         c(
             "merge into t using u on t.id = u.id when matched then update set a = u.a",
@@ -1150,4 +1158,452 @@ fn kind_names_match_indexes() {
         assert_eq!(KIND_NAMES[kind_index(&k)], k.name());
     }
     assert_eq!(KIND_NAMES[kind_index_unparsed()], "unparsed");
+}
+
+/// Expected [`WriteKeys`]: `"table"` or `"schema.table"`, `(column, keys)`, assigned.
+fn wk(
+    kind: WriteKind,
+    table: &str,
+    by_column: &[(&str, &[KeyValue])],
+    assigned: &[&str],
+) -> WriteKeys {
+    let table = match table.split_once('.') {
+        Some((s, t)) => TableRef::new(Some(s), t),
+        None => TableRef::new(None, table),
+    };
+    WriteKeys {
+        table,
+        by_column: by_column
+            .iter()
+            .map(|(c, k)| ((*c).into(), k.to_vec()))
+            .collect(),
+        assigned: assigned.iter().map(|&c| c.into()).collect(),
+        kind,
+    }
+}
+
+fn write_key_cases() -> Vec<(&'static str, Vec<WriteKeys>)> {
+    use WriteKind::{Delete as D, Insert as I, Update as U};
+    vec![
+        // --- UPDATE: key conditions in the top-level AND chain ---
+        (
+            "update t set a = 1 where id = 2",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = $1 where id = $2",
+            vec![wk(U, "t", &[("id", &[P(2)])], &["a"])],
+        ),
+        (
+            "UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 5;",
+            vec![wk(U, "pgbench_accounts", &[("aid", &[L(1)])], &["abalance"])],
+        ),
+        (
+            "update t as x set a = 1 where x.id = 5",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t x set a = 1 where id = 5",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        // With an alias the table name no longer names the row (PostgreSQL rejects it).
+        (
+            "update t x set a = 1 where t.id = 5",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        (
+            "update t set a = 1 where t.id = 5",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id in (1, 2, 3)",
+            vec![wk(U, "t", &[("id", &[L(1), L(2), L(3)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id in ($1, $2)",
+            vec![wk(U, "t", &[("id", &[P(1), P(2)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = -5",
+            vec![wk(U, "t", &[("id", &[N(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = $1::int",
+            vec![wk(U, "t", &[("id", &[P(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = cast('7' as bigint) and b = 2",
+            vec![wk(U, "t", &[("id", &[L(1)]), ("b", &[L(2)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where 5 = id",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where ((id) = (5))",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = 1 and id = 2",
+            vec![wk(U, "t", &[("id", &[L(1)]), ("id", &[L(2)])], &["a"])],
+        ),
+        (
+            "update t set a = 'x' where b like 'y%' and id = 7 and c > 3",
+            vec![wk(U, "t", &[("id", &[L(2)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = 1 and (b = 2 or c = 3)",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = 2 and b in (select x from u)",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = $1::int4 and b = cast($2 as integer) and c = '7'::int8 and d = $3::uuid and e = $4::character varying and f in ($5::smallint)",
+            vec![wk(
+                U,
+                "t",
+                &[
+                    ("id", &[P(1)]),
+                    ("b", &[P(2)]),
+                    ("c", &[L(1)]),
+                    ("d", &[P(3)]),
+                    ("e", &[P(4)]),
+                    ("f", &[P(5)]),
+                ],
+                &["a"],
+            )],
+        ),
+        // Casts that may change the value (type modifiers, other types) are not keys.
+        (
+            "update t set a = 1 where id = 1 and b = 'abc'::varchar(2) and c = 'x'::char and d = '1.5'::numeric(2, 0) and e = '2020-01-01'::date",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        // Keys with differing casts are not one key list (as for point reads).
+        (
+            "update t set a = 1 where id = $1 and b in (1, '2'::int)",
+            vec![wk(U, "t", &[("id", &[P(1)])], &["a"])],
+        ),
+        // --- UPDATE: nothing narrows the rows ---
+        (
+            "update t set a = 1 where id = 1 or id = 2",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        ("update t set a = 1", vec![wk(U, "t", &[], &["a"])]),
+        (
+            "update t set a = 1 where id > 5",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = b",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = -$1",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id = null",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        (
+            "update t set a = 1 where id not in (1, 2)",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        // --- UPDATE: identifiers, schemas, assignments ---
+        (
+            "update \"Users\" set \"Name\" = 'x' where \"Id\" = 3",
+            vec![wk(U, "Users", &[("Id", &[L(1)])], &["Name"])],
+        ),
+        (
+            "UPDATE T SET A = 1 WHERE ID = 2",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update s.t set a = 1 where s.t.id = 2",
+            vec![wk(U, "s.t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set (a, b) = (1, 2), c = 3 where id = 4",
+            vec![wk(U, "t", &[("id", &[L(3)])], &["a", "b", "c"])],
+        ),
+        (
+            "update t set id = id + 1 where id = 5",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["id"])],
+        ),
+        (
+            "update t set a = 1 where id = 2 returning *",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set c.f = 1 where id = 2",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["c"])],
+        ),
+        // sqlparser reads `ONLY t` as table `only` aliased `t`; ONLY narrows the rows.
+        (
+            "update only t set a = 1 where t.id = 2",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "delete from only t where id = $1",
+            vec![wk(D, "t", &[("id", &[P(1)])], &[])],
+        ),
+        (
+            "delete from \"only\" where id = 1",
+            vec![wk(D, "only", &[("id", &[L(0)])], &[])],
+        ),
+        // --- UPDATE .. FROM: only conditions qualified with the target count ---
+        (
+            "update t set a = 1 from u where t.id = 5 and u.x = t.uid and id = 7",
+            vec![wk(U, "t", &[("id", &[L(1)])], &["a"])],
+        ),
+        (
+            "update t set a = u.a from u where t.id = u.tid",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        (
+            "update t x set a = 1 from u where x.id = $1 and u.id = 2",
+            vec![wk(U, "t", &[("id", &[P(1)])], &["a"])],
+        ),
+        (
+            "update t set a = 1 from u where id = 5",
+            vec![wk(U, "t", &[], &["a"])],
+        ),
+        // --- DELETE ---
+        (
+            "delete from t where id = 1",
+            vec![wk(D, "t", &[("id", &[L(0)])], &[])],
+        ),
+        (
+            "delete from t as d where d.id in ($1, $2) and d.v = -1",
+            vec![wk(D, "t", &[("id", &[P(1), P(2)]), ("v", &[N(0)])], &[])],
+        ),
+        ("delete from t", vec![wk(D, "t", &[], &[])]),
+        (
+            "delete from t where id = 1 or id = 2",
+            vec![wk(D, "t", &[], &[])],
+        ),
+        (
+            "delete from t using u where t.id = 3 and t.uid = u.id",
+            vec![wk(D, "t", &[("id", &[L(0)])], &[])],
+        ),
+        (
+            "delete from t using u where id = 3",
+            vec![wk(D, "t", &[], &[])],
+        ),
+        (
+            "delete from public.t where id = $1::bigint returning *",
+            vec![wk(D, "public.t", &[("id", &[P(1)])], &[])],
+        ),
+        // --- INSERT .. VALUES ---
+        (
+            "insert into t (id, name) values (1, 'a')",
+            vec![wk(I, "t", &[("id", &[L(0)]), ("name", &[L(1)])], &[])],
+        ),
+        (
+            "insert into t (id, name) values (1, 'a'), (2, 'b'), (-3, 'c')",
+            vec![wk(
+                I,
+                "t",
+                &[("id", &[L(0), L(2), N(4)]), ("name", &[L(1), L(3), L(5)])],
+                &[],
+            )],
+        ),
+        (
+            "insert into t (id, name) values ($1, $2)",
+            vec![wk(I, "t", &[("id", &[P(1)]), ("name", &[P(2)])], &[])],
+        ),
+        (
+            "insert into t (id, name) values ($1::int, cast($2 as text))",
+            vec![wk(I, "t", &[("id", &[P(1)]), ("name", &[P(2)])], &[])],
+        ),
+        (
+            "insert into t (id, name, code) values ($1::bigint, $2::varchar(3), $3::text)",
+            vec![wk(I, "t", &[("id", &[P(1)]), ("code", &[P(3)])], &[])],
+        ),
+        (
+            "insert into t (id, ts) values (1, now())",
+            vec![wk(I, "t", &[("id", &[L(0)])], &[])],
+        ),
+        (
+            "insert into t (id, name) values (1, 'a'), (lower('x'), 'b')",
+            vec![wk(I, "t", &[("name", &[L(1), L(3)])], &[])],
+        ),
+        (
+            "insert into t (id, a, b) values (1, default, null)",
+            vec![wk(I, "t", &[("id", &[L(0)])], &[])],
+        ),
+        (
+            "insert into \"Users\" (\"Id\", name) values (1, 'x') returning \"Id\"",
+            vec![wk(I, "Users", &[("Id", &[L(0)]), ("name", &[L(1)])], &[])],
+        ),
+        (
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 5, 42, CURRENT_TIMESTAMP);",
+            vec![wk(
+                I,
+                "pgbench_history",
+                &[
+                    ("tid", &[L(0)]),
+                    ("bid", &[L(1)]),
+                    ("aid", &[L(2)]),
+                    ("delta", &[L(3)]),
+                ],
+                &[],
+            )],
+        ),
+        // --- INSERT: positions or values unknown ---
+        ("insert into t values (1, 'a')", vec![wk(I, "t", &[], &[])]),
+        (
+            "insert into t (id) select id from u",
+            vec![wk(I, "t", &[], &[])],
+        ),
+        ("insert into t default values", vec![wk(I, "t", &[], &[])]),
+        (
+            "insert into t (id) values (1), (2, 3)",
+            vec![wk(I, "t", &[], &[])],
+        ),
+        (
+            "insert into t (id) values (1) limit 1",
+            vec![wk(I, "t", &[], &[])],
+        ),
+        // `c.f` sets a field of composite column `c`: not `c`'s key; positions still count.
+        (
+            "insert into t (c.f, id) values (1, 2)",
+            vec![wk(I, "t", &[("id", &[L(1)])], &[])],
+        ),
+        // --- INSERT .. ON CONFLICT ---
+        (
+            "insert into t (id, a) values (1, 2) on conflict do nothing",
+            vec![wk(I, "t", &[("id", &[L(0)]), ("a", &[L(1)])], &[])],
+        ),
+        // DO UPDATE changes the conflicting row, which shares only the conflict columns.
+        (
+            "insert into t (id, a) values (1, 2) on conflict (id) do update set a = excluded.a",
+            vec![wk(I, "t", &[("id", &[L(0)])], &["a"])],
+        ),
+        (
+            "insert into t (id, a, b) values ($1, $2, 3) on conflict (a, b) do update set id = excluded.id, b = 4",
+            vec![wk(I, "t", &[("a", &[P(2)]), ("b", &[L(0)])], &["id", "b"])],
+        ),
+        (
+            "insert into t (id, a) values (1, 2) on conflict on constraint t_pkey do update set a = 3",
+            vec![wk(I, "t", &[], &["a"])],
+        ),
+        // --- not described: table-wide for a consumer ---
+        ("with d as (delete from t where id = 1 returning *) select * from d", vec![]),
+        ("with x as (select 1) update t set a = 1 where id = 2", vec![]),
+        ("with x as (select 1) insert into t (id) values (1)", vec![]),
+        (
+            "merge into t using u on t.id = u.id when matched then update set a = u.a",
+            vec![],
+        ),
+        ("copy t from stdin", vec![]),
+        ("begin; update t set a = 1 where id = 2; commit;", vec![]),
+        ("update t set a = 1 where id = 2; delete from t where id = 3", vec![]),
+        ("explain analyze update t set a = 1 where id = 2", vec![]),
+        ("select * from t where id = 1", vec![]),
+        ("truncate t", vec![]),
+    ]
+}
+
+#[test]
+fn write_keys_table_driven() {
+    let classifier = Classifier::new(1000);
+    let cases = write_key_cases();
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (sql, want) in &cases {
+        let r = classifier.classify(sql);
+        if r.shape.write_keys != *want {
+            failures.push(format!(
+                "{sql:?} → {} ({:?})\n    got  {:?}\n    want {want:?}",
+                r.shape.normalized, r.shape.kind, r.shape.write_keys
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn write_keys_share_a_shape_and_resolve_per_statement() {
+    let c = Classifier::new(100);
+    let a = c.classify("update t set a = 'x' where id = 42");
+    let b = c.classify("UPDATE t SET a = 'y' WHERE id = 43");
+    assert!(Arc::ptr_eq(&a.shape, &b.shape));
+    assert_eq!(b.cache, CacheOutcome::Hit);
+    let w = &a.shape.write_keys[0];
+    let key = |r: &Classified| {
+        r.key(&w.by_column[0].1[0])
+            .and_then(|k| k.as_i64())
+            .expect("integer key")
+    };
+    assert_eq!((key(&a), key(&b)), (42, 43));
+
+    let a = c.classify("insert into t (id, name) values (1, 'a'), (-2, 'b')");
+    let b = c.classify("insert into t (id, name) values (10, 'x'), (-20, 'y')");
+    assert!(Arc::ptr_eq(&a.shape, &b.shape));
+    let w = &a.shape.write_keys[0];
+    let ids = |r: &Classified| -> Vec<Option<i64>> {
+        w.by_column[0]
+            .1
+            .iter()
+            .map(|k| r.key(k).and_then(|k| k.as_i64()))
+            .collect()
+    };
+    assert_eq!(ids(&a), vec![Some(1), Some(-2)]);
+    assert_eq!(ids(&b), vec![Some(10), Some(-20)]);
+    let names: Vec<_> = w.by_column[1]
+        .1
+        .iter()
+        .map(|k| b.key(k).and_then(|k| k.as_text().map(|t| t.into_owned())))
+        .collect();
+    assert_eq!(names, vec![Some("x".into()), Some("y".into())]);
+
+    let r = c.classify("delete from t where id = $1");
+    assert_eq!(
+        r.key(&r.shape.write_keys[0].by_column[0].1[0]),
+        Some(KeyRef::Param(1))
+    );
+}
+
+#[test]
+fn write_keys_respect_literal_keys_unavailable() {
+    use super::extract::{write_keys, KeyCtx};
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+    // The parse texts `classify` builds for `update t set a = 'x' where id = 5 and b = $1`:
+    // literals as `$2`, `$3`, or (fallback) dummies; only parameters may name keys when the
+    // literals are dummies.
+    let keys = |text: &str, literal_keys: bool| {
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).expect("parses");
+        let ctx = KeyCtx {
+            max_param: 1,
+            base: 2,
+            literal_keys,
+        };
+        write_keys(&stmts[0], &ctx).map(|w| w.by_column)
+    };
+    let by = |v: &[(&str, &[KeyValue])]| -> Vec<(Box<str>, Vec<KeyValue>)> {
+        v.iter().map(|(c, k)| ((*c).into(), k.to_vec())).collect()
+    };
+    let text = "update t set a = $2 where id = $3 and b = $1";
+    assert_eq!(
+        keys(text, true),
+        Some(by(&[("id", &[L(1)]), ("b", &[P(1)])]))
+    );
+    assert_eq!(keys(text, false), Some(by(&[("b", &[P(1)])])));
+    let dummies = "update t set a = '' where id = '' and b = $1";
+    assert_eq!(keys(dummies, false), Some(by(&[("b", &[P(1)])])));
+    let insert = "insert into t (id, b) values ($2, $1), (-$3, $1)";
+    assert_eq!(
+        keys(insert, true),
+        Some(by(&[("id", &[L(0), N(1)]), ("b", &[P(1), P(1)])]))
+    );
+    assert_eq!(keys(insert, false), Some(by(&[("b", &[P(1), P(1)])])));
 }

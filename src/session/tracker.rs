@@ -1,0 +1,289 @@
+//! Matches each statement a client sends with the response that completes it, to measure
+//! its latency and rows and to record where it was served.
+//!
+//! The frontend direction pushes an entry when it forwards a Query, an Execute or a Sync;
+//! the backend direction pops entries as CommandComplete, ErrorResponse, EmptyQueryResponse,
+//! PortalSuspended and ReadyForQuery come back. Postgres answers strictly in order, so a
+//! FIFO is enough:
+//!
+//! - a simple Query (which may hold several statements) completes at its ReadyForQuery,
+//!   with the rows of all its CommandCompletes and failed if any ErrorResponse came;
+//! - an Execute completes at its CommandComplete / EmptyQueryResponse / PortalSuspended /
+//!   ErrorResponse; after an error Postgres skips to the next Sync, so Executes still
+//!   queued before that Sync's ReadyForQuery were never run and are dropped unrecorded.
+//!
+//! Both directions run in one task, so the mutex is never contended; it only makes the
+//! shared queue `Sync`. The queue is bounded: a client that pipelines more than
+//! [`MAX_PENDING`] messages without reading loses its latency samples (not its queries)
+//! until the responses catch up.
+
+use crate::context::ProxyContext;
+use crate::sql::Shape;
+use crate::stats::Route;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Most entries queued per session.
+pub const MAX_PENDING: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A Query or FunctionCall: ends at ReadyForQuery.
+    Simple,
+    /// An Execute: ends at its own completion message.
+    Execute,
+    /// A Sync: its ReadyForQuery closes the extended-protocol batch.
+    Sync,
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    shape: Option<Arc<Shape>>,
+    route: Route,
+    start: Instant,
+    rows: u64,
+    error: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Entry>,
+    /// Queries and Syncs forwarded whose ReadyForQuery has not come back.
+    outstanding: u64,
+    /// The queue overflowed: track nothing until every outstanding ReadyForQuery arrived.
+    desynced: bool,
+}
+
+/// One session's statements in flight.
+#[derive(Debug, Default)]
+pub struct StatementTracker {
+    inner: Mutex<Inner>,
+}
+
+/// A statement whose response has completed.
+#[derive(Debug)]
+pub struct Completed {
+    pub shape: Option<Arc<Shape>>,
+    pub route: Route,
+    pub latency_us: u64,
+    pub rows: u64,
+    pub error: bool,
+}
+
+impl StatementTracker {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    fn push(&self, kind: Kind, shape: Option<Arc<Shape>>, route: Route) {
+        self.with(|s| {
+            if kind != Kind::Execute {
+                s.outstanding += 1;
+            }
+            if s.desynced {
+                return;
+            }
+            if s.queue.len() >= MAX_PENDING {
+                s.queue.clear();
+                s.desynced = true;
+                return;
+            }
+            s.queue.push_back(Entry {
+                kind,
+                shape,
+                route,
+                start: Instant::now(),
+                rows: 0,
+                error: false,
+            });
+        })
+    }
+
+    /// A Query (or FunctionCall, with no shape) was forwarded.
+    pub fn query(&self, shape: Option<Arc<Shape>>, route: Route) {
+        self.push(Kind::Simple, shape, route)
+    }
+
+    /// An Execute was forwarded.
+    pub fn execute(&self, shape: Option<Arc<Shape>>, route: Route) {
+        self.push(Kind::Execute, shape, route)
+    }
+
+    /// A Sync was forwarded.
+    pub fn sync(&self) {
+        self.push(Kind::Sync, None, Route::Postgres)
+    }
+
+    /// CommandComplete (`rows` from its tag), EmptyQueryResponse or PortalSuspended
+    /// (`rows` 0), or ErrorResponse (`error`).
+    pub fn completion(&self, rows: u64, error: bool) -> Option<Completed> {
+        self.with(|s| {
+            let front = s.queue.front_mut()?;
+            match front.kind {
+                Kind::Simple => {
+                    front.rows += rows;
+                    front.error |= error;
+                    None
+                }
+                Kind::Execute => {
+                    let mut e = s.queue.pop_front()?;
+                    e.rows = rows;
+                    e.error = error;
+                    Some(finish(e))
+                }
+                // An error at Sync (e.g. a failed implicit commit) belongs to no statement.
+                Kind::Sync => None,
+            }
+        })
+    }
+
+    /// ReadyForQuery: completes a simple Query, or closes an extended batch (dropping
+    /// Executes that Postgres skipped after an error).
+    pub fn ready(&self) -> Option<Completed> {
+        self.with(|s| {
+            s.outstanding = s.outstanding.saturating_sub(1);
+            if s.desynced {
+                if s.outstanding == 0 {
+                    s.desynced = false;
+                }
+                return None;
+            }
+            while let Some(e) = s.queue.pop_front() {
+                match e.kind {
+                    Kind::Simple => return Some(finish(e)),
+                    Kind::Sync => return None,
+                    Kind::Execute => continue,
+                }
+            }
+            None
+        })
+    }
+
+    pub fn pending(&self) -> usize {
+        self.with(|s| s.queue.len())
+    }
+}
+
+fn finish(e: Entry) -> Completed {
+    Completed {
+        latency_us: u64::try_from(e.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        shape: e.shape,
+        route: e.route,
+        rows: e.rows,
+        error: e.error,
+    }
+}
+
+impl Completed {
+    /// Count it in the metrics and hand it to the statistics.
+    pub fn record(self, ctx: &ProxyContext) {
+        ctx.metrics.routes[self.route.index()].observe(self.latency_us, self.rows, self.error);
+        if let Some(shape) = &self.shape {
+            ctx.stats.record_statement(
+                shape,
+                self.route,
+                std::time::Duration::from_micros(self.latency_us),
+                self.rows,
+                self.error,
+            );
+        }
+    }
+}
+
+/// Rows from a CommandComplete tag: the last number of `SELECT n`, `INSERT 0 n`,
+/// `UPDATE n`, `DELETE n`, `COPY n`, `FETCH n`, `MOVE n`, `MERGE n`; 0 for other tags.
+pub fn tag_rows(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    let Some(space) = tag.iter().rposition(|&b| b == b' ') else {
+        return 0;
+    };
+    let verb = &tag[..tag.iter().position(|&b| b == b' ').unwrap_or(0)];
+    if !matches!(
+        verb,
+        b"SELECT" | b"INSERT" | b"UPDATE" | b"DELETE" | b"COPY" | b"FETCH" | b"MOVE" | b"MERGE"
+    ) {
+        return 0;
+    }
+    std::str::from_utf8(&tag[space + 1..])
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_from_tags() {
+        assert_eq!(tag_rows(b"SELECT 5\0"), 5);
+        assert_eq!(tag_rows(b"INSERT 0 3\0"), 3);
+        assert_eq!(tag_rows(b"UPDATE 12\0"), 12);
+        assert_eq!(tag_rows(b"CREATE TABLE\0"), 0);
+        assert_eq!(tag_rows(b"BEGIN\0"), 0);
+        assert_eq!(tag_rows(b"\0"), 0);
+        assert_eq!(tag_rows(b"SELECT x\0"), 0);
+    }
+
+    #[test]
+    fn simple_query_completes_at_ready() {
+        let t = StatementTracker::default();
+        t.query(None, Route::Postgres);
+        assert!(t.completion(2, false).is_none());
+        assert!(t.completion(3, true).is_none());
+        let c = t.ready().unwrap();
+        assert_eq!((c.rows, c.error), (5, true));
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn pipelined_executes_and_skips_after_error() {
+        let t = StatementTracker::default();
+        // Batch 1: two executes, the first fails, the second is skipped.
+        t.execute(None, Route::Postgres);
+        t.execute(None, Route::Postgres);
+        t.sync();
+        // Batch 2 already sent.
+        t.execute(None, Route::Postgres);
+        t.sync();
+        let c = t.completion(0, true).unwrap();
+        assert!(c.error);
+        assert!(t.ready().is_none()); // drops the skipped execute and the sync
+        assert_eq!(t.pending(), 2);
+        let c = t.completion(7, false).unwrap();
+        assert_eq!(c.rows, 7);
+        assert!(t.ready().is_none());
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn startup_ready_and_stray_messages_are_harmless() {
+        let t = StatementTracker::default();
+        assert!(t.ready().is_none());
+        assert!(t.completion(1, false).is_none());
+        t.sync();
+        assert!(t.completion(0, true).is_none()); // error at sync
+        assert!(t.ready().is_none());
+        assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn overflow_desyncs_until_caught_up() {
+        let t = StatementTracker::default();
+        for _ in 0..MAX_PENDING {
+            t.execute(None, Route::Postgres);
+        }
+        t.sync();
+        t.execute(None, Route::Postgres);
+        t.sync();
+        // Overflowed: nothing is matched until both ReadyForQuery messages came back.
+        assert!(t.completion(1, false).is_none());
+        assert!(t.ready().is_none());
+        assert!(t.ready().is_none());
+        t.query(None, Route::Postgres);
+        assert!(t.ready().is_some());
+    }
+}
