@@ -87,8 +87,20 @@ pub async fn run(listen: String) -> Result<(), String> {
     println!();
     println!("Try:  SELECT * FROM accounts WHERE id = 42;");
     println!("      SELECT id, title FROM docs WHERE body ILIKE '%latency%' LIMIT 5;");
+    println!("      EXPLAIN ROUTE SELECT * FROM accounts WHERE id = 42;");
+    println!();
+    println!("Admin console (SHOW HOT_KEYS, SHOW QUERIES, SHOW ROUTES, SHOW PLAN, RELOAD, ...):");
+    println!();
+    println!(
+        "    psql \"postgres://postgres@{}:{}/pgpolyglot\"",
+        addr.ip(),
+        addr.port()
+    );
     if let Some(http) = handle.http_addr() {
-        println!("Metrics: http://{http}/metrics   Health: http://{http}/health");
+        println!();
+        println!(
+            "Dashboard: http://{http}/   Metrics: http://{http}/metrics   API: http://{http}/api"
+        );
     }
     println!();
     println!("Press Ctrl-C to stop; the throwaway database is deleted.");

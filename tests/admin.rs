@@ -416,11 +416,15 @@ async fn metrics_parse_and_match_the_workload() {
     );
     assert_eq!(sample(&samples, "pgpolyglot_policies_loaded", &[]), 1.0);
     assert_eq!(sample(&samples, "pgpolyglot_stats_dropped_total", &[]), 0.0);
+    assert_eq!(
+        sample(&samples, "pgpolyglot_store_up", &[("store", "postgres")]),
+        1.0
+    );
     // No per-key or per-client labels anywhere.
     for s in &samples {
         for k in s["labels"].as_object().unwrap().keys() {
             assert!(
-                ["kind", "route", "le", "reason"].contains(&k.as_str()),
+                ["kind", "route", "le", "reason", "store"].contains(&k.as_str()),
                 "label {k} in {s}"
             );
         }

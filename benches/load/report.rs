@@ -13,8 +13,9 @@ use crate::pgbench::{Mode, RunOutcome};
 pub const REFERENCE: &str = "direct";
 /// The target the ratios are about.
 pub const SUBJECT: &str = "pgpolyglot";
-/// Targets pgpolyglot is compared with, besides [`REFERENCE`].
-pub const COMPARED: [&str; 2] = ["pgbouncer-session", "haproxy"];
+/// Targets pgpolyglot is compared with, besides [`REFERENCE`]; the last one gives the cost of
+/// the access statistics (same proxy, `[stats] enabled = false`).
+pub const COMPARED: [&str; 3] = ["pgbouncer-session", "haproxy", "pgpolyglot-stats-off"];
 
 /// How one run ended.
 #[derive(Debug, Clone)]

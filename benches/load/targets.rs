@@ -47,6 +47,9 @@ pub enum TargetKind {
     PgbouncerTransaction,
     Haproxy,
     Pgpolyglot,
+    /// pgpolyglot with `[stats] enabled = false`: the statistics' cost is the ratio between
+    /// the two.
+    PgpolyglotStatsOff,
 }
 
 /// What starting a target needs: where Postgres is and which user may run daemons.
@@ -57,12 +60,13 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 6] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
         TargetKind::Haproxy,
         TargetKind::Pgpolyglot,
+        TargetKind::PgpolyglotStatsOff,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +76,7 @@ impl TargetKind {
             TargetKind::PgbouncerTransaction => "pgbouncer-transaction",
             TargetKind::Haproxy => "haproxy",
             TargetKind::Pgpolyglot => "pgpolyglot",
+            TargetKind::PgpolyglotStatsOff => "pgpolyglot-stats-off",
         }
     }
 
@@ -94,7 +99,12 @@ impl TargetKind {
                 Box::new(PgBouncer::start(env, PoolMode::Transaction)?)
             }
             TargetKind::Haproxy => Box::new(Haproxy::start(env)?),
-            TargetKind::Pgpolyglot => Box::new(Pgpolyglot::start(env, "pgpolyglot", &[]).await?),
+            TargetKind::Pgpolyglot => {
+                Box::new(Pgpolyglot::start(env, "pgpolyglot", &[], true).await?)
+            }
+            TargetKind::PgpolyglotStatsOff => {
+                Box::new(Pgpolyglot::start(env, "pgpolyglot-stats-off", &[], false).await?)
+            }
         };
         Ok(target)
     }
@@ -107,7 +117,7 @@ impl TargetKind {
                 .ok()
                 .map(|p| version_line(&p, &["--version"])),
             TargetKind::Haproxy => haproxy_binary().ok().map(|p| version_line(&p, &["-v"])),
-            TargetKind::Pgpolyglot => Some(format!(
+            TargetKind::Pgpolyglot | TargetKind::PgpolyglotStatsOff => Some(format!(
                 "pgpolyglot {} (in-process, release build)",
                 env!("CARGO_PKG_VERSION")
             )),
@@ -296,11 +306,13 @@ pub struct Pgpolyglot {
 }
 
 impl Pgpolyglot {
-    /// Starts a proxy named `name` with the given policy files (`(file name, TOML)`).
+    /// Starts a proxy named `name` with the given policy files (`(file name, TOML)`),
+    /// recording access statistics or not.
     pub async fn start(
         env: &TargetEnv,
         name: &str,
         policies: &[(&str, &str)],
+        stats: bool,
     ) -> BenchResult<Pgpolyglot> {
         let policy_dir = work_dir("pgpolyglot-bench-policies-", None)?;
         for (file, text) in policies {
@@ -312,6 +324,10 @@ impl Pgpolyglot {
             policies: policy_dir.path().to_path_buf(),
             http: String::new(),
             shutdown_grace: Duration::from_secs(2),
+            stats: pgpolyglot::config::StatsSettings {
+                enabled: stats,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

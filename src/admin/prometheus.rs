@@ -6,6 +6,15 @@ use std::fmt::Write;
 
 pub fn render(ctx: &ProxyContext) -> String {
     let mut out = ctx.metrics.render_prometheus();
+    let up = !ctx
+        .metrics
+        .upstream_last_connect_failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP pgpolyglot_store_up 1 when the store answered its latest use (postgres: the latest upstream connect).\n# TYPE pgpolyglot_store_up gauge\npgpolyglot_store_up{{store=\"postgres\"}} {}",
+        u8::from(up)
+    );
     let mut gauge = |name: &str, help: &str, value: f64| {
         let _ = writeln!(
             out,

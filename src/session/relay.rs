@@ -19,6 +19,7 @@ use super::tracker::tag_rows;
 use crate::context::ProxyContext;
 use crate::protocol::cancel::{CancelGuard, CancelTarget};
 use crate::protocol::frames::{FrameScanner, HEADER_LEN};
+use crate::protocol::stream::{ClientStream, MaybeTls, UpstreamStream};
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -41,19 +42,47 @@ enum Control {
 }
 
 /// Relay until either side closes. Returns the error that ended the session, if any.
-pub async fn run<C, U>(
-    client: C,
-    upstream: U,
+///
+/// Plain TCP on both sides (the common case) is split into borrowed halves, which cost
+/// nothing per read or write; with TLS on either side, `tokio::io::split` shares the stream
+/// between the directions behind its lock.
+pub async fn run(
+    client: ClientStream,
+    upstream: UpstreamStream,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+    database: &str,
+) -> Result<(), SessionError> {
+    match (client, upstream) {
+        (MaybeTls::Plain(mut c), MaybeTls::Plain(mut u)) => {
+            let (crd, cwr) = c.split();
+            let (urd, uwr) = u.split();
+            run_halves(crd, cwr, urd, uwr, ctx, shared, database).await
+        }
+        (client, upstream) => {
+            let (crd, cwr) = tokio::io::split(client);
+            let (urd, uwr) = tokio::io::split(upstream);
+            run_halves(crd, cwr, urd, uwr, ctx, shared, database).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_halves<CR, CW, UR, UW>(
+    client_rd: CR,
+    client_wr: CW,
+    upstream_rd: UR,
+    upstream_wr: UW,
     ctx: &ProxyContext,
     shared: &SharedState,
     database: &str,
 ) -> Result<(), SessionError>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
 {
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
     let (control_tx, control_rx) = oneshot::channel();
     // Lives as long as the relay: when the frontend fails only because the upstream closed,
     // the backend keeps draining so the client still gets Postgres's last words (a FATAL).

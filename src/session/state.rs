@@ -99,7 +99,8 @@ pub struct FrontendState {
     unnamed_portal: Option<Arc<Shape>>,
     named_portals: HashMap<Box<[u8]>, Option<Arc<Shape>>>,
     keys: KeyResolver,
-    /// Connected to the database policies apply to.
+    /// Connected to the database policies apply to (the upstream URL's): the only one whose
+    /// catalog the proxy reads, so the only one whose keys are recorded.
     policy_database: bool,
 }
 
@@ -182,7 +183,9 @@ impl FrontendState {
             return None;
         };
         let route = self.route(Some(&classified.shape), ctx, shared);
-        self.keys.record(ctx, &classified, None);
+        if self.policy_database {
+            self.keys.record(ctx, &classified, None);
+        }
         shared
             .tracker
             .query(Some(Arc::clone(&classified.shape)), route);
@@ -250,7 +253,7 @@ impl FrontendState {
             return;
         };
         let stmt = self.prepared.get(bind.statement);
-        if let Some(p) = stmt {
+        if let (Some(p), true) = (stmt, self.policy_database) {
             self.keys
                 .record(ctx, &p.classified, Some((&bind, &p.param_types)));
         }
