@@ -143,7 +143,8 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(config.log_format == "json");
-            run_async(serve(config))
+            let threads = config.worker_threads;
+            run_async_with(threads, serve(config))
         }
         Command::Plan(args) => plan(args),
         Command::Demo { listen } => {
@@ -154,10 +155,19 @@ fn main() -> ExitCode {
 }
 
 fn run_async<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_async_with(0, f)
+}
+
+/// Runs `f` on a multi-thread runtime with `worker_threads` workers (0: one per core).
+fn run_async_with<F: std::future::Future<Output = Result<(), String>>>(
+    worker_threads: usize,
+    f: F,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgpolyglot: cannot start the runtime: {e}");

@@ -330,7 +330,17 @@ impl Pgpolyglot {
             },
             ..Config::default()
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        // PGPOLYGLOT_BENCH_PROXY_THREADS: the proxy's worker threads (default: one per core,
+        // as `serve` with the default `worker_threads = 0`).
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = std::env::var("PGPOLYGLOT_BENCH_PROXY_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+        {
+            builder.worker_threads(n);
+        }
+        let runtime = builder
             .enable_all()
             .thread_name("pgpolyglot-proxy")
             .build()

@@ -76,6 +76,8 @@ pub struct Config {
     /// watching (SIGHUP and the admin `RELOAD` still work). Default `2s`.
     #[serde(with = "duration::serde_str")]
     pub policy_watch_interval: Duration,
+    /// Runtime worker threads for `serve`; 0 means one per CPU core. Default 0.
+    pub worker_threads: usize,
     /// Access statistics (`[stats]`).
     pub stats: StatsSettings,
 }
@@ -157,6 +159,7 @@ impl Default for Config {
             log_format: "text".into(),
             admin_users: vec!["postgres".into()],
             policy_watch_interval: Duration::from_secs(2),
+            worker_threads: 0,
             stats: StatsSettings::default(),
         }
     }
