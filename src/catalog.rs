@@ -1,6 +1,7 @@
 //! What the proxy knows of the upstream database's schema: the primary key of each table,
-//! read over a side connection (the upstream URL's user and database) at start-up, every
-//! [`REFRESH_EVERY`], and soon after DDL passes through the proxy.
+//! read over one kept side connection (the upstream URL's user and database) at start-up,
+//! every [`REFRESH_EVERY`], and soon after DDL passes through the proxy (at most once per
+//! [`MIN_RELOAD_GAP`]).
 //!
 //! Statistics record a key only when the statement names it by the table's key column (the
 //! policy's `key`, else the primary key found here), so `WHERE email = 'x'` never counts as
@@ -21,6 +22,9 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 /// After a DDL statement, wait this long (more DDL often follows) before re-reading.
 const DDL_SETTLE: Duration = Duration::from_millis(200);
+
+/// Loads are at least this far apart, however much DDL flows through.
+const MIN_RELOAD_GAP: Duration = Duration::from_secs(2);
 
 /// A table's single-column primary key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,10 +106,25 @@ WHERE i.indisprimary AND i.indnkeyatts = 1
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%'";
 
-/// Reads the primary keys once.
-pub async fn load(ctx: &ProxyContext) -> Result<CatalogSnapshot, crate::side::SideError> {
-    let client = crate::side::connect(ctx).await?;
-    let rows = client.query(KEYS_QUERY, &[]).await?;
+/// Reads the primary keys once, over `client` (connected first if `None`, and kept for the
+/// next load; dropped on error so the next load reconnects).
+pub async fn load(
+    ctx: &ProxyContext,
+    client: &mut Option<tokio_postgres::Client>,
+) -> Result<CatalogSnapshot, crate::side::SideError> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(crate::side::connect(ctx).await?);
+    }
+    let Some(c) = client.as_ref() else {
+        return Ok(CatalogSnapshot::default());
+    };
+    let rows = match c.query(KEYS_QUERY, &[]).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            *client = None;
+            return Err(e.into());
+        }
+    };
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push((
@@ -121,8 +140,10 @@ pub async fn load(ctx: &ProxyContext) -> Result<CatalogSnapshot, crate::side::Si
 /// The background task: load now, then on DDL or every [`REFRESH_EVERY`]; stops on shutdown.
 pub async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
     let mut failures = 0u32;
+    let mut client = None;
     loop {
-        match load(&ctx).await {
+        let started = tokio::time::Instant::now();
+        match load(&ctx, &mut client).await {
             Ok(s) => {
                 if failures > 0 || ctx.catalog.generation() == 0 {
                     info!(tables = s.tables(), "catalog loaded: primary keys known");
@@ -147,7 +168,10 @@ pub async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = ctx.catalog.changed.notified() => tokio::time::sleep(DDL_SETTLE).await,
+            _ = ctx.catalog.changed.notified() => {
+                tokio::time::sleep(DDL_SETTLE).await;
+                tokio::time::sleep_until(started + MIN_RELOAD_GAP).await;
+            }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
         }
     }

@@ -278,6 +278,29 @@ async fn hot_keys_follow_a_zipf_workload() {
     handle.shutdown().await;
 }
 
+/// Sends a raw StartupMessage with `params` (in order, repeats allowed) and returns
+/// everything the proxy answers until it closes the connection, lossily as text.
+async fn raw_startup(addr: std::net::SocketAddr, params: &[(&str, &str)]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut body = (3u32 << 16).to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend(body);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(&packet).await.unwrap();
+    let mut out = Vec::new();
+    within("the proxy to close", 30, s.read_to_end(&mut out))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// GET over HTTP/1.1 on loopback; returns the body of a 200 response.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -360,19 +383,34 @@ async fn metrics_parse_and_match_the_workload() {
             .is_err());
     }
     app.batch_execute("BEGIN; SELECT 1; COMMIT").await.unwrap();
+    // COPY FROM STDIN over the extended protocol (tokio-postgres sends a Sync that Postgres
+    // ignores during copy-in): must not shift the pairing of later statements.
+    {
+        use futures_util::SinkExt;
+        let sink = app
+            .copy_in::<_, bytes::Bytes>("COPY m FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        let rows: String = (1000..1010).map(|i| format!("{i}\n")).collect();
+        sink.send(bytes::Bytes::from(rows)).await.unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 10);
+    }
+    let n = app.query_one("SELECT count(*) FROM m", &[]).await.unwrap();
+    assert_eq!(n.get::<_, i64>(0), 110);
     let text = http_get(handle.http_addr().unwrap(), "/metrics").await;
     let samples = parse_prometheus(&text);
     let route = [("route", "postgres")];
-    // 1 CREATE + 100 Executes + 50 reads + 5 failures + 1 multi-statement Query.
+    // 1 CREATE + 100 Executes + 50 reads + 5 failures + 1 multi-statement Query + COPY + count.
     let statements = sample(&samples, "pgpolyglot_route_statements_total", &route);
-    assert_eq!(statements, 157.0, "{text}");
+    assert_eq!(statements, 159.0, "{text}");
     assert_eq!(
         sample(&samples, "pgpolyglot_route_errors_total", &route),
         5.0
     );
     assert_eq!(
         sample(&samples, "pgpolyglot_route_rows_total", &route),
-        100.0 + 50.0 + 1.0
+        100.0 + 50.0 + 1.0 + 10.0 + 1.0
     );
     assert_eq!(
         sample(&samples, "pgpolyglot_route_latency_seconds_count", &route),
@@ -400,7 +438,7 @@ async fn metrics_parse_and_match_the_workload() {
             "pgpolyglot_route_decisions_total",
             &[("reason", "not a read")]
         ),
-        100.0 + 1.0 + 1.0
+        100.0 + 1.0 + 1.0 + 1.0
     );
     assert_eq!(
         sample(
@@ -507,8 +545,13 @@ async fn admin_console_authenticates_through_postgres() {
     let policies = policy_dir();
     let mut config: Config = proxy_config(&pg.url("postgres", "postgres"));
     config.policies = policies.path().to_path_buf();
-    config.admin_users = vec!["postgres".into(), SCRAM_USER.into()];
+    config.admin_users = vec!["postgres".into(), SCRAM_USER.into(), MD5_USER.into()];
     let handle = proxy_with(config).await;
+    connect(&pg, "postgres", "postgres")
+        .await
+        .batch_execute(&format!("GRANT pg_monitor TO {SCRAM_USER}"))
+        .await
+        .unwrap();
 
     let e = client_via(&handle, APP_USER, None, "pgpolyglot")
         .await
@@ -516,6 +559,30 @@ async fn admin_console_authenticates_through_postgres() {
     let db = e.as_db_error().expect("an ErrorResponse");
     assert_eq!(db.code().code(), "28000", "{}", pg_error(&e));
     assert!(db.message().contains("admin console"));
+    // In admin_users, authenticated, but neither superuser nor pg_monitor.
+    let e = client_via(&handle, MD5_USER, Some(MD5_PASSWORD), "pgpolyglot")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("42501"),
+        "{}",
+        pg_error(&e)
+    );
+    // A repeated `user` parameter: Postgres authenticates the last one, so must the proxy.
+    let reply = raw_startup(
+        handle.local_addr(),
+        &[
+            ("user", "postgres"),
+            ("database", "pgpolyglot"),
+            ("user", APP_USER),
+        ],
+    )
+    .await;
+    assert!(
+        reply.contains("28000"),
+        "the console opened for {APP_USER}: {reply:?}"
+    );
 
     let e = client_via(&handle, SCRAM_USER, Some("wrong"), "pgpolyglot")
         .await

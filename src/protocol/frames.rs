@@ -39,6 +39,12 @@ impl FrameScanner {
         }
     }
 
+    /// True when everything forwarded so far ends at a frame boundary (no passed-through
+    /// frame is partly sent).
+    pub fn at_boundary(&self) -> bool {
+        self.remaining == 0
+    }
+
     /// Walk `buf` from its start. For each complete frame whose type satisfies `wants_body`,
     /// call `inspect(type, body)` (which may rewrite the body in place, keeping its length)
     /// before the frame counts as ready. Returns how many bytes are ready to forward.

@@ -31,10 +31,14 @@ pub struct StartupMessage {
 }
 
 impl StartupMessage {
-    /// A parameter's value, lossily decoded for logs and routing decisions.
+    /// A parameter's value, lossily decoded for logs and routing decisions. When a name
+    /// repeats, the last value counts, as it does for Postgres (which the packet is relayed
+    /// to unchanged): the proxy must never act on a different user or database than the one
+    /// Postgres authenticates.
     pub fn param(&self, name: &str) -> Option<String> {
         self.params
             .iter()
+            .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
@@ -148,6 +152,16 @@ fn decode_params(mut body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ProtocolErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_parameters_resolve_like_postgres() {
+        let raw = startup(&[("user", "postgres"), ("database", "a"), ("user", "mallory")]);
+        let StartupPacket::Startup(m) = decode_startup_packet(raw).unwrap() else {
+            panic!("not a startup message");
+        };
+        assert_eq!(m.user(), "mallory");
+        assert_eq!(m.database(), "a");
+    }
 
     fn startup(params: &[(&str, &str)]) -> Vec<u8> {
         let mut body = 196608u32.to_be_bytes().to_vec();

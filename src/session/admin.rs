@@ -1,11 +1,15 @@
 //! The admin console: a client connecting with database `pgpolyglot` talks to the proxy
 //! itself (`SHOW HOT_KEYS`, `SHOW QUERIES`, ..., `RELOAD`, `EXPLAIN ROUTE`).
 //!
-//! Who may: users in `admin_users`, authenticated by the upstream Postgres exactly as any
-//! other connection (the proxy relays the authentication exchange against the upstream URL's
-//! database, then closes that connection), so the console needs no password file of its own
-//! and a wrong password gets Postgres's own error. Only the simple query protocol is
-//! answered; extended-protocol messages get an error (as PgBouncer's console does).
+//! Who may: users in `admin_users` whose role is a superuser or a member of `pg_monitor`,
+//! authenticated by the upstream Postgres (the proxy relays the authentication exchange,
+//! whatever the method, against the upstream URL's database, asks that connection whether
+//! the role is privileged, then closes it). The console needs no password file of its own,
+//! a wrong password gets Postgres's own error, and membership in `admin_users` is checked
+//! only after Postgres accepted the credentials. If the upstream trusts the proxy's address
+//! (pg_hba `trust`), it trusts console clients too, as it trusts every client of the proxy.
+//! Only the simple query protocol is answered; extended-protocol messages get an error (as
+//! PgBouncer's console does).
 
 use super::error::SessionError;
 use super::upstream;
@@ -35,11 +39,16 @@ pub async fn serve(
     ctx: &ProxyContext,
 ) -> Result<(), SessionError> {
     let user = startup.user();
+    let Some(privileged) = authenticate(client, startup, ctx).await? else {
+        return Ok(());
+    };
+    // Checked only after Postgres accepted the credentials, so nobody can probe which
+    // names are admin users without a password.
     if !ctx.config.admin_users.contains(&user) {
         return Err(SessionError::NotAdmin { user });
     }
-    if !authenticate(client, startup, ctx).await? {
-        return Ok(());
+    if !privileged {
+        return Err(SessionError::AdminPrivilege { user });
     }
     info!(%user, "admin console session");
     let mut out = BytesMut::new();
@@ -51,26 +60,21 @@ pub async fn serve(
     command_loop(client, ctx).await
 }
 
-/// The startup message the upstream sees: the client's, with the database replaced.
+/// The startup message the upstream sees: only the user, the upstream URL's database and
+/// the application name (no `replication`, `options` or protocol extensions).
 fn upstream_startup(startup: &StartupMessage, database: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(startup.raw.len() + database.len());
+    let mut body = Vec::with_capacity(64 + database.len());
     body.extend_from_slice(&(3u32 << 16).to_be_bytes());
-    let mut has_db = false;
-    for (k, v) in &startup.params {
+    let mut param = |k: &str, v: &[u8]| {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
-        if k == "database" {
-            has_db = true;
-            body.extend_from_slice(database.as_bytes());
-        } else {
-            body.extend_from_slice(v);
-        }
+        body.extend_from_slice(v);
         body.push(0);
-    }
-    if !has_db {
-        body.extend_from_slice(b"database\0");
-        body.extend_from_slice(database.as_bytes());
-        body.push(0);
+    };
+    param("user", startup.user().as_bytes());
+    param("database", database.as_bytes());
+    if let Some(app) = startup.param("application_name") {
+        param("application_name", app.as_bytes());
     }
     body.push(0);
     let mut raw = ((body.len() + 4) as u32).to_be_bytes().to_vec();
@@ -78,25 +82,42 @@ fn upstream_startup(startup: &StartupMessage, database: &str) -> Vec<u8> {
     raw
 }
 
-/// Read one whole message. `Ok(None)` on a clean close.
-async fn read_message<R: AsyncRead + Unpin>(rd: &mut R) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let mut header = [0u8; 5];
-    match rd.read_exact(&mut header[..1]).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+/// Reads whole messages from a stream through a buffer, so a read interrupted by
+/// `select!` loses nothing (`read_buf` is cancel-safe; the buffer keeps partial frames).
+#[derive(Default)]
+struct MessageReader {
+    buf: BytesMut,
+}
+
+impl MessageReader {
+    async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+    ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if !(4..=MAX_ADMIN_MESSAGE).contains(&len) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("message length {len} out of range"),
+                    ));
+                }
+                if self.buf.len() > len {
+                    let frame = self.buf.split_to(len + 1);
+                    return Ok(Some((frame[0], frame[5..].to_vec())));
+                }
+            }
+            if rd.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(std::io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+        }
     }
-    rd.read_exact(&mut header[1..]).await?;
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if !(4..=MAX_ADMIN_MESSAGE).contains(&len) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("message length {len} out of range"),
-        ));
-    }
-    let mut body = vec![0u8; len - 4];
-    rd.read_exact(&mut body).await?;
-    Ok(Some((header[0], body)))
 }
 
 fn encode(typ: u8, body: &[u8]) -> Vec<u8> {
@@ -107,78 +128,81 @@ fn encode(typ: u8, body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Relay the authentication exchange with the upstream. Returns false when the upstream
-/// refused (its ErrorResponse has been passed on).
+/// Whether the authenticated role may see the proxy's statistics: a superuser or a member
+/// of `pg_monitor` (who may read every session's statistics in Postgres too).
+const PRIVILEGE_QUERY: &str =
+    "SELECT (rolsuper OR pg_has_role(oid, 'pg_monitor', 'MEMBER'))::text \
+     FROM pg_roles WHERE rolname = current_user";
+
+/// Relay the authentication exchange with the upstream in both directions until Postgres
+/// says ReadyForQuery (any method: password, md5, SCRAM, GSS), then ask it whether the role
+/// is privileged. `None` when the upstream refused (its ErrorResponse has been passed on)
+/// or the client left.
 async fn authenticate(
     client: &mut ClientStream,
     startup: &StartupMessage,
     ctx: &ProxyContext,
-) -> Result<bool, SessionError> {
-    if startup.major != 3 {
-        return Err(SessionError::AdminStartup);
-    }
+) -> Result<Option<bool>, SessionError> {
     let mut up = upstream::connect(ctx).await?;
     up.write_all(&upstream_startup(startup, &ctx.upstream.database))
         .await
         .map_err(SessionError::UpstreamIo)?;
+    let mut from_up = MessageReader::default();
+    let mut from_client = MessageReader::default();
     loop {
-        let Some((typ, mut body)) = read_message(&mut up)
-            .await
-            .map_err(SessionError::UpstreamIo)?
-        else {
-            return Err(SessionError::UpstreamIo(
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
-        };
-        match typ {
-            b'R' => {
-                let code = body
-                    .get(..4)
-                    .map_or(0, |c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])));
-                client
-                    .write_all(&encode(typ, &body))
-                    .await
-                    .map_err(SessionError::ClientIo)?;
-                // Cleartext, MD5, SASL, SASL continue: the client answers.
-                if matches!(code, 3 | 5 | 10 | 11) {
-                    let Some((ctyp, cbody)) =
-                        read_message(client).await.map_err(SessionError::ClientIo)?
-                    else {
-                        return Ok(false);
-                    };
-                    up.write_all(&encode(ctyp, &cbody))
-                        .await
-                        .map_err(SessionError::UpstreamIo)?;
+        tokio::select! {
+            msg = from_up.next(&mut up) => {
+                let Some((typ, mut body)) = msg.map_err(SessionError::UpstreamIo)? else {
+                    return Err(SessionError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into()));
+                };
+                match typ {
+                    b'E' => {
+                        client.write_all(&encode(typ, &body)).await.map_err(SessionError::ClientIo)?;
+                        return Ok(None);
+                    }
+                    b'K' => {
+                        // Nothing to cancel on the console: a key that matches no backend.
+                        body.iter_mut().for_each(|b| *b = 0);
+                        client.write_all(&encode(typ, &body)).await.map_err(SessionError::ClientIo)?;
+                    }
+                    b'Z' => break,
+                    _ => {
+                        client.write_all(&encode(typ, &body)).await.map_err(SessionError::ClientIo)?;
+                    }
                 }
             }
-            b'E' => {
-                client
-                    .write_all(&encode(typ, &body))
-                    .await
-                    .map_err(SessionError::ClientIo)?;
-                return Ok(false);
-            }
-            b'K' => {
-                // Nothing to cancel on the console: a key that matches no backend.
-                body.iter_mut().for_each(|b| *b = 0);
-                client
-                    .write_all(&encode(typ, &body))
-                    .await
-                    .map_err(SessionError::ClientIo)?;
-            }
-            b'Z' => {
-                let _ = up.write_all(&encode(b'X', &[])).await;
-                let _ = up.shutdown().await;
-                return Ok(true);
-            }
-            _ => {
-                client
-                    .write_all(&encode(typ, &body))
-                    .await
-                    .map_err(SessionError::ClientIo)?;
+            msg = from_client.next(client) => {
+                let Some((typ, body)) = msg.map_err(SessionError::ClientIo)? else {
+                    return Ok(None);
+                };
+                up.write_all(&encode(typ, &body)).await.map_err(SessionError::UpstreamIo)?;
             }
         }
     }
+    let mut query = PRIVILEGE_QUERY.as_bytes().to_vec();
+    query.push(0);
+    up.write_all(&encode(b'Q', &query))
+        .await
+        .map_err(SessionError::UpstreamIo)?;
+    let mut privileged = false;
+    loop {
+        let Some((typ, body)) = from_up
+            .next(&mut up)
+            .await
+            .map_err(SessionError::UpstreamIo)?
+        else {
+            break;
+        };
+        match typ {
+            // DataRow: one column, 4-byte length, then "true"/"false".
+            b'D' => privileged = body.get(6..) == Some(b"true"),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    let _ = up.write_all(&encode(b'X', &[])).await;
+    let _ = up.shutdown().await;
+    Ok(Some(privileged))
 }
 
 async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
@@ -187,8 +211,9 @@ async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), SessionError> {
     // After an extended-protocol message, ignore everything up to Sync, like Postgres.
     let mut skipping = false;
+    let mut reader = MessageReader::default();
     loop {
-        let msg = match read_message(client).await {
+        let msg = match reader.next(client).await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {

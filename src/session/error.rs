@@ -29,8 +29,8 @@ pub enum SessionError {
     UpstreamIo(std::io::Error),
     #[error("user {user:?} may not use the pgpolyglot admin console")]
     NotAdmin { user: String },
-    #[error("the admin console supports protocol 3.0 clients only")]
-    AdminStartup,
+    #[error("the pgpolyglot admin console needs a superuser or a member of pg_monitor; {user:?} is neither")]
+    AdminPrivilege { user: String },
 }
 
 impl SessionError {
@@ -71,8 +71,8 @@ impl SessionError {
                 )
                 .with_hint("Admin users are listed in admin_users in pgpolyglot.toml."),
             ),
-            SessionError::AdminStartup => Some(ErrorResponse::fatal(
-                sqlstate::PROTOCOL_VIOLATION,
+            SessionError::AdminPrivilege { .. } => Some(ErrorResponse::fatal(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
                 format!("pgpolyglot: {self}"),
             )),
             SessionError::ClientTls(_)

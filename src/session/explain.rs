@@ -61,7 +61,9 @@ pub fn explain_table(stmt: Option<&Classified>, d: &Decision) -> ResultTable {
     t
 }
 
-/// `E'...'`: correct whatever `standard_conforming_strings` says.
+/// `E'...'` in pure ASCII (non-ASCII characters as `\uXXXX` / `\UXXXXXXXX` escapes): correct
+/// whatever `standard_conforming_strings` says, and whatever client encoding a pipelined
+/// `SET client_encoding` may have switched to (no multi-byte sequence can swallow a quote).
 fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 3);
     out.push_str("E'");
@@ -70,7 +72,9 @@ fn quote(text: &str) -> String {
             '\'' => out.push_str("''"),
             '\\' => out.push_str("\\\\"),
             '\0' => {}
-            c => out.push(c),
+            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push_str(&format!("\\U{:08X}", c as u32)),
         }
     }
     out.push('\'');
@@ -136,6 +140,7 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote("a'b\\c"), "E'a''b\\\\c'");
+        assert_eq!(quote("é\n😀"), "E'\\u00E9\\u000A\\U0001F600'");
         let mut t = ResultTable::new(&[("a", ColumnType::Text), ("b", ColumnType::Text)]);
         t.push(vec!["x'".into(), Cell::Null]);
         let q = as_query(&t);

@@ -4,7 +4,9 @@
 //! → forwarded through the proxy's key table, StartupMessage), connects to the upstream,
 //! relays the StartupMessage unchanged, and hands both streams to [`relay::run`]. The
 //! authentication exchange (trust, md5, SCRAM-SHA-256) is relayed like any other frame, so
-//! Postgres itself accepts or rejects the client's credentials with its own error.
+//! Postgres itself accepts or rejects the client's credentials with its own error. (SCRAM
+//! with channel binding cannot cross the proxy when both legs use TLS: the client binds to
+//! the proxy's certificate; such clients need `channel_binding=disable`.)
 
 pub mod admin;
 pub mod bind;

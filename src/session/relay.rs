@@ -110,9 +110,12 @@ where
 }
 
 /// Frontend messages whose body the proxy reads: Query, Parse, Bind, Execute, Sync,
-/// FunctionCall, Close, Terminate.
+/// FunctionCall, Close, Terminate, CopyDone, CopyFail.
 fn frontend_wants(typ: u8) -> bool {
-    matches!(typ, b'Q' | b'P' | b'B' | b'E' | b'S' | b'F' | b'C' | b'X')
+    matches!(
+        typ,
+        b'Q' | b'P' | b'B' | b'E' | b'S' | b'F' | b'C' | b'X' | b'c' | b'f'
+    )
 }
 
 /// Backend messages whose body the proxy reads: ReadyForQuery, ParameterStatus,
@@ -166,7 +169,10 @@ where
         let mut terminated = false;
         // A frame the proxy rewrites (EXPLAIN ROUTE): its length and its replacement.
         let mut replacement: Option<(usize, BytesMut)> = None;
-        let scanned = scanner.scan(&mut buf, frontend_wants, |typ, body| {
+        // Nothing is inspected before Postgres has authenticated the client.
+        let inspect = shared.authenticated.load(Relaxed);
+        let wants = |typ: u8| inspect && frontend_wants(typ);
+        let scanned = scanner.scan(&mut buf, wants, |typ, body| {
             match typ {
                 b'X' => {
                     terminated = true;
@@ -184,6 +190,7 @@ where
                 b'S' => shared.tracker.sync(),
                 b'F' => shared.tracker.query(None, crate::stats::Route::Postgres),
                 b'C' => state.on_close(body),
+                b'c' | b'f' => shared.tracker.copy_end(),
                 _ => {}
             }
             true
@@ -256,7 +263,9 @@ where
         let n = tokio::select! {
             biased;
             ctl = &mut control => {
-                if let Ok(Control::Fatal(bytes)) = ctl {
+                // Only between frames: inside a frame already partly forwarded (a large
+                // DataRow), the client would read the error as part of that frame.
+                if let (Ok(Control::Fatal(bytes)), true) = (ctl, scanner.at_boundary()) {
                     let _ = wr.write_all(&bytes).await;
                 }
                 let _ = wr.shutdown().await;
@@ -275,6 +284,7 @@ where
                     if let Some(&status) = body.first() {
                         shared.txn_status.store(status, Relaxed);
                     }
+                    shared.authenticated.store(true, Relaxed);
                     if let Some(done) = shared.tracker.ready() {
                         done.record(ctx);
                     }

@@ -30,6 +30,10 @@ pub struct SharedState {
     pub parameters: Mutex<HashMap<String, String>>,
     /// Statements in flight, matched with their completions.
     pub tracker: StatementTracker,
+    /// Set at the first ReadyForQuery: Postgres has authenticated the client. Until then the
+    /// frontend inspects nothing, so an unauthenticated client cannot feed the statistics,
+    /// make the proxy hold large frames, or trigger catalog reloads.
+    pub authenticated: AtomicBool,
 }
 
 impl Default for SharedState {
@@ -40,6 +44,7 @@ impl Default for SharedState {
             backend_pid: AtomicU32::new(0),
             parameters: Mutex::new(HashMap::new()),
             tracker: StatementTracker::default(),
+            authenticated: AtomicBool::new(false),
         }
     }
 }
@@ -85,7 +90,9 @@ pub struct PreparedStatement {
 }
 
 /// Named portals tracked at most; beyond, the map is cleared (their Executes then count as
-/// unclassified). Portals end with their transaction, so real clients stay far below.
+/// unclassified). Postgres drops portals at the end of their transaction; the proxy forgets
+/// them only on Close, on rebinding the name, or at this cap, so the map is bounded but may
+/// name portals Postgres has already dropped (harmless: their Executes fail in Postgres).
 const MAX_NAMED_PORTALS: usize = 256;
 
 /// State only the frontend direction touches (no locks).
@@ -93,8 +100,6 @@ const MAX_NAMED_PORTALS: usize = 256;
 pub struct FrontendState {
     /// Protocol-level prepared statements by name; "" is the unnamed statement.
     pub prepared: HashMap<Box<[u8]>, PreparedStatement>,
-    /// Classification of the last simple-protocol Query.
-    pub last_query: Option<Classified>,
     /// The statement shape the unnamed portal runs (`None`: unclassified).
     unnamed_portal: Option<Arc<Shape>>,
     named_portals: HashMap<Box<[u8]>, Option<Arc<Shape>>>,
@@ -108,7 +113,6 @@ impl FrontendState {
     pub fn new(ctx: &ProxyContext, database: &str) -> Self {
         FrontendState {
             prepared: HashMap::new(),
-            last_query: None,
             unnamed_portal: None,
             named_portals: HashMap::new(),
             keys: KeyResolver::new(ctx),
@@ -177,7 +181,6 @@ impl FrontendState {
             return Some(reply);
         }
         let Some((_, classified)) = self.classify(text, ctx, shared) else {
-            self.last_query = None;
             let route = self.route(None, ctx, shared);
             shared.tracker.query(None, route);
             return None;
@@ -199,7 +202,6 @@ impl FrontendState {
             }
             _ => {}
         }
-        self.last_query = Some(classified);
         None
     }
 

@@ -117,6 +117,19 @@ impl StatementTracker {
         self.push(Kind::Sync, None, Route::Postgres)
     }
 
+    /// CopyDone or CopyFail from the client. Postgres ignores Sync messages that arrive
+    /// during copy-in mode (libpq and tokio-postgres send one right after the Execute that
+    /// starts a COPY FROM STDIN), so they get no ReadyForQuery: forget the Sync entries
+    /// queued after the last statement.
+    pub fn copy_end(&self) {
+        self.with(|s| {
+            while s.queue.back().is_some_and(|e| e.kind == Kind::Sync) {
+                s.queue.pop_back();
+                s.outstanding = s.outstanding.saturating_sub(1);
+            }
+        })
+    }
+
     /// CommandComplete (`rows` from its tag), EmptyQueryResponse or PortalSuspended
     /// (`rows` 0), or ErrorResponse (`error`).
     pub fn completion(&self, rows: u64, error: bool) -> Option<Completed> {
@@ -268,6 +281,29 @@ mod tests {
         assert!(t.completion(0, true).is_none()); // error at sync
         assert!(t.ready().is_none());
         assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn extended_copy_in_ignores_the_sync_sent_during_copy() {
+        let t = StatementTracker::default();
+        // P B E S (copy-in starts), d d c, S
+        t.execute(None, Route::Postgres);
+        t.sync();
+        t.copy_end();
+        t.sync();
+        let c = t.completion(2, false).unwrap();
+        assert_eq!(c.rows, 2);
+        assert!(t.ready().is_none());
+        assert_eq!(t.pending(), 0);
+        // The next statement pairs with its own completion.
+        t.query(None, Route::Postgres);
+        assert!(t.completion(1, false).is_none());
+        assert_eq!(t.ready().unwrap().rows, 1);
+        // Simple-protocol COPY: nothing to drop.
+        t.query(None, Route::Postgres);
+        t.copy_end();
+        assert!(t.completion(3, false).is_none());
+        assert_eq!(t.ready().unwrap().rows, 3);
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub fn proxy_config(upstream_url: &str) -> pgpolyglot::config::Config {
         http: String::new(),
         // A directory that does not exist means "no policies" (the repo's examples stay out).
         policies: PathBuf::from("/nonexistent/pgpolyglot-tests-no-policies"),
+        // Tests shut the proxy down with clients still connected; don't wait for them long.
+        shutdown_grace: Duration::from_secs(1),
         ..pgpolyglot::config::Config::default()
     }
 }
