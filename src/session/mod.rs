@@ -16,6 +16,7 @@ pub mod keys;
 pub mod registry;
 pub mod relay;
 pub mod state;
+pub mod statements;
 pub mod tracker;
 pub mod upstream;
 

@@ -119,10 +119,14 @@ fn frontend_wants(typ: u8) -> bool {
 }
 
 /// Backend messages whose body the proxy reads: ReadyForQuery, ParameterStatus,
-/// BackendKeyData, and the completions of statements (CommandComplete, ErrorResponse,
-/// EmptyQueryResponse, PortalSuspended).
+/// BackendKeyData, the completions of statements (CommandComplete, ErrorResponse,
+/// EmptyQueryResponse, PortalSuspended), and ParseComplete / CloseComplete (which confirm
+/// prepared statements).
 fn backend_wants(typ: u8) -> bool {
-    matches!(typ, b'Z' | b'S' | b'K' | b'C' | b'E' | b'I' | b's')
+    matches!(
+        typ,
+        b'Z' | b'S' | b'K' | b'C' | b'E' | b'I' | b's' | b'1' | b'3'
+    )
 }
 
 fn ensure_space(buf: &mut BytesMut, pending_frame: usize) {
@@ -185,11 +189,11 @@ where
                     }
                 }
                 b'P' => state.on_parse(body, ctx, shared),
-                b'B' => state.on_bind(body, ctx),
+                b'B' => state.on_bind(body, ctx, shared),
                 b'E' => state.on_execute(body, ctx, shared),
                 b'S' => shared.tracker.sync(),
                 b'F' => shared.tracker.query(None, crate::stats::Route::Postgres),
-                b'C' => state.on_close(body),
+                b'C' => state.on_close(body, shared),
                 b'c' | b'f' => shared.tracker.copy_end(),
                 _ => {}
             }
@@ -299,6 +303,7 @@ where
                         done.record(ctx);
                     }
                 }
+                b'1' | b'3' => shared.tracker.statement_op_completed(),
                 b'I' | b's' => {
                     if let Some(done) = shared.tracker.completion(0, false) {
                         done.record(ctx);

@@ -1,7 +1,8 @@
 //! Per-session state the relay keeps: what the backend direction learns (transaction status,
 //! server-reported settings, the backend pid), the statements in flight, and what the
-//! frontend direction tracks (prepared statements by name with their SQL and classification,
-//! portals, the routing decision for each statement).
+//! frontend direction tracks (portals, the routing decision for each statement). Prepared
+//! statements live in the tracker's [`super::statements::StatementBook`], because Postgres's
+//! answers (seen by the backend direction) confirm them.
 
 use super::bind::{parse_param_types, Bind};
 use super::explain;
@@ -98,8 +99,6 @@ const MAX_NAMED_PORTALS: usize = 256;
 /// State only the frontend direction touches (no locks).
 #[derive(Debug)]
 pub struct FrontendState {
-    /// Protocol-level prepared statements by name; "" is the unnamed statement.
-    pub prepared: HashMap<Box<[u8]>, PreparedStatement>,
     /// The statement shape the unnamed portal runs (`None`: unclassified).
     unnamed_portal: Option<Arc<Shape>>,
     named_portals: HashMap<Box<[u8]>, Option<Arc<Shape>>>,
@@ -112,7 +111,6 @@ pub struct FrontendState {
 impl FrontendState {
     pub fn new(ctx: &ProxyContext, database: &str) -> Self {
         FrontendState {
-            prepared: HashMap::new(),
             unnamed_portal: None,
             named_portals: HashMap::new(),
             keys: KeyResolver::new(ctx),
@@ -195,10 +193,10 @@ impl FrontendState {
         match &classified.shape.kind {
             StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
             | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
-                self.prepared.clear()
+                shared.tracker.forget_statements(None)
             }
             StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
-                self.prepared.remove(name.as_bytes());
+                shared.tracker.forget_statements(Some(name.as_bytes()))
             }
             _ => {}
         }
@@ -235,27 +233,23 @@ impl FrontendState {
         let Some((sql, rest)) = read_cstr(rest) else {
             return;
         };
-        if let Some((sql, classified)) = self.classify(sql, ctx, shared) {
-            self.prepared.insert(
-                name.into(),
-                PreparedStatement {
-                    sql,
-                    classified,
-                    param_types: parse_param_types(rest),
-                },
-            );
-        } else {
-            self.prepared.remove(name);
-        }
+        let stmt = self.classify(sql, ctx, shared).map(|(sql, classified)| {
+            Arc::new(PreparedStatement {
+                sql,
+                classified,
+                param_types: parse_param_types(rest),
+            })
+        });
+        shared.tracker.parse_sent(name, stmt);
     }
 
     /// Bind: the portal now runs this statement; record its keys with the bound values.
-    pub fn on_bind(&mut self, body: &[u8], ctx: &ProxyContext) {
+    pub fn on_bind(&mut self, body: &[u8], ctx: &ProxyContext, shared: &SharedState) {
         let Some(bind) = Bind::parse(body) else {
             return;
         };
-        let stmt = self.prepared.get(bind.statement);
-        if let (Some(p), true) = (stmt, self.policy_database) {
+        let stmt = shared.tracker.statement(bind.statement);
+        if let (Some(p), true) = (&stmt, self.policy_database) {
             self.keys
                 .record(ctx, &p.classified, Some((&bind, &p.param_types)));
         }
@@ -282,16 +276,17 @@ impl FrontendState {
         shared.tracker.execute(shape, route);
     }
 
-    /// Close: forget a prepared statement ('S') or a portal ('P').
-    pub fn on_close(&mut self, body: &[u8]) {
+    /// Close: forget a prepared statement ('S', once Postgres confirms) or a portal ('P').
+    pub fn on_close(&mut self, body: &[u8], shared: &SharedState) {
         match body.split_first() {
             Some((&b'S', rest)) => {
                 if let Some((name, _)) = read_cstr(rest) {
-                    self.prepared.remove(name);
+                    shared.tracker.close_sent(Some(name));
                 }
             }
             Some((&b'P', rest)) => {
                 if let Some((name, _)) = read_cstr(rest) {
+                    shared.tracker.close_sent(None);
                     if name.is_empty() {
                         self.unnamed_portal = None;
                     } else {

@@ -17,6 +17,8 @@
 //! [`MAX_PENDING`] messages without reading loses its latency samples (not its queries)
 //! until the responses catch up.
 
+use super::state::PreparedStatement;
+use super::statements::StatementBook;
 use crate::context::ProxyContext;
 use crate::sql::Shape;
 use crate::stats::Route;
@@ -50,10 +52,20 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Entry>,
-    /// Queries and Syncs forwarded whose ReadyForQuery has not come back.
-    outstanding: u64,
+    /// Batches ended by the client (Queries, FunctionCalls and Syncs forwarded) and by
+    /// Postgres (ReadyForQuery received, the start-up one excepted).
+    batches_sent: u64,
+    batches_done: u64,
     /// The queue overflowed: track nothing until every outstanding ReadyForQuery arrived.
     desynced: bool,
+    /// Prepared statements, confirmed by Postgres's answers.
+    book: StatementBook,
+}
+
+impl Inner {
+    fn outstanding(&self) -> u64 {
+        self.batches_sent.saturating_sub(self.batches_done)
+    }
 }
 
 /// One session's statements in flight.
@@ -81,7 +93,7 @@ impl StatementTracker {
     fn push(&self, kind: Kind, shape: Option<Arc<Shape>>, route: Route) {
         self.with(|s| {
             if kind != Kind::Execute {
-                s.outstanding += 1;
+                s.batches_sent += 1;
             }
             if s.desynced {
                 return;
@@ -125,7 +137,7 @@ impl StatementTracker {
         self.with(|s| {
             while s.queue.back().is_some_and(|e| e.kind == Kind::Sync) {
                 s.queue.pop_back();
-                s.outstanding = s.outstanding.saturating_sub(1);
+                s.batches_sent = s.batches_sent.saturating_sub(1);
             }
         })
     }
@@ -157,9 +169,15 @@ impl StatementTracker {
     /// Executes that Postgres skipped after an error).
     pub fn ready(&self) -> Option<Completed> {
         self.with(|s| {
-            s.outstanding = s.outstanding.saturating_sub(1);
+            if s.outstanding() == 0 {
+                // The start-up ReadyForQuery, or one the proxy lost count of.
+                return None;
+            }
+            let batch = s.batches_done;
+            s.book.batch_done(batch);
+            s.batches_done += 1;
             if s.desynced {
-                if s.outstanding == 0 {
+                if s.outstanding() == 0 {
                     s.desynced = false;
                 }
                 return None;
@@ -177,6 +195,37 @@ impl StatementTracker {
 
     pub fn pending(&self) -> usize {
         self.with(|s| s.queue.len())
+    }
+
+    /// A Parse of statement `name` was forwarded (`None`: unclassified).
+    pub fn parse_sent(&self, name: &[u8], stmt: Option<Arc<PreparedStatement>>) {
+        self.with(|s| {
+            let batch = s.batches_sent;
+            s.book.parse_sent(batch, name, stmt)
+        })
+    }
+
+    /// A Close of a statement (`Some(name)`) or a portal (`None`) was forwarded.
+    pub fn close_sent(&self, statement: Option<&[u8]>) {
+        self.with(|s| {
+            let batch = s.batches_sent;
+            s.book.close_sent(batch, statement)
+        })
+    }
+
+    /// SQL-level DEALLOCATE (`Some(name)`) or DEALLOCATE ALL / DISCARD ALL (`None`).
+    pub fn forget_statements(&self, name: Option<&[u8]>) {
+        self.with(|s| s.book.forget(name))
+    }
+
+    /// The prepared statement a Bind forwarded now refers to.
+    pub fn statement(&self, name: &[u8]) -> Option<Arc<PreparedStatement>> {
+        self.with(|s| s.book.lookup(name).cloned())
+    }
+
+    /// ParseComplete or CloseComplete arrived.
+    pub fn statement_op_completed(&self) {
+        self.with(|s| s.book.completed())
     }
 }
 
@@ -281,6 +330,10 @@ mod tests {
         assert!(t.completion(0, true).is_none()); // error at sync
         assert!(t.ready().is_none());
         assert_eq!(t.pending(), 0);
+        // Extra ReadyForQuery messages do not make later batches look finished.
+        assert!(t.ready().is_none());
+        t.query(None, Route::Postgres);
+        assert!(t.ready().is_some());
     }
 
     #[test]
