@@ -525,9 +525,14 @@ async fn explain_route_gives_the_reason() {
         })
     };
     assert_eq!(first_row(a.unwrap(), "one").as_deref(), Some("1"));
-    assert_eq!(
-        first_row(b.unwrap(), "reason").as_deref(),
-        Some("key not placed")
+    // Sent behind an unanswered query, or answered first: either is right.
+    let reason = first_row(b.unwrap(), "reason");
+    assert!(
+        matches!(
+            reason.as_deref(),
+            Some("key not placed") | Some("pipelined")
+        ),
+        "{reason:?}"
     );
     assert_eq!(first_row(c.unwrap(), "three").as_deref(), Some("3"));
     // The admin console answers it too.

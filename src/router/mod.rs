@@ -16,6 +16,11 @@ use crate::stats::Route;
 pub enum Reason {
     /// The session is inside an explicit transaction block (or a failed one).
     InTransaction,
+    /// Statements sent before this one are not answered yet (a pipeline, or several
+    /// Executes in one extended-protocol batch, which share an implicit transaction): the
+    /// session's transaction state and settings as this statement will see them are not
+    /// known yet.
+    Pipelined,
     /// The statement could not be classified (not UTF-8 text, or client_encoding not UTF8).
     Unclassified,
     /// sqlparser could not read it: Postgres is the judge.
@@ -43,8 +48,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::InTransaction,
+        Reason::Pipelined,
         Reason::Unclassified,
         Reason::Unparsed,
         Reason::NotARead,
@@ -72,6 +78,7 @@ impl Reason {
     pub fn label(self) -> &'static str {
         match self {
             Reason::InTransaction => "in transaction block",
+            Reason::Pipelined => "pipelined",
             Reason::Unclassified => "not classified",
             Reason::Unparsed => "not parsed",
             Reason::NotARead => "not a read",
@@ -114,6 +121,8 @@ impl Decision {
 pub struct SessionView {
     /// Inside a transaction block (ReadyForQuery status `T` or `E`).
     pub in_transaction: bool,
+    /// Earlier statements of this session are still unanswered.
+    pub pipelined: bool,
     /// Connected to the database the policies apply to (the upstream URL's).
     pub policy_database: bool,
 }
@@ -124,6 +133,12 @@ pub fn decide(shape: Option<&Shape>, session: SessionView, policies: &PolicySet)
         return Decision::postgres(
             Reason::InTransaction,
             "inside a transaction block every statement goes to Postgres",
+        );
+    }
+    if session.pipelined {
+        return Decision::postgres(
+            Reason::Pipelined,
+            "earlier statements of this session are not answered yet",
         );
     }
     let Some(shape) = shape else {

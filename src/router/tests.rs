@@ -25,6 +25,7 @@ fn policies() -> PolicySet {
 
 const IDLE: SessionView = SessionView {
     in_transaction: false,
+    pipelined: false,
     policy_database: true,
 };
 
@@ -47,6 +48,7 @@ fn reasons_table() {
             "SELECT * FROM accounts WHERE id = 1",
             SessionView {
                 in_transaction: true,
+                pipelined: false,
                 policy_database: true,
             },
             Reason::InTransaction,
@@ -55,6 +57,16 @@ fn reasons_table() {
             "SELECT * FROM accounts WHERE id = 1",
             SessionView {
                 in_transaction: false,
+                pipelined: true,
+                policy_database: true,
+            },
+            Reason::Pipelined,
+        ),
+        (
+            "SELECT * FROM accounts WHERE id = 1",
+            SessionView {
+                in_transaction: false,
+                pipelined: false,
                 policy_database: false,
             },
             Reason::OtherDatabase,

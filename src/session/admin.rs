@@ -330,6 +330,7 @@ fn run_command(ctx: &ProxyContext, text: &str, out: &mut BytesMut) {
             let classified = ctx.classifier.classify(&target);
             let view = SessionView {
                 in_transaction: false,
+                pipelined: false,
                 policy_database: true,
             };
             let decision = router::decide(Some(&classified.shape), view, &ctx.policies.current());

@@ -147,6 +147,7 @@ impl FrontendState {
         self.keys.refresh(ctx);
         let view = SessionView {
             in_transaction: shared.in_transaction_block(),
+            pipelined: !shared.tracker.is_idle(),
             policy_database: self.policy_database,
         };
         let decision = router::decide(shape, view, self.keys.policies());
@@ -215,6 +216,7 @@ impl FrontendState {
         let classified = self.classify(target, ctx, shared).map(|(_, c)| c);
         let view = SessionView {
             in_transaction: shared.in_transaction_block(),
+            pipelined: !shared.tracker.is_idle(),
             policy_database: self.policy_database,
         };
         let decision = router::decide(

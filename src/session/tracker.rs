@@ -42,6 +42,9 @@ enum Kind {
 #[derive(Debug)]
 struct Entry {
     kind: Kind,
+    /// For a Sync: an Execute was sent in its batch (so its ReadyForQuery may report a new
+    /// transaction state).
+    batch_executed: bool,
     shape: Option<Arc<Shape>>,
     route: Route,
     start: Instant,
@@ -60,6 +63,8 @@ struct Inner {
     desynced: bool,
     /// Prepared statements, confirmed by Postgres's answers.
     book: StatementBook,
+    /// An Execute was sent since the last Sync.
+    executed_since_sync: bool,
 }
 
 impl Inner {
@@ -98,6 +103,14 @@ impl StatementTracker {
             if s.desynced {
                 return;
             }
+            let batch_executed = match kind {
+                Kind::Execute => {
+                    s.executed_since_sync = true;
+                    false
+                }
+                Kind::Sync => std::mem::take(&mut s.executed_since_sync),
+                Kind::Simple => false,
+            };
             if s.queue.len() >= MAX_PENDING {
                 s.queue.clear();
                 s.desynced = true;
@@ -105,6 +118,7 @@ impl StatementTracker {
             }
             s.queue.push_back(Entry {
                 kind,
+                batch_executed,
                 shape,
                 route,
                 start: Instant::now(),
@@ -195,6 +209,20 @@ impl StatementTracker {
 
     pub fn pending(&self) -> usize {
         self.with(|s| s.queue.len())
+    }
+
+    /// Nothing this session sent can still change its transaction state or settings: no
+    /// Query or Execute unanswered, and no Sync of a batch that executed something (a
+    /// Parse/Describe/Sync batch, which clients such as tokio-postgres do not wait out, does
+    /// not count).
+    pub fn is_idle(&self) -> bool {
+        self.with(|s| {
+            !s.desynced
+                && !s.executed_since_sync
+                && s.queue
+                    .iter()
+                    .all(|e| e.kind == Kind::Sync && !e.batch_executed)
+        })
     }
 
     /// A Parse of statement `name` was forwarded (`None`: unclassified).
@@ -357,6 +385,30 @@ mod tests {
         t.copy_end();
         assert!(t.completion(3, false).is_none());
         assert_eq!(t.ready().unwrap().rows, 3);
+    }
+
+    #[test]
+    fn idleness() {
+        let t = StatementTracker::default();
+        assert!(t.is_idle());
+        // Prepare without executing: not a reason to wait.
+        t.sync();
+        assert!(t.is_idle());
+        t.execute(None, Route::Postgres);
+        assert!(!t.is_idle());
+        t.completion(0, false);
+        // Completed, but its batch's ReadyForQuery (the new transaction state) is pending.
+        assert!(!t.is_idle());
+        t.sync();
+        assert!(!t.is_idle());
+        t.ready();
+        assert!(!t.is_idle());
+        t.ready();
+        assert!(t.is_idle());
+        t.query(None, Route::Postgres);
+        assert!(!t.is_idle());
+        t.ready();
+        assert!(t.is_idle());
     }
 
     #[test]
