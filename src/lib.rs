@@ -27,6 +27,7 @@
 //! - [`stats`]: per-key access statistics (decayed Space-Saving top-K per table) and per-shape
 //!   and per-route latency histograms; recorded on the hot path into a bounded queue that
 //!   never waits, aggregated off it by a background task, read as published snapshots.
+//! - [`cdc`]: the change feed: `pgoutput` logical replication with its own slot, in commit order.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; [`server::start`] is also
 //!   what the tests use to run a proxy in-process.
 //! - [`context`]: what all sessions share (config, TLS, cancel table, classifier, metrics).
@@ -36,6 +37,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod cdc;
 pub mod config;
 pub mod context;
 pub mod demo;

@@ -80,6 +80,8 @@ pub struct Config {
     pub worker_threads: usize,
     /// Access statistics (`[stats]`).
     pub stats: StatsSettings,
+    /// The logical replication consumer (`[change_feed]`).
+    pub change_feed: ChangeFeedSettings,
 }
 
 /// `[stats]`: the access statistics' limits and time constants (see [`crate::stats`]).
@@ -142,6 +144,90 @@ impl StatsSettings {
     }
 }
 
+/// `[change_feed]`: the logical replication consumer that keeps the stores fresh (see
+/// [`crate::cdc`]). The proxy creates and owns the slot and the publication named here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeFeedSettings {
+    /// Logical replication slot (plugin `pgoutput`), created when missing. While it exists the
+    /// server keeps WAL the feed has not confirmed, so one slot per proxy deployment.
+    /// Lowercase letters, digits and `_`, at most 63 characters. Default `pgpolyglot`.
+    pub slot: String,
+    /// Publication listing the watched tables, created when missing and kept in step with the
+    /// policies. Same character rules as `slot`. Default `pgpolyglot`.
+    pub publication: String,
+    /// How often the feed confirms progress to the server (and pings it). Default `1s`.
+    #[serde(with = "duration::serde_str")]
+    pub status_interval: Duration,
+    /// A feed that hears nothing from the server for this long (despite its pings) is treated
+    /// as broken and reconnects. Must exceed `status_interval`. Default `30s`.
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+    /// Changes buffered for one transaction; a larger transaction is reported as one
+    /// invalidation per table it touched instead. Default 100000.
+    pub max_transaction_changes: usize,
+}
+
+impl Default for ChangeFeedSettings {
+    fn default() -> Self {
+        ChangeFeedSettings {
+            slot: "pgpolyglot".into(),
+            publication: "pgpolyglot".into(),
+            status_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+            max_transaction_changes: 100_000,
+        }
+    }
+}
+
+impl ChangeFeedSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, name) in [
+            ("change_feed.slot", &self.slot),
+            ("change_feed.publication", &self.publication),
+        ] {
+            let ok_chars = name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            let starts_ok = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+            if !ok_chars || !starts_ok || name.len() > 63 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!(
+                        "{name:?}: use 1 to 63 lowercase letters, digits and underscores, \
+                         starting with a letter or underscore"
+                    ),
+                });
+            }
+        }
+        if self.status_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "change_feed.status_interval",
+                message: "must be greater than zero".into(),
+            });
+        }
+        if self.timeout <= self.status_interval {
+            return Err(ConfigError::Invalid {
+                key: "change_feed.timeout",
+                message: format!(
+                    "{:?} must be longer than status_interval ({:?})",
+                    self.timeout, self.status_interval
+                ),
+            });
+        }
+        if self.max_transaction_changes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "change_feed.max_transaction_changes",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -161,6 +247,7 @@ impl Default for Config {
             policy_watch_interval: Duration::from_secs(2),
             worker_threads: 0,
             stats: StatsSettings::default(),
+            change_feed: ChangeFeedSettings::default(),
         }
     }
 }
@@ -240,6 +327,7 @@ impl Config {
                 key: "stats",
                 message: e.to_string(),
             })?;
+        self.change_feed.validate()?;
         Ok(())
     }
 
@@ -295,5 +383,34 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("together"));
+    }
+
+    #[test]
+    fn change_feed_section_parses_and_validates() {
+        let c = Config::from_toml_str(
+            "[change_feed]\nslot = \"s_1\"\npublication = \"p\"\nstatus_interval = \"250ms\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.change_feed.slot, "s_1");
+        assert_eq!(c.change_feed.publication, "p");
+        assert_eq!(c.change_feed.status_interval, Duration::from_millis(250));
+        assert_eq!(c.change_feed.timeout, Duration::from_secs(30));
+        c.validate().unwrap();
+        let err = Config::from_toml_str("[change_feed]\nslots = \"x\"\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("slots"), "{err}");
+        for bad in ["", "Upper", "has-dash", "9lead", &"x".repeat(64)] {
+            let mut c = Config::default();
+            c.change_feed.slot = bad.to_string();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("change_feed.slot"), "{bad}: {err}");
+        }
+        let mut c = Config::default();
+        c.change_feed.timeout = c.change_feed.status_interval;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.change_feed.status_interval = Duration::ZERO;
+        assert!(c.validate().is_err());
     }
 }
