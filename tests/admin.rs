@@ -432,22 +432,33 @@ async fn metrics_parse_and_match_the_workload() {
         ),
         0.0
     );
-    assert_eq!(
+    // tokio-postgres may send the next statement as soon as it has an ErrorResponse (or a
+    // CommandComplete), before the ReadyForQuery behind it reached the proxy: such a
+    // statement is, rightly, "pipelined". Each reason's count is exact up to those.
+    let reason = |r: &str| {
         sample(
             &samples,
             "pgpolyglot_route_decisions_total",
-            &[("reason", "not a read")]
-        ),
-        100.0 + 1.0 + 1.0 + 1.0
+            &[("reason", r)],
+        )
+    };
+    let pipelined = reason("pipelined");
+    assert!(pipelined <= 8.0, "{text}");
+    let writes = 100.0 + 1.0 + 1.0 + 1.0; // INSERTs, CREATE, BEGIN;..;COMMIT, COPY
+    assert!(
+        (writes - pipelined..=writes).contains(&reason("not a read")),
+        "{text}"
     );
-    assert_eq!(
-        sample(
-            &samples,
-            "pgpolyglot_route_decisions_total",
-            &[("reason", "no policy")]
-        ),
-        50.0
+    assert!(
+        (50.0 - pipelined..=50.0).contains(&reason("no policy")),
+        "{text}"
     );
+    let decisions: f64 = samples
+        .iter()
+        .filter(|s| s["name"] == "pgpolyglot_route_decisions_total")
+        .filter_map(|s| s["value"].as_f64())
+        .sum();
+    assert_eq!(decisions, statements, "one decision per statement");
     assert_eq!(
         sample(&samples, "pgpolyglot_client_connections_active", &[]),
         1.0
