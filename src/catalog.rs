@@ -47,6 +47,14 @@ impl CatalogSnapshot {
         self.keys.get(schema)?.get(table)
     }
 
+    /// `(schema, table)` of every table with a single-column primary key.
+    pub fn table_names(&self) -> Vec<(String, String)> {
+        self.keys
+            .iter()
+            .flat_map(|(s, t)| t.keys().map(move |n| (s.to_string(), n.to_string())))
+            .collect()
+    }
+
     pub fn tables(&self) -> usize {
         self.keys.values().map(HashMap::len).sum()
     }

@@ -33,6 +33,8 @@ pub struct ProxyContext {
     pub sessions: SessionRegistry,
     /// Primary keys of the upstream database's tables (loaded by `catalog::run`).
     pub catalog: Catalog,
+    /// The cache store and its change feed (idle unless a policy has `[cache]`).
+    pub cache: crate::cache::CacheService,
     pub started_at: SystemTime,
 }
 
@@ -85,6 +87,7 @@ impl ProxyContext {
             policies: Arc::new(PolicyStore::new(policies)),
             sessions: SessionRegistry::default(),
             catalog: Catalog::default(),
+            cache: crate::cache::CacheService::default(),
             started_at: SystemTime::now(),
         };
         Ok((ctx, aggregator))

@@ -27,6 +27,10 @@
 //! - [`stats`]: per-key access statistics (decayed Space-Saving top-K per table) and per-shape
 //!   and per-route latency histograms; recorded on the hot path into a bounded queue that
 //!   never waits, aggregated off it by a background task, read as published snapshots.
+//! - [`cache`]: hot keys answered from the proxy's memory: table descriptions, output
+//!   profiles, the L1 store and its staleness rules, the migrator's fills, privilege checks,
+//!   the bytes of an answer, and the background tasks (schema refresh, feed applier, placer,
+//!   filler). Sessions consult it through `session::cache_serve`.
 //! - [`cdc`]: the change feed: `pgoutput` logical replication with its own slot, in commit order.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; [`server::start`] is also
 //!   what the tests use to run a proxy in-process.
@@ -36,6 +40,7 @@
 //! - [`demo`]: `pgpolyglot demo`.
 
 pub mod admin;
+pub mod cache;
 pub mod catalog;
 pub mod cdc;
 pub mod config;

@@ -18,7 +18,7 @@ use super::conn::ReplConnection;
 use super::event::{FeedEvent, ResetReason, TableName};
 use super::lsn::Lsn;
 use super::setup::{self, PublicationOutcome};
-use super::status::{FeedState, FeedStatus, Shared};
+use super::status::{FeedHealth, FeedState, FeedStatus, Shared};
 use super::stream::{self, Outbox, SessionEnd};
 use super::CdcError;
 use crate::config::ChangeFeedSettings;
@@ -123,6 +123,11 @@ impl FeedHandle {
 
     pub fn status(&self) -> FeedStatus {
         self.shared.status()
+    }
+
+    /// State, applied position, lag and silence: what a serving decision reads.
+    pub fn health(&self) -> FeedHealth {
+        self.shared.health()
     }
 
     /// The tables the feed was asked to watch.

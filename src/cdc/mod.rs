@@ -38,7 +38,7 @@ pub mod walproto;
 pub use event::{Change, ChangeKind, FeedEvent, ResetReason, TableName, Transaction, Value};
 pub use feed::{ChangeFeed, FeedHandle, TablesChanged};
 pub use lsn::Lsn;
-pub use status::{FeedState, FeedStatus};
+pub use status::{FeedHealth, FeedState, FeedStatus};
 
 use crate::session::error::SessionError;
 use crate::side::SideError;

@@ -83,6 +83,15 @@ pub struct FeedStatus {
     pub server_params: BTreeMap<String, String>,
 }
 
+/// [`FeedStatus`]'s serving-relevant part, cheap enough to read per statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedHealth {
+    pub state: FeedState,
+    pub applied_lsn: Lsn,
+    pub lag_ms: u64,
+    pub silence_ms: Option<u64>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub state: FeedState,
@@ -205,6 +214,23 @@ impl Shared {
         let mut s = self.lock();
         s.idle_wal_end = s.idle_wal_end.max(wal_end);
         s.settle();
+    }
+
+    /// The few fields a serving decision needs, without copying lists.
+    pub fn health(&self) -> FeedHealth {
+        let s = self.lock();
+        let lag_ms = s.inflight.front().map_or(0, |(_, commit_time)| {
+            SystemTime::now()
+                .duration_since(*commit_time)
+                .unwrap_or(Duration::ZERO)
+                .as_millis() as u64
+        });
+        FeedHealth {
+            state: s.state,
+            applied_lsn: s.applied(),
+            lag_ms,
+            silence_ms: s.last_message.map(|t| t.elapsed().as_millis() as u64),
+        }
     }
 
     pub fn status(&self) -> FeedStatus {

@@ -41,6 +41,11 @@ impl FrameScanner {
 
     /// True when everything forwarded so far ends at a frame boundary (no passed-through
     /// frame is partly sent).
+    /// Bytes of the current frame not yet scanned (0 at a boundary).
+    pub fn remaining_in_frame(&self) -> usize {
+        self.remaining
+    }
+
     pub fn at_boundary(&self) -> bool {
         self.remaining == 0
     }

@@ -4,8 +4,10 @@
 //! This is the one place a decision to serve a statement from outside Postgres is made and
 //! the one place its reason is recorded (`EXPLAIN ROUTE` prints it, metrics count it). The
 //! checks run in the order of the "Routing is safe by default" contract: anything not proven
-//! safe passes through. This build has no serving store yet (the cache and search issues add
-//! them), so every path ends at Postgres; the reasons say which check stopped it.
+//! safe passes through. What the router can decide from the statement and the policies alone
+//! ends here; a cache candidate (`KeyNotPlaced`) goes on to the session's cache checks
+//! (`session::cache_serve`), which need the store, the feed and Postgres's privileges, and
+//! count one of the reasons after `IndexNotReady`.
 
 use crate::placement::PolicySet;
 use crate::sql::{Shape, StatementKind, TableRef};
@@ -45,10 +47,24 @@ pub enum Reason {
     KeyNotPlaced,
     /// The policy indexes this table, but the search index is not built.
     IndexNotReady,
+    /// Answered from the cache store.
+    Served,
+    /// The change feed is not streaming, or lags beyond the policy's `max_staleness`.
+    FeedNotFresh,
+    /// The table is not covered by the change feed yet, or its description is being
+    /// re-read after DDL.
+    TableNotReady,
+    /// The session wrote, and the change feed has not applied its writes yet.
+    Fenced,
+    /// The statement or session is outside what the cache serves exactly: a key spelling,
+    /// projection or LIMIT it does not handle, a table it may not serve (row-level
+    /// security, inheritance, no primary key), settings or a role it cannot vouch for,
+    /// or privileges Postgres would refuse.
+    NotServable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 18] = [
         Reason::InTransaction,
         Reason::Pipelined,
         Reason::Unclassified,
@@ -62,6 +78,11 @@ impl Reason {
         Reason::NotInPolicy,
         Reason::KeyNotPlaced,
         Reason::IndexNotReady,
+        Reason::Served,
+        Reason::FeedNotFresh,
+        Reason::TableNotReady,
+        Reason::Fenced,
+        Reason::NotServable,
     ];
 
     /// Position in [`Reason::ALL`] (metric array index).
@@ -71,7 +92,10 @@ impl Reason {
 
     /// The route this reason leads to.
     pub fn route(self) -> Route {
-        Route::Postgres
+        match self {
+            Reason::Served => Route::Cache,
+            _ => Route::Postgres,
+        }
     }
 
     /// Short label (metric label value, `EXPLAIN ROUTE`'s `reason` column).
@@ -90,6 +114,11 @@ impl Reason {
             Reason::NotInPolicy => "not in policy",
             Reason::KeyNotPlaced => "key not placed",
             Reason::IndexNotReady => "index not ready",
+            Reason::Served => "served from cache",
+            Reason::FeedNotFresh => "change feed not fresh",
+            Reason::TableNotReady => "table not ready",
+            Reason::Fenced => "own writes not applied yet",
+            Reason::NotServable => "not servable from cache",
         }
     }
 }
@@ -208,7 +237,7 @@ fn decide_shape(shape: &Shape, session: SessionView, policies: &PolicySet) -> De
             ),
             Some(_) => (
                 Reason::KeyNotPlaced,
-                "the key is not in the cache store (this build serves no keys from a cache)"
+                "a cache candidate: served only if the key is placed and every check holds"
                     .to_string(),
             ),
         }

@@ -56,6 +56,43 @@ impl<'a> Bind<'a> {
         self.formats.get(2 * code..2 * code + 2) == Some(&[0, 1])
     }
 
+    /// Number of parameter values bound.
+    pub fn param_count(&self) -> usize {
+        self.nparams
+    }
+
+    /// Whether the parameter format codes fit the parameter count (none, one for all, or
+    /// one per parameter, each 0 or 1), as Postgres requires.
+    pub fn param_formats_valid(&self) -> bool {
+        let n = self.formats.len() / 2;
+        let codes_ok = self.formats.chunks(2).all(|c| c == [0, 0] || c == [0, 1]);
+        codes_ok && (n == 0 || n == 1 || n == self.nparams)
+    }
+
+    /// The result-column format codes that follow the parameter values; `None` when the
+    /// message is malformed or has bytes left over.
+    pub fn result_formats(&self) -> Option<Vec<i16>> {
+        let mut rest = self.values;
+        for _ in 0..self.nparams {
+            let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+            rest = rest.get(4..)?;
+            if len > 0 {
+                rest = rest.get(len as usize..)?;
+            }
+        }
+        let n = be_u16(rest)?;
+        let codes = rest.get(2..2 + 2 * n)?;
+        if rest.len() != 2 + 2 * n {
+            return None;
+        }
+        Some(
+            codes
+                .chunks(2)
+                .map(|c| i16::from_be_bytes([c[0], c[1]]))
+                .collect(),
+        )
+    }
+
     /// Parameter `$n` (1-based).
     pub fn param(&self, n: u16) -> Option<Param<'a>> {
         let index = usize::from(n).checked_sub(1)?;
@@ -157,6 +194,26 @@ mod tests {
         }
         b.extend(0u16.to_be_bytes());
         b
+    }
+
+    #[test]
+    fn result_formats_and_counts() {
+        let b = bind(&[1], &[Some(b"\0\0\0\x07"), None]);
+        let parsed = Bind::parse(&b).unwrap();
+        assert_eq!(parsed.param_count(), 2);
+        assert!(parsed.param_formats_valid());
+        assert_eq!(parsed.result_formats(), Some(vec![]));
+        let mut with_results = b[..b.len() - 2].to_vec();
+        with_results.extend([0, 2, 0, 1, 0, 0]);
+        assert_eq!(
+            Bind::parse(&with_results).unwrap().result_formats(),
+            Some(vec![1, 0])
+        );
+        let bad = bind(&[1, 0, 1], &[Some(b"x")]);
+        assert!(!Bind::parse(&bad).unwrap().param_formats_valid());
+        let mut trailing = b.clone();
+        trailing.push(0);
+        assert_eq!(Bind::parse(&trailing).unwrap().result_formats(), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod bind;
+pub mod cache_serve;
 pub mod error;
 pub mod explain;
 pub mod keys;
@@ -122,7 +123,8 @@ async fn serve_inner(
     let Some(client_stream) = client.take() else {
         return Ok(());
     };
-    relay::run(client_stream, upstream, ctx, &shared, &database).await
+    let cache = cache_serve::CacheSession::new(&startup);
+    relay::run(client_stream, upstream, ctx, &shared, &database, cache).await
 }
 
 /// Read start-up packets until a StartupMessage; `None` when the connection was a cancel.

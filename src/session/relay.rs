@@ -13,6 +13,7 @@
 //! served), BackendKeyData (whose secret it replaces with the proxy's own) and the messages
 //! that complete statements (latency, rows, errors).
 
+use super::cache_serve::{self, CacheSession};
 use super::error::SessionError;
 use super::state::{FrontendState, SharedState};
 use super::tracker::tag_rows;
@@ -24,10 +25,14 @@ use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// Bytes of free buffer space each read asks for.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Answers from the cache queued for the backend direction to write at most; beyond, the
+/// frontend waits (a client that sends without reading cannot grow the queue).
+const SERVED_QUEUE: usize = 64;
 
 /// How long the backend direction may take to finish its current write once the client side
 /// has ended.
@@ -52,17 +57,19 @@ pub async fn run(
     ctx: &ProxyContext,
     shared: &SharedState,
     database: &str,
+    cache: CacheSession,
 ) -> Result<(), SessionError> {
+    let state = FrontendState::new(ctx, database, cache);
     match (client, upstream) {
         (MaybeTls::Plain(mut c), MaybeTls::Plain(mut u)) => {
             let (crd, cwr) = c.split();
             let (urd, uwr) = u.split();
-            run_halves(crd, cwr, urd, uwr, ctx, shared, database).await
+            run_halves(crd, cwr, urd, uwr, ctx, shared, state).await
         }
         (client, upstream) => {
             let (crd, cwr) = tokio::io::split(client);
             let (urd, uwr) = tokio::io::split(upstream);
-            run_halves(crd, cwr, urd, uwr, ctx, shared, database).await
+            run_halves(crd, cwr, urd, uwr, ctx, shared, state).await
         }
     }
 }
@@ -75,7 +82,7 @@ async fn run_halves<CR, CW, UR, UW>(
     upstream_wr: UW,
     ctx: &ProxyContext,
     shared: &SharedState,
-    database: &str,
+    mut frontend_state: FrontendState,
 ) -> Result<(), SessionError>
 where
     CR: AsyncRead + Unpin,
@@ -87,7 +94,7 @@ where
     // Lives as long as the relay: when the frontend fails only because the upstream closed,
     // the backend keeps draining so the client still gets Postgres's last words (a FATAL).
     let mut control = Some(control_tx);
-    let mut frontend_state = FrontendState::new(ctx, database);
+    let (served_tx, served_rx) = mpsc::channel(SERVED_QUEUE);
     let front = frontend(
         client_rd,
         upstream_wr,
@@ -95,8 +102,9 @@ where
         shared,
         &mut frontend_state,
         &mut control,
+        served_tx,
     );
-    let back = backend(upstream_rd, client_wr, ctx, shared, control_rx);
+    let back = backend(upstream_rd, client_wr, ctx, shared, control_rx, served_rx);
     tokio::pin!(front, back);
     tokio::select! {
         f = &mut front => {
@@ -143,6 +151,7 @@ async fn frontend<R, W>(
     shared: &SharedState,
     state: &mut FrontendState,
     control: &mut Option<oneshot::Sender<Control>>,
+    served: mpsc::Sender<BytesMut>,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin,
@@ -170,6 +179,22 @@ where
             ctx.metrics.frontend_bytes.fetch_add(n as u64, Relaxed);
         }
         rescan = false;
+        // A new batch while the session is idle: perhaps the cache can answer it.
+        if shared.authenticated.load(Relaxed)
+            && scanner.at_boundary()
+            && !buf.is_empty()
+            && ctx.cache.may_serve()
+        {
+            if let Some(answer) = cache_serve::try_serve(&buf, state, ctx, shared).await {
+                if served.send(answer.response).await.is_err() {
+                    return Ok(());
+                }
+                buf.advance(answer.consumed);
+                rescan = !buf.is_empty();
+                pending_frame = 0;
+                continue;
+            }
+        }
         let mut terminated = false;
         // A frame the proxy rewrites (EXPLAIN ROUTE): its length and its replacement.
         let mut replacement: Option<(usize, BytesMut)> = None;
@@ -192,7 +217,10 @@ where
                 b'B' => state.on_bind(body, ctx, shared),
                 b'E' => state.on_execute(body, ctx, shared),
                 b'S' => shared.tracker.sync(),
-                b'F' => shared.tracker.query(None, crate::stats::Route::Postgres),
+                b'F' => {
+                    state.cache.observe(None);
+                    shared.tracker.query(None, crate::stats::Route::Postgres)
+                }
                 b'C' => state.on_close(body, shared),
                 b'c' | b'f' => shared.tracker.copy_end(),
                 _ => {}
@@ -252,6 +280,7 @@ async fn backend<R, W>(
     ctx: &ProxyContext,
     shared: &SharedState,
     mut control: oneshot::Receiver<Control>,
+    mut served: mpsc::Receiver<BytesMut>,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin,
@@ -262,6 +291,9 @@ where
     let mut pending_frame = 0;
     // Keeps this session's cancel key registered for as long as the relay runs.
     let mut cancel_guard: Option<CancelGuard> = None;
+    // Cache answers waiting for the end of a frame the upstream is still sending.
+    let mut answers: Vec<BytesMut> = Vec::new();
+    let mut served_open = true;
     loop {
         ensure_space(&mut buf, pending_frame);
         let n = tokio::select! {
@@ -275,6 +307,16 @@ where
                 let _ = wr.shutdown().await;
                 return Ok(());
             }
+            answer = served.recv(), if served_open => {
+                match answer {
+                    Some(bytes) => answers.push(bytes),
+                    None => served_open = false,
+                }
+                if scanner.at_boundary() {
+                    write_answers(&mut wr, &mut answers).await?;
+                }
+                continue;
+            }
             r = rd.read_buf(&mut buf) => r.map_err(SessionError::UpstreamIo)?,
         };
         if n == 0 {
@@ -282,6 +324,22 @@ where
             return Ok(());
         }
         ctx.metrics.backend_bytes.fetch_add(n as u64, Relaxed);
+        // With answers waiting inside a frame, forward only the rest of that frame first:
+        // they go out before anything the upstream sends after it.
+        if !answers.is_empty() && !scanner.at_boundary() {
+            let upto = scanner.remaining_in_frame().min(buf.len());
+            let scanned = scanner.scan(&mut buf[..upto], |_| false, |_, _| true)?;
+            wr.write_all(&buf[..scanned.ready])
+                .await
+                .map_err(SessionError::ClientIo)?;
+            buf.advance(scanned.ready);
+            if scanner.at_boundary() {
+                write_answers(&mut wr, &mut answers).await?;
+            }
+            if buf.is_empty() {
+                continue;
+            }
+        }
         let scanned = scanner.scan(&mut buf, backend_wants, |typ, body| {
             match typ {
                 b'Z' => {
@@ -332,6 +390,19 @@ where
                 .map_err(SessionError::ClientIo)?;
             buf.advance(scanned.ready);
         }
+        if !answers.is_empty() && scanner.at_boundary() {
+            write_answers(&mut wr, &mut answers).await?;
+        }
         pending_frame = scanned.pending_frame;
     }
+}
+
+async fn write_answers<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    answers: &mut Vec<BytesMut>,
+) -> Result<(), SessionError> {
+    for a in answers.drain(..) {
+        wr.write_all(&a).await.map_err(SessionError::ClientIo)?;
+    }
+    Ok(())
 }

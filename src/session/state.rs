@@ -5,6 +5,7 @@
 //! answers (seen by the backend direction) confirm them.
 
 use super::bind::{parse_param_types, Bind};
+use super::cache_serve::CacheSession;
 use super::explain;
 use super::keys::KeyResolver;
 use super::tracker::StatementTracker;
@@ -15,7 +16,7 @@ use crate::sql::{Classified, DiscardTarget, OtherCommand, SetCommand, Shape, Sta
 use crate::stats::Route;
 use bytes::BytesMut;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Written by the backend direction, read by the frontend direction and by admin views.
@@ -29,6 +30,8 @@ pub struct SharedState {
     pub backend_pid: AtomicU32,
     /// Every ParameterStatus the server reported, latest value per name.
     pub parameters: Mutex<HashMap<String, String>>,
+    /// Bumped by every ParameterStatus (the cache recomputes the session's profile).
+    pub parameter_generation: AtomicU64,
     /// Statements in flight, matched with their completions.
     pub tracker: StatementTracker,
     /// Set at the first ReadyForQuery: Postgres has authenticated the client. Until then the
@@ -44,6 +47,7 @@ impl Default for SharedState {
             client_encoding_utf8: AtomicBool::new(false),
             backend_pid: AtomicU32::new(0),
             parameters: Mutex::new(HashMap::new()),
+            parameter_generation: AtomicU64::new(0),
             tracker: StatementTracker::default(),
             authenticated: AtomicBool::new(false),
         }
@@ -67,6 +71,7 @@ impl SharedState {
         if let Ok(mut p) = self.parameters.lock() {
             p.insert(name, value);
         }
+        self.parameter_generation.fetch_add(1, Relaxed);
     }
 
     pub fn parameter(&self, name: &str) -> Option<String> {
@@ -106,15 +111,58 @@ pub struct FrontendState {
     /// Connected to the database policies apply to (the upstream URL's): the only one whose
     /// catalog the proxy reads, so the only one whose keys are recorded.
     policy_database: bool,
+    /// What the cache needs to know of this session.
+    pub cache: CacheSession,
 }
 
 impl FrontendState {
-    pub fn new(ctx: &ProxyContext, database: &str) -> Self {
+    pub fn new(ctx: &ProxyContext, database: &str, cache: CacheSession) -> Self {
         FrontendState {
             unnamed_portal: None,
             named_portals: HashMap::new(),
             keys: KeyResolver::new(ctx),
             policy_database: database == ctx.upstream.database,
+            cache,
+        }
+    }
+
+    pub fn policy_database(&self) -> bool {
+        self.policy_database
+    }
+
+    pub fn refresh_keys(&mut self, ctx: &ProxyContext) {
+        self.keys.refresh(ctx);
+    }
+
+    pub fn policies(&self) -> &crate::placement::PolicySet {
+        self.keys.policies()
+    }
+
+    /// Records the keys a statement names (a served one too: it stays hot).
+    pub fn record_keys(
+        &self,
+        ctx: &ProxyContext,
+        classified: &Classified,
+        bind: Option<(&Bind<'_>, &[u32])>,
+    ) {
+        if self.policy_database {
+            self.keys.record(ctx, classified, bind);
+        }
+    }
+
+    /// A statement about to be sent: follow its settings, and when it writes, drop the keys
+    /// it names from the cache at once (every session) and owe this session a fence.
+    fn observe(
+        &mut self,
+        ctx: &ProxyContext,
+        classified: Option<&Classified>,
+        bind: Option<(&Bind<'_>, &[u32])>,
+    ) {
+        self.cache.observe(classified.map(|c| &*c.shape));
+        if let (Some(c), true) = (classified, self.policy_database) {
+            if !c.shape.write_keys.is_empty() {
+                invalidate_written(ctx, c, bind);
+            }
         }
     }
 
@@ -151,7 +199,12 @@ impl FrontendState {
             policy_database: self.policy_database,
         };
         let decision = router::decide(shape, view, self.keys.policies());
-        ctx.metrics.route_reasons[decision.reason.index()].fetch_add(1, Relaxed);
+        let cache_reason = self.cache.last_reason.take();
+        let reason = match (decision.reason, cache_reason) {
+            (router::Reason::KeyNotPlaced, Some(r)) => r,
+            (r, _) => r,
+        };
+        ctx.metrics.route_reasons[reason.index()].fetch_add(1, Relaxed);
         if shape.is_some_and(|s| {
             matches!(
                 s.kind,
@@ -159,6 +212,9 @@ impl FrontendState {
             )
         }) {
             ctx.catalog.schema_changed();
+        }
+        if shape.is_some_and(may_change_schema) {
+            ctx.cache.schema_changed();
         }
         decision.route
     }
@@ -180,10 +236,12 @@ impl FrontendState {
             return Some(reply);
         }
         let Some((_, classified)) = self.classify(text, ctx, shared) else {
+            self.observe(ctx, None, None);
             let route = self.route(None, ctx, shared);
             shared.tracker.query(None, route);
             return None;
         };
+        self.observe(ctx, Some(&classified), None);
         let route = self.route(Some(&classified.shape), ctx, shared);
         if self.policy_database {
             self.keys.record(ctx, &classified, None);
@@ -251,6 +309,10 @@ impl FrontendState {
             return;
         };
         let stmt = shared.tracker.statement(bind.statement);
+        match &stmt {
+            Some(p) => self.observe(ctx, Some(&p.classified), Some((&bind, &p.param_types))),
+            None => self.observe(ctx, None, None),
+        }
         if let (Some(p), true) = (&stmt, self.policy_database) {
             self.keys
                 .record(ctx, &p.classified, Some((&bind, &p.param_types)));
@@ -297,6 +359,68 @@ impl FrontendState {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Whether a statement may change table definitions or privileges (the cache then serves
+/// nothing until it has re-read them). Statements it cannot classify, and functions that
+/// run DDL, are caught by the periodic re-read instead.
+fn may_change_schema(shape: &Shape) -> bool {
+    let risky = |k: &StatementKind| {
+        matches!(
+            k,
+            StatementKind::Ddl
+                | StatementKind::Unparsed
+                | StatementKind::Other(OtherCommand::Do)
+                | StatementKind::Other(OtherCommand::Call)
+                | StatementKind::Other(OtherCommand::Unknown)
+        )
+    };
+    risky(&shape.kind) || shape.parts.iter().any(risky)
+}
+
+/// Drops from the cache the keys a write names; a key it cannot read (or a write that moves
+/// rows to new keys) drops the whole table.
+fn invalidate_written(ctx: &ProxyContext, c: &Classified, bind: Option<(&Bind<'_>, &[u32])>) {
+    let cache = &ctx.cache;
+    let schema = cache.schema();
+    for w in &c.shape.write_keys {
+        let (schema_name, table_name) = router::resolve(&w.table);
+        let Some(meta) = schema.table(schema_name, table_name) else {
+            continue;
+        };
+        let key_column = &*meta.columns[meta.key_index].name;
+        if w.assigned.iter().any(|a| &**a == key_column) {
+            cache.store.flush_table(meta.oid);
+            continue;
+        }
+        for (column, keys) in &w.by_column {
+            if &**column != key_column {
+                continue;
+            }
+            for k in keys {
+                let key = match c.key(k) {
+                    Some(crate::sql::KeyRef::Param(n)) => bind.and_then(|(b, types)| {
+                        let declared = usize::from(n)
+                            .checked_sub(1)
+                            .and_then(|i| types.get(i))
+                            .copied()
+                            .unwrap_or(0);
+                        meta.key_type.from_param(b.param(n)?, declared)
+                    }),
+                    Some(r) => meta.key_type.from_literal(r),
+                    None => None,
+                };
+                match key {
+                    Some(key) => {
+                        cache
+                            .store
+                            .invalidate_written(meta.oid, &key, &cache.profiles.all())
+                    }
+                    None => cache.store.flush_table(meta.oid),
+                }
+            }
         }
     }
 }

@@ -1,0 +1,55 @@
+//! The cache store: hot keys answered from the proxy's memory, kept exactly fresh by the
+//! change feed.
+//!
+//! ```text
+//! stats snapshot ─▶ planner (pure) ─▶ placed keys ─▶ filler (side connections, one per
+//!                                                   output profile, batched, snapshot-tagged)
+//! change feed ─▶ applier ─▶ store (invalidate keys/tables, ack the slot)      │
+//! session ─▶ gates (feed fresh, table ready, role allowed, fence met) ─▶ store lookup ─▶ bytes
+//! ```
+//!
+//! - [`key`]: canonical keys from literals, parameters and Postgres's output.
+//! - [`profile`]: the session settings text values depend on.
+//! - [`schema`]: table descriptions (RowDescription fields) and servability.
+//! - [`store`]: the L1 store and the rules that keep stale rows out.
+//! - [`fill`]: the migrator's batched reads.
+//! - [`access`]: privilege checks.
+//! - [`response`]: the bytes of an answer.
+//! - [`service`]: the shared service and its background tasks.
+//!
+//! Only what this module can prove fresh is served; every doubt is a pass-through.
+
+pub mod access;
+pub mod fill;
+pub mod key;
+pub mod profile;
+pub mod response;
+pub mod schema;
+pub mod service;
+pub mod store;
+
+pub use service::{CacheService, Gate};
+
+use std::time::Duration;
+
+/// How often table descriptions are re-read (the bound for DDL that bypasses the proxy).
+pub const SCHEMA_REFRESH: Duration = Duration::from_secs(1);
+
+/// How often the placement is recomputed from the statistics.
+pub const PLACE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Errors of the cache's own connections. None reaches a client: a failure only means
+/// "not from the cache".
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("upstream: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Side(#[from] crate::side::SideError),
+    #[error(transparent)]
+    Cdc(#[from] crate::cdc::CdcError),
+    #[error("unexpected answer from the upstream: {0}")]
+    Unexpected(&'static str),
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}

@@ -1,0 +1,275 @@
+//! What the cache must know of each table it serves, read from Postgres's catalogs: the
+//! columns exactly as a RowDescription describes them, the key column, and the facts that
+//! decide whether serving it can ever be safe (row-level security, inheritance children,
+//! another relation of the same name that an unqualified name might resolve to). Plus the
+//! server-wide settings sessions inherit without being told (see [`super::profile`]).
+//!
+//! Reloaded every [`super::SCHEMA_REFRESH`] and after DDL through the proxy; a table whose
+//! description changed is flushed from the store before anything is served from it again.
+
+use super::key::KeyType;
+use super::profile::UNREPORTED;
+use super::CacheError;
+use crate::config::policy::CachePolicy;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// A column as RowDescription reports it for a plain column reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnMeta {
+    pub name: String,
+    pub attnum: i16,
+    /// The type, with domains resolved to their base type (as Postgres reports it).
+    pub type_oid: u32,
+    pub typlen: i16,
+    pub typmod: i32,
+}
+
+/// Bytes held for one policy, against its `max_bytes`.
+#[derive(Debug)]
+pub struct Budget {
+    pub max_bytes: u64,
+    pub used: AtomicU64,
+}
+
+impl Budget {
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.used.load(Relaxed).saturating_add(bytes) <= self.max_bytes
+    }
+}
+
+/// A table some cache policy covers.
+#[derive(Clone, Debug)]
+pub struct TableMeta {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnMeta>,
+    /// Index into `columns` of the key column.
+    pub key_index: usize,
+    pub key_type: KeyType,
+    /// No other relation anywhere has this name, so an unqualified reference resolves to this
+    /// table under any search_path that includes its schema (and errors under the others).
+    pub unique_name: bool,
+    /// `None`: the cache may serve it. `Some(why)`: never.
+    pub unservable: Option<&'static str>,
+    pub policy: CachePolicy,
+    pub budget: Arc<Budget>,
+}
+
+impl TableMeta {
+    /// Same columns, key and servability (the store's entries stay valid).
+    pub fn same_layout(&self, other: &TableMeta) -> bool {
+        self.oid == other.oid
+            && self.columns == other.columns
+            && self.key_index == other.key_index
+            && self.unservable == other.unservable
+    }
+
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// Server-wide defaults of the settings sessions inherit silently.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerDefaults {
+    /// Values of [`UNREPORTED`], `None` where a role or database default exists somewhere
+    /// (the proxy cannot tell which sessions it applies to).
+    pub unreported: [Option<String>; 3],
+    /// The default search_path resolves unqualified names to `public`, and no role or
+    /// database overrides search_path.
+    pub public_on_path: bool,
+}
+
+/// One load of everything above.
+#[derive(Debug, Default)]
+pub struct CacheSchema {
+    pub tables: HashMap<(String, String), Arc<TableMeta>>,
+    pub defaults: ServerDefaults,
+}
+
+impl CacheSchema {
+    pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<TableMeta>> {
+        self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    pub fn by_oid(&self, oid: u32) -> Option<&Arc<TableMeta>> {
+        self.tables.values().find(|t| t.oid == oid)
+    }
+}
+
+/// A table to describe: its name, key column and policy.
+pub struct Wanted {
+    pub schema: String,
+    pub name: String,
+    /// The policy's key, or `None` for the primary key.
+    pub policy_key: Option<String>,
+    pub policy: CachePolicy,
+    pub budget: Arc<Budget>,
+}
+
+const TABLES_SQL: &str = "\
+SELECT c.oid::int8, n.nspname::text, c.relname::text,
+       (c.relrowsecurity OR c.relforcerowsecurity),
+       EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid),
+       NOT EXISTS (SELECT 1 FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                   WHERE c2.relname = c.relname AND c2.oid <> c.oid
+                     AND c2.relkind IN ('r','v','m','f','p')
+                     AND n2.nspname NOT LIKE 'pg\\_temp\\_%' AND n2.nspname NOT LIKE 'pg\\_toast%'),
+       c.relkind::text,
+       (SELECT a2.attname::text FROM pg_index x JOIN pg_attribute a2
+           ON a2.attrelid = x.indrelid AND a2.attnum = x.indkey[0]
+        WHERE x.indrelid = c.oid AND x.indisprimary AND x.indnatts = 1),
+       a.attnum::int4, a.attname::text, a.atttypid::int8, a.atttypmod, a.attlen::int4
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest($1::text[], $2::text[]) AS w(s, t) ON w.s = n.nspname AND w.t = c.relname
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.oid, a.attnum";
+
+const DOMAINS_SQL: &str =
+    "SELECT oid::int8, typbasetype::int8, typtypmod FROM pg_type WHERE typtype = 'd'";
+
+const DEFAULTS_SQL: &str = "\
+SELECT s.name::text, s.setting,
+       EXISTS (SELECT 1 FROM pg_db_role_setting r, unnest(r.setconfig) AS cfg
+               WHERE lower(split_part(cfg, '=', 1)) = lower(s.name))
+FROM pg_settings s
+WHERE s.name IN ('extra_float_digits', 'bytea_output', 'lc_monetary', 'search_path')";
+
+/// Reads the catalog for `wanted` tables over `client`.
+pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, CacheError> {
+    let schemas: Vec<&str> = wanted.iter().map(|w| w.schema.as_str()).collect();
+    let names: Vec<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
+    let rows = client.query(TABLES_SQL, &[&schemas, &names]).await?;
+    let domains: HashMap<u32, (u32, i32)> = client
+        .query(DOMAINS_SQL, &[])
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0) as u32,
+                (r.get::<_, i64>(1) as u32, r.get::<_, i32>(2)),
+            )
+        })
+        .collect();
+    let mut defaults = ServerDefaults::default();
+    for r in client.query(DEFAULTS_SQL, &[]).await? {
+        let name: String = r.get(0);
+        let value: String = r.get(1);
+        let overridden: bool = r.get(2);
+        if name == "search_path" {
+            defaults.public_on_path = !overridden
+                && value
+                    .split(',')
+                    .any(|p| p.trim().trim_matches('"') == "public");
+        } else if let Some(i) = UNREPORTED.iter().position(|u| *u == name) {
+            defaults.unreported[i] = (!overridden).then_some(value);
+        }
+    }
+
+    let mut tables: HashMap<(String, String), Arc<TableMeta>> = HashMap::new();
+    let mut current: Option<(TableMeta, Option<String>, bool, bool, String)> = None;
+    let finish = |t: Option<(TableMeta, Option<String>, bool, bool, String)>,
+                  tables: &mut HashMap<(String, String), Arc<TableMeta>>| {
+        let Some((mut meta, pk, rls, children, relkind)) = t else {
+            return;
+        };
+        let Some(w) = wanted
+            .iter()
+            .find(|w| w.schema == meta.schema && w.name == meta.name)
+        else {
+            return;
+        };
+        let key_name = w.policy_key.clone().or(pk.clone());
+        meta.unservable = if relkind != "r" {
+            Some("not a plain table")
+        } else if rls {
+            Some("row-level security")
+        } else if children {
+            Some("has inheritance children")
+        } else if pk.is_none() {
+            Some("no single-column primary key")
+        } else if key_name != pk {
+            Some("policy key is not the primary key")
+        } else {
+            None
+        };
+        match key_name.and_then(|k| meta.column(&k)) {
+            Some(i) => {
+                meta.key_index = i;
+                match KeyType::from_oid(meta.columns[i].type_oid) {
+                    Some(kt) => meta.key_type = kt,
+                    None => {
+                        meta.unservable = meta.unservable.or(Some("key column type not supported"))
+                    }
+                }
+            }
+            None => meta.unservable = meta.unservable.or(Some("no key column")),
+        }
+        tables.insert((meta.schema.clone(), meta.name.clone()), Arc::new(meta));
+    };
+    for r in rows {
+        let oid = r.get::<_, i64>(0) as u32;
+        if current.as_ref().map(|c| c.0.oid) != Some(oid) {
+            finish(current.take(), &mut tables);
+            let schema: String = r.get(1);
+            let name: String = r.get(2);
+            let Some(w) = wanted.iter().find(|w| w.schema == schema && w.name == name) else {
+                continue;
+            };
+            current = Some((
+                TableMeta {
+                    oid,
+                    schema,
+                    name,
+                    columns: Vec::new(),
+                    key_index: 0,
+                    key_type: KeyType::Int8,
+                    unique_name: r.get(5),
+                    unservable: None,
+                    policy: w.policy.clone(),
+                    budget: Arc::clone(&w.budget),
+                },
+                r.get(7),
+                r.get(3),
+                r.get(4),
+                r.get(6),
+            ));
+        }
+        if let Some(c) = current.as_mut() {
+            let mut type_oid = r.get::<_, i64>(10) as u32;
+            let mut typmod: i32 = r.get(11);
+            // Postgres describes a domain column by its base type (getBaseTypeAndTypmod).
+            let mut depth = 0;
+            while let Some(&(base, base_mod)) = domains.get(&type_oid) {
+                type_oid = base;
+                typmod = base_mod;
+                depth += 1;
+                if depth > 32 {
+                    break;
+                }
+            }
+            c.0.columns.push(ColumnMeta {
+                name: r.get(9),
+                attnum: r.get::<_, i32>(8) as i16,
+                type_oid,
+                typlen: r.get::<_, i32>(12) as i16,
+                typmod,
+            });
+        }
+    }
+    finish(current.take(), &mut tables);
+    Ok(CacheSchema { tables, defaults })
+}
+
+/// The longest a schema load may take before the refresh gives up on it.
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,677 @@
+//! The cache service every session shares, and its background tasks: the schema refresher
+//! (which also starts the change feed and keeps its table list), the applier (feed → store),
+//! the placer (statistics → placed keys, demotions, fill requests) and the filler.
+
+use super::access::AccessCache;
+use super::fill::{self, MAX_BATCH};
+use super::profile::{OutputProfile, ProfileRegistry};
+use super::schema::{self, Budget, CacheSchema, TableMeta, Wanted};
+use super::store::{Applied, EntryKey, L1Store};
+use super::{CacheError, PLACE_INTERVAL, SCHEMA_REFRESH};
+use crate::cdc::{ChangeFeed, ChangeKind, FeedEvent, FeedHandle, FeedState, Lsn, TableName};
+use crate::context::ProxyContext;
+use crate::placement::planner::{self, Action, HotKeyInput};
+use dashmap::DashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_postgres::Client;
+use tracing::{debug, info, warn};
+
+/// Fill requests queued at most; beyond, sessions' requests are dropped (the placer asks
+/// again).
+const FILL_QUEUE: usize = 65_536;
+
+/// Profiles not used for this long get no new fills.
+const ACTIVE_PROFILE_MS: u64 = 300_000;
+
+/// The longest one fill batch may take.
+const FILL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Why the cache cannot answer right now (the session passes through and counts it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// The change feed is not streaming, or lags beyond the policy's `max_staleness`.
+    FeedNotFresh,
+    /// The table is not (yet) covered by the feed, or its description is being reloaded.
+    TableNotReady,
+}
+
+/// Counters for metrics and `SHOW STORES`.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub fill_requests: AtomicU64,
+    pub fill_batches: AtomicU64,
+    pub fill_errors: AtomicU64,
+    pub feed_transactions: AtomicU64,
+    pub feed_resets: AtomicU64,
+    pub fences: AtomicU64,
+    pub access_denied: AtomicU64,
+    pub access_errors: AtomicU64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct FillRequest {
+    table: u32,
+    profile: u32,
+    key: Box<str>,
+}
+
+pub struct CacheService {
+    pub store: L1Store,
+    pub profiles: ProfileRegistry,
+    pub access: AccessCache,
+    pub counters: CacheCounters,
+    /// Time origin of profile use stamps.
+    pub epoch: Instant,
+    schema: RwLock<Arc<CacheSchema>>,
+    /// False from DDL through the proxy until the next schema load.
+    schema_trusted: AtomicBool,
+    /// Some table is servable (sessions skip the cache entirely otherwise).
+    has_tables: AtomicBool,
+    schema_dirty: Notify,
+    /// table oid → placed keys.
+    placed: RwLock<Arc<HashMap<u32, HashSet<Box<str>>>>>,
+    /// table oid → the feed position from which the table's changes are all applied.
+    ready_from: DashMap<u32, Lsn>,
+    feed: OnceLock<FeedHandle>,
+    side: tokio::sync::Mutex<Option<Arc<Client>>>,
+    fill_tx: mpsc::Sender<FillRequest>,
+    fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
+    pending: DashMap<FillRequest, ()>,
+    budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
+}
+
+impl std::fmt::Debug for CacheService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheService")
+            .field("entries", &self.store.len())
+            .finish()
+    }
+}
+
+impl Default for CacheService {
+    fn default() -> Self {
+        let (fill_tx, fill_rx) = mpsc::channel(FILL_QUEUE);
+        CacheService {
+            store: L1Store::default(),
+            profiles: ProfileRegistry::default(),
+            access: AccessCache::default(),
+            counters: CacheCounters::default(),
+            epoch: Instant::now(),
+            schema: RwLock::new(Arc::new(CacheSchema::default())),
+            schema_trusted: AtomicBool::new(false),
+            has_tables: AtomicBool::new(false),
+            schema_dirty: Notify::new(),
+            placed: RwLock::new(Arc::new(HashMap::new())),
+            ready_from: DashMap::new(),
+            feed: OnceLock::new(),
+            side: tokio::sync::Mutex::new(None),
+            fill_tx,
+            fill_rx: Mutex::new(Some(fill_rx)),
+            pending: DashMap::new(),
+            budgets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl CacheService {
+    pub fn schema(&self) -> Arc<CacheSchema> {
+        Arc::clone(&self.schema.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether any table could be served at all (cheap: read per batch).
+    pub fn may_serve(&self) -> bool {
+        self.has_tables.load(Relaxed)
+    }
+
+    pub fn feed(&self) -> Option<&FeedHandle> {
+        self.feed.get()
+    }
+
+    /// DDL (or something that may be DDL) went through the proxy: serve nothing until the
+    /// table descriptions are read again, and forget privilege answers (GRANT/REVOKE).
+    pub fn schema_changed(&self) {
+        if self.schema_trusted.swap(false, Relaxed) {
+            self.store.flush_all();
+        }
+        self.access.forget_all();
+        self.schema_dirty.notify_one();
+    }
+
+    /// Checks that the feed and the table allow serving under `max_staleness`; returns the
+    /// feed's applied position.
+    pub fn fresh(&self, table: u32, max_staleness: Duration) -> Result<Lsn, Gate> {
+        if !self.schema_trusted.load(Relaxed) {
+            return Err(Gate::TableNotReady);
+        }
+        let feed = self.feed.get().ok_or(Gate::FeedNotFresh)?;
+        let h = feed.health();
+        let max_ms = max_staleness.as_millis() as u64;
+        let status_ms = feed_status_interval_ms(feed);
+        if h.state != FeedState::Streaming
+            || h.lag_ms > max_ms
+            || h.silence_ms.is_none_or(|s| s > status_ms + max_ms)
+        {
+            return Err(Gate::FeedNotFresh);
+        }
+        match self.ready_from.get(&table) {
+            Some(from) if h.applied_lsn >= *from => Ok(h.applied_lsn),
+            _ => Err(Gate::TableNotReady),
+        }
+    }
+
+    /// Whether `key` of `table` is placed (promoted by the planner).
+    pub fn is_placed(&self, table: u32, key: &str) -> bool {
+        self.placed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&table)
+            .is_some_and(|keys| keys.contains(key))
+    }
+
+    /// Asks the filler for `key` under `profile` (a session missed it). Never waits.
+    pub fn request_fill(&self, table: u32, profile: u32, key: &str) {
+        let req = FillRequest {
+            table,
+            profile,
+            key: key.into(),
+        };
+        if self.pending.insert(req.clone(), ()).is_none() {
+            self.counters.fill_requests.fetch_add(1, Relaxed);
+            if self.fill_tx.try_send(req.clone()).is_err() {
+                self.pending.remove(&req);
+            }
+        }
+    }
+
+    /// The migrator's shared side connection (privilege checks, fences), reconnected on
+    /// demand.
+    async fn side(&self, ctx: &ProxyContext) -> Result<Arc<Client>, CacheError> {
+        let mut slot = self.side.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(crate::side::connect(ctx).await?);
+        *slot = Some(Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// May `role` read `table`? Errors read as "no".
+    pub async fn allowed(&self, ctx: &ProxyContext, role: &str, table: u32) -> bool {
+        if let Some(a) = self.access.cached(role, table) {
+            if !a {
+                self.counters.access_denied.fetch_add(1, Relaxed);
+            }
+            return a;
+        }
+        let result = match self.side(ctx).await {
+            Ok(c) => tokio::time::timeout(FILL_DEADLINE, self.access.check(&c, role, table)).await,
+            Err(e) => Ok(Err(e)),
+        };
+        match result {
+            Ok(Ok(a)) => {
+                if !a {
+                    self.counters.access_denied.fetch_add(1, Relaxed);
+                }
+                a
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "privilege check failed");
+                self.counters.access_errors.fetch_add(1, Relaxed);
+                false
+            }
+            Err(_) => {
+                self.counters.access_errors.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// A WAL position at or after every commit that has completed: a writing session's
+    /// fence. `None` when Postgres cannot be asked (the session then passes through).
+    pub async fn fence(&self, ctx: &ProxyContext) -> Option<Lsn> {
+        self.counters.fences.fetch_add(1, Relaxed);
+        let c = self.side(ctx).await.ok()?;
+        tokio::time::timeout(FILL_DEADLINE, crate::cdc::setup::current_wal_lsn(&c))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// A write through the proxy names `key` of `table` (schema, name as resolved).
+    pub fn invalidate_written(&self, schema: &str, name: &str, key_text: &str) {
+        let s = self.schema();
+        let Some(meta) = s.table(schema, name) else {
+            return;
+        };
+        match meta.key_type.from_output(key_text) {
+            Some(k) => self
+                .store
+                .invalidate_written(meta.oid, &k, &self.profiles.all()),
+            None => self.store.flush_table(meta.oid),
+        }
+    }
+
+    fn budget_for(&self, policy: &std::path::Path, max_bytes: u64) -> Arc<Budget> {
+        let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = b.entry(policy.to_path_buf()).or_insert_with(|| {
+            Arc::new(Budget {
+                max_bytes,
+                used: AtomicU64::new(0),
+            })
+        });
+        if entry.max_bytes != max_bytes {
+            // A reloaded policy with a new budget: the store's images keep the old one
+            // alive until they go; new ones count against the new one.
+            *entry = Arc::new(Budget {
+                max_bytes,
+                used: AtomicU64::new(0),
+            });
+        }
+        Arc::clone(entry)
+    }
+}
+
+fn feed_status_interval_ms(_feed: &FeedHandle) -> u64 {
+    // The feed pings at `status_interval`; a silence longer than that plus the staleness
+    // bound means the connection may be stalled.
+    STATUS_INTERVAL_MS.load(Relaxed)
+}
+
+static STATUS_INTERVAL_MS: AtomicU64 = AtomicU64::new(1000);
+
+/// Runs the cache's background tasks until shutdown. Idle (no feed, no connections) while no
+/// policy has a `[cache]` section.
+pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
+    STATUS_INTERVAL_MS.store(
+        ctx.config.change_feed.status_interval.as_millis() as u64,
+        Relaxed,
+    );
+    let rx = ctx
+        .cache
+        .fill_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(rx) = rx {
+        tokio::spawn(filler(Arc::clone(&ctx), rx, shutdown.clone()));
+    }
+    tokio::spawn(placer(Arc::clone(&ctx), shutdown.clone()));
+    refresher(ctx, shutdown).await;
+}
+
+/// The tables cache policies cover, as the catalog knows them.
+fn wanted_tables(ctx: &ProxyContext) -> Vec<Wanted> {
+    let policies = ctx.policies.current();
+    let catalog = ctx.catalog.snapshot();
+    let mut out = Vec::new();
+    for (schema, name) in catalog.table_names() {
+        let Some(m) = policies.policy_for(&schema, &name) else {
+            continue;
+        };
+        let Some(cache) = &m.policy.cache else {
+            continue;
+        };
+        out.push(Wanted {
+            budget: ctx.cache.budget_for(&m.policy.file, cache.max_bytes),
+            schema,
+            name,
+            policy_key: m.policy.key.clone(),
+            policy: cache.clone(),
+        });
+    }
+    out
+}
+
+async fn refresher(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
+    let cache = &ctx.cache;
+    let mut client: Option<Client> = None;
+    let mut feed_rx_taken = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let wanted = wanted_tables(&ctx);
+        if wanted.is_empty() && cache.feed.get().is_none() {
+            // Nothing to cache: no connection, no slot.
+            cache.schema_trusted.store(true, Relaxed);
+        } else if let Err(e) =
+            refresh_once(&ctx, &mut client, &wanted, &mut feed_rx_taken, &shutdown).await
+        {
+            warn!(error = %e, "cache: reading table descriptions failed; serving nothing until it works");
+            client = None;
+            if cache.schema_trusted.swap(false, Relaxed) {
+                cache.store.flush_all();
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SCHEMA_REFRESH) => {}
+            _ = cache.schema_dirty.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn refresh_once(
+    ctx: &Arc<ProxyContext>,
+    client: &mut Option<Client>,
+    wanted: &[Wanted],
+    feed_started: &mut bool,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<(), CacheError> {
+    let cache = &ctx.cache;
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        *client = Some(crate::side::connect(ctx).await?);
+    }
+    let Some(c) = client.as_ref() else {
+        return Ok(());
+    };
+    let loaded = tokio::time::timeout(schema::LOAD_TIMEOUT, schema::load(c, wanted))
+        .await
+        .map_err(|_| CacheError::Timeout("loading table descriptions"))??;
+    let old = cache.schema();
+    for (k, t) in &old.tables {
+        if loaded.tables.get(k).is_none_or(|n| !n.same_layout(t)) {
+            info!(table = %t.qualified(), "cache: table description changed; flushing it");
+            cache.store.flush_table(t.oid);
+            cache.ready_from.remove(&t.oid);
+        }
+    }
+    if loaded.defaults != old.defaults && !old.tables.is_empty() {
+        cache.store.flush_all();
+    }
+    let servable: Vec<TableName> = loaded
+        .tables
+        .values()
+        .filter(|t| t.unservable.is_none())
+        .map(|t| TableName::new(t.schema.clone(), t.name.clone()))
+        .collect();
+    cache.has_tables.store(!servable.is_empty(), Relaxed);
+    *cache.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+    cache.schema_trusted.store(true, Relaxed);
+
+    // The feed: started once there is something to watch, then kept in step.
+    match cache.feed.get() {
+        None if !servable.is_empty() && !*feed_started => {
+            *feed_started = true;
+            let (handle, rx) = ChangeFeed::start(Arc::clone(ctx), servable, shutdown.clone());
+            if cache.feed.set(handle).is_ok() {
+                tokio::spawn(applier(Arc::clone(ctx), rx));
+            }
+        }
+        Some(feed) => {
+            let mut current = feed.tables();
+            let mut next = servable.clone();
+            current.sort();
+            next.sort();
+            if current != next {
+                feed.set_tables(next).await?;
+            }
+        }
+        None => {}
+    }
+    // Tables become ready once the feed publishes them: from a position taken after that,
+    // every change to them reaches the store.
+    if let Some(feed) = cache.feed.get() {
+        let status = feed.status();
+        if status.state == FeedState::Streaming {
+            let schema = cache.schema();
+            let mut position = None;
+            for t in schema.tables.values() {
+                let published = status
+                    .tables
+                    .iter()
+                    .any(|p| p.schema == t.schema && p.name == t.name);
+                if published && !cache.ready_from.contains_key(&t.oid) {
+                    let lsn = match position {
+                        Some(l) => l,
+                        None => {
+                            let l = crate::cdc::setup::current_wal_lsn(c).await?;
+                            position = Some(l);
+                            l
+                        }
+                    };
+                    debug!(table = %t.qualified(), %lsn, "cache: table covered by the change feed");
+                    cache.ready_from.insert(t.oid, lsn);
+                } else if !published {
+                    cache.ready_from.remove(&t.oid);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the feed's transactions to the store, in commit order, then acknowledges them.
+async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedEvent>) {
+    let cache = &ctx.cache;
+    while let Some(event) = rx.recv().await {
+        match event {
+            FeedEvent::Commit(tx) => {
+                let schema = cache.schema();
+                let mut applied = Vec::new();
+                for ch in &tx.changes {
+                    let Some(meta) = schema.table(&ch.table.schema, &ch.table.name) else {
+                        continue;
+                    };
+                    applied.extend(changed_keys(meta, ch));
+                }
+                if !applied.is_empty() {
+                    cache.store.apply(tx.xid, &applied, &cache.profiles.all());
+                }
+                cache.counters.feed_transactions.fetch_add(1, Relaxed);
+                if let Some(feed) = cache.feed.get() {
+                    feed.ack(tx.end_lsn);
+                }
+            }
+            FeedEvent::Reset { reason } => {
+                warn!(
+                    ?reason,
+                    "cache: change feed lost continuity; flushing the cache"
+                );
+                cache.counters.feed_resets.fetch_add(1, Relaxed);
+                cache.ready_from.clear();
+                cache.store.flush_all();
+            }
+        }
+    }
+}
+
+/// The keys a change touches (old and new key of an update), or the whole table.
+fn changed_keys(meta: &TableMeta, ch: &crate::cdc::Change) -> Vec<Applied> {
+    let key_col = &meta.columns[meta.key_index].name;
+    match ch.kind {
+        ChangeKind::Truncate | ChangeKind::Invalidate => vec![Applied::Table(meta.oid)],
+        ChangeKind::Insert | ChangeKind::Update | ChangeKind::Delete => {
+            let mut out = Vec::new();
+            let old = ch
+                .key
+                .iter()
+                .find(|(c, _)| c == key_col)
+                .and_then(|(_, v)| v.as_deref());
+            let new = ch.new_row.as_ref().and_then(|row| {
+                row.iter()
+                    .find(|(c, _)| c == key_col)
+                    .and_then(|(_, v)| v.as_text())
+            });
+            for text in [old, new].into_iter().flatten() {
+                match meta.key_type.from_output(text) {
+                    Some(k) => out.push(Applied::Key(meta.oid, k)),
+                    None => return vec![Applied::Table(meta.oid)],
+                }
+            }
+            if out.is_empty() {
+                vec![Applied::Table(meta.oid)]
+            } else {
+                out
+            }
+        }
+    }
+}
+
+/// Recomputes the placement from the statistics: demotes what is no longer placed and asks
+/// for fills of what is placed but missing.
+async fn placer(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
+    let cache = &ctx.cache;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PLACE_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some(stats) = ctx.stats_view.as_ref().map(|h| h.snapshot()) else {
+            continue;
+        };
+        let schema = cache.schema();
+        if schema.tables.is_empty() {
+            continue;
+        }
+        let policies = ctx.policies.current();
+        let plan = planner::plan(
+            &policies,
+            &HotKeyInput::from_snapshot(&stats),
+            stats.half_life,
+        );
+        let mut placed: HashMap<u32, HashSet<Box<str>>> = HashMap::new();
+        for e in plan.entries.iter().filter(|e| e.action == Action::Promote) {
+            let (Some(key), Some((s, n))) = (&e.key, e.table.split_once('.')) else {
+                continue;
+            };
+            let Some(meta) = schema.table(s, n).filter(|m| m.unservable.is_none()) else {
+                continue;
+            };
+            if let Some(k) = meta.key_type.from_output(key) {
+                placed.entry(meta.oid).or_default().insert(k.into());
+            }
+        }
+        let placed = Arc::new(placed);
+        *cache.placed.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&placed);
+        cache.store.retain(|k| {
+            placed
+                .get(&k.table)
+                .is_some_and(|keys| keys.contains(&k.key))
+        });
+        let profiles = cache.profiles.active(cache.epoch, ACTIVE_PROFILE_MS);
+        for (table, keys) in placed.iter() {
+            if !cache.ready_from.contains_key(table) {
+                continue;
+            }
+            for key in keys {
+                for &profile in &profiles {
+                    let k = EntryKey {
+                        table: *table,
+                        profile,
+                        key: key.clone(),
+                    };
+                    if !cache.store.contains(&k) {
+                        cache.request_fill(*table, profile, key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fetches requested rows in batches per (table, profile).
+async fn filler(
+    ctx: Arc<ProxyContext>,
+    mut rx: mpsc::Receiver<FillRequest>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cache = &ctx.cache;
+    let mut connections: HashMap<u32, Client> = HashMap::new();
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = shutdown.changed() => return,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < 4 * MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut groups: HashMap<(u32, u32), Vec<Box<str>>> = HashMap::new();
+        for r in &batch {
+            groups
+                .entry((r.table, r.profile))
+                .or_default()
+                .push(r.key.clone());
+        }
+        for ((table, profile), keys) in groups {
+            for chunk in keys.chunks(MAX_BATCH) {
+                if let Err(e) = fill_batch(&ctx, &mut connections, table, profile, chunk).await {
+                    cache.counters.fill_errors.fetch_add(1, Relaxed);
+                    connections.remove(&profile);
+                    debug!(error = %e, "cache: fill failed");
+                }
+            }
+        }
+        for r in batch {
+            cache.pending.remove(&r);
+        }
+    }
+}
+
+async fn fill_batch(
+    ctx: &ProxyContext,
+    connections: &mut HashMap<u32, Client>,
+    table: u32,
+    profile: u32,
+    keys: &[Box<str>],
+) -> Result<(), CacheError> {
+    let cache = &ctx.cache;
+    let schema = cache.schema();
+    let Some(meta) = schema.by_oid(table).filter(|m| m.unservable.is_none()) else {
+        return Ok(());
+    };
+    if !cache.ready_from.contains_key(&table) {
+        return Ok(());
+    }
+    let keys: Vec<String> = keys
+        .iter()
+        .filter(|k| cache.is_placed(table, k))
+        .map(|k| k.to_string())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let Some(p) = cache.profiles.get(profile) else {
+        return Ok(());
+    };
+    if connections.get(&profile).is_none_or(|c| c.is_closed()) {
+        connections.insert(profile, profile_connection(ctx, &p).await?);
+    }
+    let Some(client) = connections.get(&profile) else {
+        return Ok(());
+    };
+    let ticket = cache.store.begin_fill();
+    let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, meta, &keys))
+        .await
+        .map_err(|_| CacheError::Timeout("fetching rows"))??;
+    cache.counters.fill_batches.fetch_add(1, Relaxed);
+    cache.store.insert_fill(
+        &ticket,
+        &fetched.snapshot,
+        table,
+        profile,
+        &meta.budget,
+        fetched.rows,
+    );
+    Ok(())
+}
+
+async fn profile_connection(ctx: &ProxyContext, p: &OutputProfile) -> Result<Client, CacheError> {
+    let c = crate::side::connect(ctx).await?;
+    c.batch_execute(&fill::profile_settings_sql(p)).await?;
+    Ok(c)
+}

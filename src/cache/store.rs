@@ -1,0 +1,544 @@
+//! The in-process cache store (L1): row images by (table, profile, key), and the rules that
+//! keep a stale image from ever getting in.
+//!
+//! Readers (sessions) look entries up without locks. Everything that changes what the store
+//! may hold — applying a transaction from the change feed, a write through the proxy naming a
+//! key, inserting rows the migrator fetched — runs under one mutex (`guard`), so each insert is
+//! checked against every change applied before it, and each change removes every image
+//! inserted before it.
+//!
+//! The race this closes: the migrator reads a row in a snapshot; a transaction the snapshot
+//! does not see commits and the feed applies it (removing nothing, the row is not stored yet);
+//! then the migrator stores the old row. So the store remembers, for a while
+//! ([`LOG_RETENTION`]), which transaction last changed each key, and an insert whose snapshot
+//! does not see one of those transactions is dropped. Writes through the proxy block inserts
+//! of their keys until the feed has applied a change to the key (or [`WRITE_BLOCK`] passed:
+//! the write rolled back or changed nothing). Any flush (feed reset, DDL) drops every insert
+//! still in flight.
+
+use super::schema::Budget;
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long applied changes are remembered for checking inserts. A fill whose snapshot was
+/// taken more than this after a change was applied cannot miss it unless the transaction
+/// stayed invisible that long after its commit record was decoded.
+pub const LOG_RETENTION: Duration = Duration::from_secs(10);
+
+/// Changes remembered at most; beyond, the oldest are forgotten and fills that started
+/// before the forgotten ones may no longer be checked are dropped.
+pub const LOG_CAPACITY: usize = 1_000_000;
+
+/// A fill older than this is dropped instead of inserted.
+pub const FILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a write through the proxy keeps its keys out of the store if the feed never
+/// reports a change for them.
+pub const WRITE_BLOCK: Duration = Duration::from_secs(5);
+
+/// Lookup key of one image.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    pub table: u32,
+    pub profile: u32,
+    pub key: Box<str>,
+}
+
+/// One row as the client would receive it, per column, in both formats.
+#[derive(Debug)]
+pub struct CachedRow {
+    pub text: Vec<Option<Bytes>>,
+    pub binary: Vec<Option<Bytes>>,
+}
+
+impl CachedRow {
+    pub fn bytes(&self) -> usize {
+        let sum = |v: &Vec<Option<Bytes>>| {
+            v.iter()
+                .map(|c| c.as_ref().map_or(0, |b| b.len()))
+                .sum::<usize>()
+        };
+        sum(&self.text) + sum(&self.binary)
+    }
+}
+
+/// A stored image: the row, or `None` when no row has the key (served as zero rows).
+#[derive(Debug)]
+pub struct Entry {
+    pub row: Option<CachedRow>,
+    bytes: u64,
+    budget: Arc<Budget>,
+    totals: Arc<Totals>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Relaxed);
+        self.totals.bytes.fetch_sub(self.bytes, Relaxed);
+        self.totals.entries.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Store-wide counters (also read by metrics).
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub bytes: AtomicU64,
+    pub entries: AtomicU64,
+    pub inserted: AtomicU64,
+    pub invalidated: AtomicU64,
+    pub flushes: AtomicU64,
+    /// Fetched rows dropped because a change they may not reflect was applied meanwhile.
+    pub fills_dropped_stale: AtomicU64,
+    /// Fetched rows dropped because the policy's `max_bytes` was reached.
+    pub fills_dropped_budget: AtomicU64,
+}
+
+/// A transaction snapshot (`pg_current_snapshot()`), full 64-bit transaction ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub xip: Vec<u64>,
+}
+
+impl Snapshot {
+    /// Parses `xmin:xmax:xip,xip,...`.
+    pub fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        Some(Snapshot { xmin, xmax, xip })
+    }
+
+    /// Whether a committed transaction with 32-bit id `xid` (as the change feed reports it)
+    /// is visible in this snapshot. The full id is taken as the one nearest `xmax`.
+    pub fn sees(&self, xid: u32) -> bool {
+        let diff = i64::from(xid.wrapping_sub(self.xmax as u32) as i32);
+        let full = (self.xmax as i64 + diff) as u64;
+        full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
+    }
+}
+
+/// What the store remembers under its guard.
+#[derive(Debug, Default)]
+struct Guarded {
+    /// (table, key) → xids of changes applied within [`LOG_RETENTION`].
+    changed: HashMap<(u32, Box<str>), Vec<u32>>,
+    /// table → xids of table-wide changes (truncate, oversized transactions).
+    table_changed: HashMap<u32, Vec<u32>>,
+    /// Order of the above, for expiry: (applied at, table, key or None).
+    order: VecDeque<(Instant, u32, Option<Box<str>>, u32)>,
+    /// Newest apply time of an entry forgotten for lack of room.
+    forgotten_until: Option<Instant>,
+    /// (table, key) → when a write through the proxy named it.
+    blocked: HashMap<(u32, Box<str>), Instant>,
+    /// Bumped by every flush: fills that started under an older epoch are dropped.
+    epoch: u64,
+}
+
+/// One change to apply (from the feed): a key of a table, or the whole table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Key(u32, String),
+    Table(u32),
+}
+
+/// Where a fill stands when it is ready to insert.
+#[derive(Debug, Clone)]
+pub struct FillTicket {
+    pub started: Instant,
+    epoch: u64,
+}
+
+#[derive(Debug)]
+pub struct L1Store {
+    entries: DashMap<EntryKey, Arc<Entry>>,
+    guard: Mutex<Guarded>,
+    pub totals: Arc<Totals>,
+}
+
+impl Default for L1Store {
+    fn default() -> Self {
+        L1Store {
+            entries: DashMap::new(),
+            guard: Mutex::new(Guarded::default()),
+            totals: Arc::new(Totals::default()),
+        }
+    }
+}
+
+impl L1Store {
+    pub fn get(&self, key: &EntryKey) -> Option<Arc<Entry>> {
+        self.entries.get(key).map(|e| Arc::clone(e.value()))
+    }
+
+    pub fn contains(&self, key: &EntryKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Guarded> {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove_key(&self, table: u32, key: &str, profiles: &[u32]) {
+        for &profile in profiles {
+            let k = EntryKey {
+                table,
+                profile,
+                key: key.into(),
+            };
+            if self.entries.remove(&k).is_some() {
+                self.totals.invalidated.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn remove_table(&self, table: u32) {
+        let before = self.entries.len();
+        self.entries.retain(|k, _| k.table != table);
+        let removed = before.saturating_sub(self.entries.len());
+        self.totals.invalidated.fetch_add(removed as u64, Relaxed);
+    }
+
+    /// Applies one committed transaction's changes (`xid`), for every profile in `profiles`.
+    pub fn apply(&self, xid: u32, changes: &[Applied], profiles: &[u32]) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        expire(&mut g, now);
+        for c in changes {
+            match c {
+                Applied::Key(table, key) => {
+                    self.remove_key(*table, key, profiles);
+                    let k: Box<str> = key.as_str().into();
+                    g.blocked.remove(&(*table, k.clone()));
+                    g.changed.entry((*table, k.clone())).or_default().push(xid);
+                    g.order.push_back((now, *table, Some(k), xid));
+                }
+                Applied::Table(table) => {
+                    self.remove_table(*table);
+                    g.blocked.retain(|(t, _), _| t != table);
+                    g.table_changed.entry(*table).or_default().push(xid);
+                    g.order.push_back((now, *table, None, xid));
+                }
+            }
+        }
+        while g.order.len() > LOG_CAPACITY {
+            if let Some((at, table, key, xid)) = g.order.pop_front() {
+                forget(&mut g, table, key, xid);
+                g.forgotten_until = Some(at);
+            }
+        }
+    }
+
+    /// A write through the proxy names `key` of `table`: drop it now, and keep fills of it
+    /// out until the feed applies a change to it.
+    pub fn invalidate_written(&self, table: u32, key: &str, profiles: &[u32]) {
+        let mut g = self.lock();
+        self.remove_key(table, key, profiles);
+        g.blocked.insert((table, key.into()), Instant::now());
+    }
+
+    /// Drops a whole table (DDL, schema change).
+    pub fn flush_table(&self, table: u32) {
+        let mut g = self.lock();
+        g.epoch += 1;
+        self.remove_table(table);
+        self.totals.flushes.fetch_add(1, Relaxed);
+    }
+
+    /// Drops everything (feed reset, schema reload failure).
+    pub fn flush_all(&self) {
+        let mut g = self.lock();
+        g.epoch += 1;
+        self.entries.clear();
+        self.totals.flushes.fetch_add(1, Relaxed);
+    }
+
+    /// Removes images of keys `keep` does not accept (demotion).
+    pub fn retain(&self, keep: impl Fn(&EntryKey) -> bool) {
+        let _g = self.lock();
+        self.entries.retain(|k, _| keep(k));
+    }
+
+    /// Call before a fill reads anything.
+    pub fn begin_fill(&self) -> FillTicket {
+        FillTicket {
+            started: Instant::now(),
+            epoch: self.lock().epoch,
+        }
+    }
+
+    /// Inserts fetched images read in `snapshot`, unless something applied since may be
+    /// missing from them. `rows` holds `(key, image)`; returns how many were inserted.
+    pub fn insert_fill(
+        &self,
+        ticket: &FillTicket,
+        snapshot: &Snapshot,
+        table: u32,
+        profile: u32,
+        budget: &Arc<Budget>,
+        rows: Vec<(String, Option<CachedRow>)>,
+    ) -> usize {
+        let now = Instant::now();
+        let mut g = self.lock();
+        expire(&mut g, now);
+        let forgotten = g
+            .forgotten_until
+            .is_some_and(|f| ticket.started <= f + LOG_RETENTION);
+        let table_stale = g
+            .table_changed
+            .get(&table)
+            .is_some_and(|xids| xids.iter().any(|&x| !snapshot.sees(x)));
+        if g.epoch != ticket.epoch
+            || forgotten
+            || table_stale
+            || now.duration_since(ticket.started) > FILL_TIMEOUT
+        {
+            self.totals
+                .fills_dropped_stale
+                .fetch_add(rows.len() as u64, Relaxed);
+            return 0;
+        }
+        let mut inserted = 0;
+        for (key, row) in rows {
+            let k: Box<str> = key.into();
+            let pair = (table, k);
+            if let Some(at) = g.blocked.get(&pair) {
+                if now.duration_since(*at) < WRITE_BLOCK {
+                    self.totals.fills_dropped_stale.fetch_add(1, Relaxed);
+                    continue;
+                }
+                g.blocked.remove(&pair);
+            }
+            if g.changed
+                .get(&pair)
+                .is_some_and(|xids| xids.iter().any(|&x| !snapshot.sees(x)))
+            {
+                self.totals.fills_dropped_stale.fetch_add(1, Relaxed);
+                continue;
+            }
+            let bytes = (row.as_ref().map_or(0, CachedRow::bytes) + pair.1.len() + 64) as u64;
+            if !budget.has_room(bytes) {
+                self.totals.fills_dropped_budget.fetch_add(1, Relaxed);
+                continue;
+            }
+            budget.used.fetch_add(bytes, Relaxed);
+            self.totals.bytes.fetch_add(bytes, Relaxed);
+            self.totals.entries.fetch_add(1, Relaxed);
+            let entry = Arc::new(Entry {
+                row,
+                bytes,
+                budget: Arc::clone(budget),
+                totals: Arc::clone(&self.totals),
+            });
+            self.entries.insert(
+                EntryKey {
+                    table,
+                    profile,
+                    key: pair.1,
+                },
+                entry,
+            );
+            inserted += 1;
+        }
+        self.totals.inserted.fetch_add(inserted as u64, Relaxed);
+        inserted
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn forget(g: &mut Guarded, table: u32, key: Option<Box<str>>, xid: u32) {
+    match key {
+        Some(k) => {
+            let pair = (table, k);
+            if let Some(v) = g.changed.get_mut(&pair) {
+                if let Some(i) = v.iter().position(|&x| x == xid) {
+                    v.remove(i);
+                }
+                if v.is_empty() {
+                    g.changed.remove(&pair);
+                }
+            }
+        }
+        None => {
+            if let Some(v) = g.table_changed.get_mut(&table) {
+                if let Some(i) = v.iter().position(|&x| x == xid) {
+                    v.remove(i);
+                }
+                if v.is_empty() {
+                    g.table_changed.remove(&table);
+                }
+            }
+        }
+    }
+}
+
+fn expire(g: &mut Guarded, now: Instant) {
+    while let Some((at, _, _, _)) = g.order.front() {
+        if now.duration_since(*at) <= LOG_RETENTION {
+            break;
+        }
+        if let Some((_, table, key, xid)) = g.order.pop_front() {
+            forget(g, table, key, xid);
+        }
+    }
+    if g.blocked.len() > 100_000 {
+        g.blocked
+            .retain(|_, at| now.duration_since(*at) < WRITE_BLOCK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget() -> Arc<Budget> {
+        Arc::new(Budget {
+            max_bytes: 1 << 20,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    fn row(v: &str) -> Option<CachedRow> {
+        Some(CachedRow {
+            text: vec![Some(Bytes::from(v.to_string()))],
+            binary: vec![Some(Bytes::from(v.to_string()))],
+        })
+    }
+
+    fn key(k: &str) -> EntryKey {
+        EntryKey {
+            table: 1,
+            profile: 0,
+            key: k.into(),
+        }
+    }
+
+    #[test]
+    fn snapshot_visibility() {
+        let s = Snapshot::parse("100:105:101,103").unwrap();
+        assert!(s.sees(99));
+        assert!(s.sees(100));
+        assert!(!s.sees(101));
+        assert!(s.sees(102));
+        assert!(!s.sees(103));
+        assert!(!s.sees(105));
+        assert!(!s.sees(200));
+        // Across the 32-bit wrap: full ids in epoch 1.
+        let base = (1u64 << 32) + 5;
+        let s = Snapshot::parse(&format!("{}:{}:", base - 10, base)).unwrap();
+        assert!(s.sees(u32::MAX - 20));
+        assert!(s.sees(2));
+        assert!(!s.sees(5));
+        assert!(!s.sees(6));
+        assert_eq!(Snapshot::parse("1:2:x"), None);
+    }
+
+    #[test]
+    fn fill_that_missed_an_applied_change_is_dropped() {
+        let s = L1Store::default();
+        let b = budget();
+        let ticket = s.begin_fill();
+        // Transaction 7 committed after the fill's snapshot and was applied before the insert.
+        s.apply(7, &[Applied::Key(1, "a".into())], &[0]);
+        let snap = Snapshot::parse("5:7:").unwrap();
+        let n = s.insert_fill(
+            &ticket,
+            &snap,
+            1,
+            0,
+            &b,
+            vec![("a".into(), row("old")), ("b".into(), row("b"))],
+        );
+        assert_eq!(n, 1);
+        assert!(s.get(&key("a")).is_none());
+        assert!(s.get(&key("b")).is_some());
+        // A snapshot that sees 7 may insert.
+        let ticket = s.begin_fill();
+        let snap = Snapshot::parse("8:8:").unwrap();
+        assert_eq!(
+            s.insert_fill(&ticket, &snap, 1, 0, &b, vec![("a".into(), row("new"))]),
+            1
+        );
+        assert!(s.get(&key("a")).is_some());
+        // A later change removes it.
+        s.apply(9, &[Applied::Key(1, "a".into())], &[0]);
+        assert!(s.get(&key("a")).is_none());
+    }
+
+    #[test]
+    fn writes_block_and_flushes_void_fills() {
+        let s = L1Store::default();
+        let b = budget();
+        let snap = Snapshot::parse("100:100:").unwrap();
+        let ticket = s.begin_fill();
+        s.invalidate_written(1, "a", &[0]);
+        assert_eq!(
+            s.insert_fill(&ticket, &snap, 1, 0, &b, vec![("a".into(), row("x"))]),
+            0
+        );
+        // The feed applied the write: fills that see it may insert again.
+        s.apply(100, &[Applied::Key(1, "a".into())], &[0]);
+        let snap = Snapshot::parse("101:101:").unwrap();
+        let ticket = s.begin_fill();
+        assert_eq!(
+            s.insert_fill(&ticket, &snap, 1, 0, &b, vec![("a".into(), row("y"))]),
+            1
+        );
+        // A flush voids fills in flight.
+        let ticket = s.begin_fill();
+        s.flush_all();
+        assert_eq!(
+            s.insert_fill(&ticket, &snap, 1, 0, &b, vec![("c".into(), row("z"))]),
+            0
+        );
+        assert!(s.is_empty());
+        assert_eq!(s.totals.entries.load(Relaxed), 0);
+        assert_eq!(b.used.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn budget_is_respected_and_released() {
+        let s = L1Store::default();
+        let b = Arc::new(Budget {
+            max_bytes: 200,
+            used: AtomicU64::new(0),
+        });
+        let snap = Snapshot::parse("1:1:").unwrap();
+        let t = s.begin_fill();
+        let rows = (0..10)
+            .map(|i| (format!("k{i}"), row("0123456789")))
+            .collect();
+        let n = s.insert_fill(&t, &snap, 1, 0, &b, rows);
+        assert!((1..10).contains(&n), "{n}");
+        assert!(b.used.load(Relaxed) <= 200);
+        s.flush_table(1);
+        assert_eq!(b.used.load(Relaxed), 0);
+        // Truncate: table-wide change not seen by a fill drops it.
+        let t = s.begin_fill();
+        s.apply(3, &[Applied::Table(1)], &[0]);
+        let snap = Snapshot::parse("2:3:").unwrap();
+        assert_eq!(
+            s.insert_fill(&t, &snap, 1, 0, &b, vec![("k".into(), None)]),
+            0
+        );
+    }
+}

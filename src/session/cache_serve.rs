@@ -1,0 +1,515 @@
+//! Answering point reads from the cache store, for one session.
+//!
+//! The relay asks [`try_serve`] whenever the client's buffer starts a new batch while the
+//! session is idle (nothing unanswered upstream, no transaction block). A simple Query, or an
+//! extended-protocol batch `Bind [Describe portal] Execute Sync` on a statement Postgres has
+//! prepared, is answered here when every check of the "routing is safe" contract holds; the
+//! answer is written to the client by the backend direction, in order. Anything else returns
+//! `None` and the frames are relayed as usual (and the reason is counted).
+//!
+//! The session's part of the contract lives in [`CacheSession`]: the role (and whether it
+//! changed), the settings its text values depend on, whether unqualified table names still
+//! resolve as the catalog says, and the freshness fence of its own writes.
+
+use super::bind::Bind;
+use super::state::{FrontendState, SharedState};
+use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
+use crate::cache::response::{self, OutputColumn};
+use crate::cache::store::EntryKey;
+use crate::cache::Gate;
+use crate::cdc::Lsn;
+use crate::context::ProxyContext;
+use crate::protocol::frames::{read_cstr, HEADER_LEN};
+use crate::protocol::startup::StartupMessage;
+use crate::router::{self, Reason, SessionView};
+use crate::sql::{Classified, KeyRef, OtherCommand, Projection, SetCommand, Shape, StatementKind};
+use crate::stats::Route;
+use bytes::BytesMut;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The freshness fence of a session's own writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// No write since the last fence was met.
+    Clear,
+    /// A statement that may write was sent; its fence is taken once the session is idle.
+    Needed,
+    /// Serve from the cache only once the feed has applied past this.
+    At(Lsn),
+}
+
+/// What the session knows for the cache's sake.
+#[derive(Debug)]
+pub struct CacheSession {
+    role: String,
+    /// Values of [`UNREPORTED`] settings given in the start-up packet.
+    startup_unreported: [Option<String>; 3],
+    /// The start-up packet carried `options` (may set anything).
+    startup_options: bool,
+    /// An unreported output setting may differ from what the proxy computed.
+    settings_uncertain: bool,
+    /// search_path may differ from the default, or a temporary table may shadow a name.
+    search_path_uncertain: bool,
+    /// SET ROLE / SET SESSION AUTHORIZATION (or something that might do it) ran.
+    role_changed: bool,
+    pub fence: Fence,
+    /// (ParameterStatus generation, schema pointer, flags) the profile was computed for.
+    profile_for: Option<(u64, usize, bool)>,
+    profile: Option<u32>,
+    /// Why the last attempt did not serve, for the router's count of the same statement.
+    pub last_reason: Option<Reason>,
+}
+
+impl CacheSession {
+    pub fn new(startup: &StartupMessage) -> Self {
+        let mut startup_unreported: [Option<String>; 3] = Default::default();
+        for (i, name) in UNREPORTED.iter().enumerate() {
+            startup_unreported[i] = startup
+                .params
+                .iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        }
+        let has = |n: &str| {
+            startup
+                .params
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(n))
+        };
+        CacheSession {
+            role: startup.user(),
+            startup_unreported,
+            startup_options: has("options"),
+            settings_uncertain: false,
+            search_path_uncertain: has("search_path"),
+            role_changed: has("role") || has("session_authorization"),
+            fence: Fence::Clear,
+            profile_for: None,
+            profile: None,
+            last_reason: None,
+        }
+    }
+
+    /// Follows a statement the session sends (whatever its route): settings it changes and
+    /// whether it may write.
+    pub fn observe(&mut self, shape: Option<&Shape>) {
+        let Some(shape) = shape else {
+            // Unclassified: could be anything.
+            self.fence = Fence::Needed;
+            self.settings_uncertain = true;
+            self.search_path_uncertain = true;
+            self.role_changed = true;
+            return;
+        };
+        if shape.may_write() {
+            self.fence = Fence::Needed;
+        }
+        let anything = |s: &mut Self| {
+            s.settings_uncertain = true;
+            s.search_path_uncertain = true;
+            s.role_changed = true;
+        };
+        let kinds = match shape.kind {
+            StatementKind::Multi => &shape.parts[..],
+            _ => std::slice::from_ref(&shape.kind),
+        };
+        for kind in kinds {
+            match kind {
+                StatementKind::Set(SetCommand::Set { name, .. })
+                | StatementKind::Set(SetCommand::Reset { name }) => match &**name {
+                    "role" | "session_authorization" => self.role_changed = true,
+                    "search_path" => self.search_path_uncertain = true,
+                    n if UNREPORTED.contains(&n) => self.settings_uncertain = true,
+                    _ => {}
+                },
+                StatementKind::Set(SetCommand::ResetAll)
+                | StatementKind::Set(SetCommand::Discard(crate::sql::DiscardTarget::All)) => {
+                    // Back to the start-up values, which the profile is computed from; role
+                    // and search_path stay as doubtful as they were.
+                    self.settings_uncertain = false;
+                }
+                StatementKind::Multi | StatementKind::Unparsed => anything(self),
+                StatementKind::Other(
+                    OtherCommand::Do | OtherCommand::Call | OtherCommand::Unknown,
+                ) => anything(self),
+                _ => {}
+            }
+        }
+        if shape.flags.has_unknown_functions || shape.normalized.contains("set_config") {
+            anything(self);
+        }
+        if matches!(shape.kind, StatementKind::Ddl | StatementKind::Write)
+            && shape
+                .normalized
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|w| w == "temp" || w == "temporary")
+        {
+            self.search_path_uncertain = true;
+        }
+    }
+
+    /// The session's output profile, if the cache can serve it text values.
+    fn profile(&mut self, ctx: &ProxyContext, shared: &SharedState) -> Option<u32> {
+        let schema = ctx.cache.schema();
+        let key = (
+            shared.parameter_generation.load(Relaxed),
+            Arc::as_ptr(&schema) as usize,
+            self.settings_uncertain,
+        );
+        if self.profile_for == Some(key) {
+            return self.profile;
+        }
+        self.profile_for = Some(key);
+        self.profile = None;
+        if self.settings_uncertain || self.startup_options {
+            return None;
+        }
+        if !shared.client_encoding_utf8.load(Relaxed)
+            || shared.parameter("standard_conforming_strings").as_deref() != Some("on")
+        {
+            return None;
+        }
+        let mut values: Vec<Box<str>> = Vec::with_capacity(6);
+        for name in REPORTED {
+            values.push(shared.parameter(name)?.into());
+        }
+        for (i, given) in self.startup_unreported.iter().enumerate() {
+            let v = given
+                .clone()
+                .or_else(|| schema.defaults.unreported[i].clone())?;
+            values.push(v.into());
+        }
+        let values: [Box<str>; 6] = values.try_into().ok()?;
+        self.profile = ctx
+            .cache
+            .profiles
+            .id(&OutputProfile { values }, ctx.cache.epoch);
+        self.profile
+    }
+}
+
+/// An answer ready for the client.
+pub struct Served {
+    /// Bytes of the client's buffer the answer consumed.
+    pub consumed: usize,
+    pub response: BytesMut,
+}
+
+/// A complete frame at the start of `buf`: (type, body, total length).
+fn frame_at(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let header = buf.get(..HEADER_LEN)?;
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len < 4 {
+        return None;
+    }
+    let total = 1 + len;
+    Some((header[0], buf.get(HEADER_LEN..total)?, total))
+}
+
+/// Tries to answer the batch at the start of `buf` from the cache.
+pub async fn try_serve(
+    buf: &[u8],
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Option<Served> {
+    if shared.in_transaction_block() || !shared.tracker.is_idle() || !fs.policy_database() {
+        return None;
+    }
+    let (typ, body, total) = frame_at(buf)?;
+    match typ {
+        b'Q' => serve_query(body, total, fs, ctx, shared).await,
+        b'B' => serve_extended(buf, fs, ctx, shared).await,
+        _ => None,
+    }
+}
+
+async fn serve_query(
+    body: &[u8],
+    total: usize,
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Option<Served> {
+    let start = Instant::now();
+    let text = body.strip_suffix(&[0])?;
+    if !shared.client_encoding_utf8.load(Relaxed) {
+        return None;
+    }
+    let sql = std::str::from_utf8(text).ok()?;
+    let classified = ctx.classifier.classify(sql);
+    let plan = match plan(&classified, None, fs, ctx, shared).await {
+        Ok(p) => p,
+        Err(reason) => {
+            fs.cache.last_reason = Some(reason);
+            return None;
+        }
+    };
+    let formats = vec![0; plan.columns.len()];
+    let mut out = BytesMut::with_capacity(256);
+    response::row_description(&mut out, &plan.meta, &plan.columns, &formats);
+    let rows = write_rows(&mut out, &plan, &formats);
+    response::command_complete(&mut out, rows);
+    response::ready_for_query_idle(&mut out);
+    account(fs, ctx, &classified, None, rows, start);
+    Some(Served {
+        consumed: total,
+        response: out,
+    })
+}
+
+/// `Bind [Describe portal] Execute Sync`, all in `buf`, on the same portal.
+async fn serve_extended(
+    buf: &[u8],
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Option<Served> {
+    let start = Instant::now();
+    let (_, bind_body, mut at) = frame_at(buf)?;
+    let bind = Bind::parse(bind_body)?;
+    let mut describe = false;
+    let (mut typ, mut body, mut len) = frame_at(&buf[at..])?;
+    if typ == b'D' {
+        let (kind, rest) = body.split_first()?;
+        if *kind != b'P' || read_cstr(rest)?.0 != bind.portal {
+            return None;
+        }
+        describe = true;
+        at += len;
+        (typ, body, len) = frame_at(&buf[at..])?;
+    }
+    if typ != b'E' {
+        return None;
+    }
+    let (portal, rest) = read_cstr(body)?;
+    if portal != bind.portal || rest.len() != 4 {
+        return None;
+    }
+    let max_rows = i32::from_be_bytes(rest.try_into().ok()?);
+    at += len;
+    let (typ, _, len) = frame_at(&buf[at..])?;
+    if typ != b'S' {
+        return None;
+    }
+    at += len;
+
+    let stmt = shared.tracker.statement(bind.statement)?;
+    let param_count = stmt
+        .param_types
+        .len()
+        .max(usize::from(stmt.classified.shape.max_param));
+    if bind.param_count() != param_count || !bind.param_formats_valid() {
+        return None;
+    }
+    let result_formats = bind.result_formats()?;
+    let plan = match plan(
+        &stmt.classified,
+        Some((&bind, &stmt.param_types)),
+        fs,
+        ctx,
+        shared,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(reason) => {
+            fs.cache.last_reason = Some(reason);
+            return None;
+        }
+    };
+    let formats = response::column_formats(&result_formats, plan.columns.len())?;
+    let nrows = usize::from(plan.entry.row.is_some());
+    if max_rows > 0 && (max_rows as usize) <= nrows {
+        // Postgres would suspend the portal; not worth imitating.
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(256);
+    response::bind_complete(&mut out);
+    if describe {
+        response::row_description(&mut out, &plan.meta, &plan.columns, &formats);
+    }
+    let rows = write_rows(&mut out, &plan, &formats);
+    response::command_complete(&mut out, rows);
+    response::ready_for_query_idle(&mut out);
+    account(
+        fs,
+        ctx,
+        &stmt.classified,
+        Some((&bind, &stmt.param_types)),
+        rows,
+        start,
+    );
+    Some(Served {
+        consumed: at,
+        response: out,
+    })
+}
+
+fn write_rows(out: &mut BytesMut, plan: &Plan, formats: &[i16]) -> usize {
+    match &plan.entry.row {
+        Some(row) => {
+            response::data_row(out, row, &plan.columns, formats);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// Counts a served statement as the relay counts relayed ones.
+fn account(
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    classified: &Classified,
+    bind: Option<(&Bind<'_>, &[u32])>,
+    rows: usize,
+    start: Instant,
+) {
+    ctx.metrics
+        .count_statement(crate::sql::kind_index(&classified.shape.kind));
+    ctx.metrics.route_reasons[Reason::Served.index()].fetch_add(1, Relaxed);
+    ctx.cache.counters.hits.fetch_add(1, Relaxed);
+    fs.record_keys(ctx, classified, bind);
+    let elapsed = start.elapsed();
+    let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    ctx.metrics.routes[Route::Cache.index()].observe(us, rows as u64, false);
+    ctx.stats
+        .record_statement(&classified.shape, Route::Cache, elapsed, rows as u64, false);
+}
+
+/// Everything needed to write the answer.
+struct Plan {
+    meta: Arc<crate::cache::schema::TableMeta>,
+    columns: Vec<OutputColumn>,
+    entry: Arc<crate::cache::store::Entry>,
+}
+
+/// Runs every check; `Err` names the one that failed.
+async fn plan(
+    classified: &Classified,
+    bind: Option<(&Bind<'_>, &[u32])>,
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Result<Plan, Reason> {
+    let shape = &classified.shape;
+    let view = SessionView {
+        in_transaction: false,
+        pipelined: false,
+        policy_database: true,
+    };
+    fs.refresh_keys(ctx);
+    let decision = router::decide(Some(shape), view, fs.policies());
+    if decision.reason != Reason::KeyNotPlaced {
+        return Err(decision.reason);
+    }
+    let p = shape.point_read.as_ref().ok_or(Reason::NotPointRead)?;
+    if p.keys.len() != 1 || p.key_cast.is_some() || p.limit.is_some() {
+        return Err(Reason::NotServable);
+    }
+    let cache = &ctx.cache;
+    let schema = cache.schema();
+    let (schema_name, table_name) = router::resolve(&p.table);
+    let meta = schema
+        .table(schema_name, table_name)
+        .filter(|m| m.unservable.is_none())
+        .ok_or(Reason::NotServable)?;
+    if p.table.schema.is_none()
+        && (!meta.unique_name || !schema.defaults.public_on_path || fs.cache.search_path_uncertain)
+    {
+        return Err(Reason::NotServable);
+    }
+    if *p.column != *meta.columns[meta.key_index].name || fs.cache.role_changed {
+        return Err(Reason::NotServable);
+    }
+    let columns = match &p.projection {
+        Projection::All => meta
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, c)| OutputColumn {
+                index,
+                name: c.name.clone(),
+            })
+            .collect(),
+        Projection::Columns(list) => list
+            .iter()
+            .map(|c| {
+                meta.column(&c.name).map(|index| OutputColumn {
+                    index,
+                    name: c.alias.as_deref().unwrap_or(&c.name).to_string(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or(Reason::NotServable)?,
+    };
+    let key = match classified.key(&p.keys[0]) {
+        Some(KeyRef::Param(n)) => {
+            let (b, types) = bind.ok_or(Reason::NotServable)?;
+            let declared = usize::from(n)
+                .checked_sub(1)
+                .and_then(|i| types.get(i))
+                .copied()
+                .unwrap_or(0);
+            meta.key_type
+                .from_param(b.param(n).ok_or(Reason::NotServable)?, declared)
+        }
+        Some(r) => meta.key_type.from_literal(r),
+        None => None,
+    }
+    .ok_or(Reason::NotServable)?;
+    let profile = fs.cache.profile(ctx, shared).ok_or(Reason::NotServable)?;
+
+    let applied = cache
+        .fresh(meta.oid, meta.policy.max_staleness)
+        .map_err(|g| match g {
+            Gate::FeedNotFresh => Reason::FeedNotFresh,
+            Gate::TableNotReady => Reason::TableNotReady,
+        })?;
+    match fs.cache.fence {
+        Fence::Clear => {}
+        Fence::Needed => {
+            let lsn = cache.fence(ctx).await.ok_or(Reason::Fenced)?;
+            fs.cache.fence = Fence::At(lsn);
+            if applied < lsn {
+                return Err(Reason::Fenced);
+            }
+            fs.cache.fence = Fence::Clear;
+        }
+        Fence::At(lsn) => {
+            // Re-read: the feed may have moved while the fence was fetched.
+            let applied = cache
+                .fresh(meta.oid, meta.policy.max_staleness)
+                .unwrap_or(applied);
+            if applied < lsn {
+                return Err(Reason::Fenced);
+            }
+            fs.cache.fence = Fence::Clear;
+        }
+    }
+    if !cache.allowed(ctx, &fs.cache.role, meta.oid).await {
+        return Err(Reason::NotServable);
+    }
+    let entry_key = EntryKey {
+        table: meta.oid,
+        profile,
+        key: key.as_str().into(),
+    };
+    match cache.store.get(&entry_key) {
+        Some(entry) => Ok(Plan {
+            meta: Arc::clone(meta),
+            columns,
+            entry,
+        }),
+        None => {
+            cache.counters.misses.fetch_add(1, Relaxed);
+            if cache.is_placed(meta.oid, &key) {
+                cache.request_fill(meta.oid, profile, &key);
+            }
+            Err(Reason::KeyNotPlaced)
+        }
+    }
+}

@@ -1,0 +1,653 @@
+//! The cache store against real PostgreSQL: answers served from the proxy's memory are byte
+//! for byte what Postgres sends (types, NULLs, text and binary, simple and extended, several
+//! output settings); the proxy's own writes are never read back stale and writes that bypass
+//! it show up within `max_staleness`; a role Postgres refuses gets Postgres's error, never a
+//! cached row; a broken change feed means pass-through.
+//!
+//! Every test checks that the cache actually answered (the hit counter moved), so a proxy
+//! that relayed everything could not pass. Each test has its own database, slot and
+//! publication on the shared cluster.
+
+mod common;
+
+use common::wire::{BackendMessage, Startup, WireClient};
+use common::*;
+use pgpolyglot::server::ServerHandle;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MAX_STALENESS_MS: u64 = 1000;
+
+struct Fixture {
+    pg: Arc<EmbeddedPostgres>,
+    proxy: ServerHandle,
+    /// Superuser connection straight to Postgres.
+    db: tokio_postgres::Client,
+    name: String,
+    _policies: PolicyDir,
+}
+
+/// A policy directory removed when the test ends.
+struct PolicyDir(PathBuf);
+
+impl Drop for PolicyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn fixture(name: &str, schema_sql: &str) -> Fixture {
+    let pg = shared_cluster().await;
+    let admin = connect(&pg, "postgres", "postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let db = connect(&pg, "postgres", name).await;
+    db.batch_execute(schema_sql)
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let dir = std::env::temp_dir().join(format!("pgpolyglot-cache-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("cache.toml"),
+        format!(
+            "tables = [\"public.*\"]\n\n[cache]\nstore = \"memory\"\npromote_after = 1\n\
+             window = \"10s\"\ndemote_after_idle = \"5m\"\nmax_keys = 10000\n\
+             max_bytes = \"64MiB\"\nmax_staleness = \"{MAX_STALENESS_MS}ms\"\n"
+        ),
+    )
+    .unwrap();
+    let mut config = proxy_config(&pg.url("postgres", name));
+    config.policies = dir.clone();
+    config.change_feed.slot = format!("{name}_slot");
+    config.change_feed.publication = format!("{name}_pub");
+    config.change_feed.status_interval = Duration::from_millis(100);
+    config.change_feed.timeout = Duration::from_secs(10);
+    config.stats.interval = Duration::from_millis(100);
+    let proxy = proxy_with(config).await;
+    Fixture {
+        pg,
+        proxy,
+        db,
+        name: name.to_string(),
+        _policies: PolicyDir(dir),
+    }
+}
+
+impl Fixture {
+    /// The cache's counters, for failure messages.
+    fn cache_state(&self) -> String {
+        let ctx = self.proxy.context();
+        let c = &ctx.cache.counters;
+        let reasons: Vec<String> = pgpolyglot::router::Reason::ALL
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}={}",
+                    r.label(),
+                    ctx.metrics.route_reasons[r.index()].load(Relaxed)
+                )
+            })
+            .collect();
+        format!(
+            "hits {} misses {} fill requests {} batches {} errors {} entries {} feed {:?}; reasons {}",
+            c.hits.load(Relaxed),
+            c.misses.load(Relaxed),
+            c.fill_requests.load(Relaxed),
+            c.fill_batches.load(Relaxed),
+            c.fill_errors.load(Relaxed),
+            ctx.cache.store.len(),
+            ctx.cache.feed().map(|f| f.health()),
+            reasons.join(", ")
+        )
+    }
+
+    fn hits(&self) -> u64 {
+        self.proxy.context().cache.counters.hits.load(Relaxed)
+    }
+
+    async fn wire_proxy(&self, user: &str, params: &[(&str, &str)]) -> WireClient {
+        WireClient::connect_with(
+            self.proxy.local_addr(),
+            &Startup {
+                user,
+                database: &self.name,
+                params,
+                ..Startup::default()
+            },
+        )
+        .await
+        .expect("connect through the proxy")
+    }
+
+    async fn wire_direct(&self, user: &str, params: &[(&str, &str)]) -> WireClient {
+        WireClient::connect_with(
+            ("127.0.0.1", self.pg.port()),
+            &Startup {
+                user,
+                database: &self.name,
+                params,
+                ..Startup::default()
+            },
+        )
+        .await
+        .expect("connect to Postgres")
+    }
+}
+
+/// Runs `sql` through the proxy until the cache answers it (the statement's key gets hot,
+/// the migrator fills it); returns that answer.
+async fn simple_until_served(fx: &Fixture, c: &mut WireClient, sql: &str) -> Vec<BackendMessage> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = fx.hits();
+        let msgs = c.simple_query(sql).await.expect("query");
+        if fx.hits() > before {
+            return msgs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache never served {sql}: {}\nlast answer: {}",
+            fx.cache_state(),
+            render(&msgs)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+async fn until_ready(c: &mut WireClient) -> Vec<BackendMessage> {
+    let mut out = Vec::new();
+    loop {
+        let m = c.read_message().await.expect("read");
+        let done = m.tag == b'Z';
+        out.push(m);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Parse a named statement (answered by Postgres) and Sync.
+async fn prepare(c: &mut WireClient, name: &str, sql: &str, types: &[u32]) -> Vec<BackendMessage> {
+    let mut parse = cstr(name);
+    parse.extend(cstr(sql));
+    parse.extend((types.len() as i16).to_be_bytes());
+    for t in types {
+        parse.extend(t.to_be_bytes());
+    }
+    c.queue(b'P', &parse).await.unwrap();
+    c.queue(b'S', &[]).await.unwrap();
+    c.flush().await.unwrap();
+    until_ready(c).await
+}
+
+/// Bind, Describe portal (optional), Execute, Sync on a prepared statement.
+async fn bind_execute(
+    c: &mut WireClient,
+    stmt: &str,
+    params: &[Option<&[u8]>],
+    param_formats: &[i16],
+    result_formats: &[i16],
+    describe: bool,
+) -> Vec<BackendMessage> {
+    let mut bind = cstr("");
+    bind.extend(cstr(stmt));
+    bind.extend((param_formats.len() as i16).to_be_bytes());
+    for f in param_formats {
+        bind.extend(f.to_be_bytes());
+    }
+    bind.extend((params.len() as i16).to_be_bytes());
+    for p in params {
+        match p {
+            Some(v) => {
+                bind.extend((v.len() as i32).to_be_bytes());
+                bind.extend(*v);
+            }
+            None => bind.extend((-1i32).to_be_bytes()),
+        }
+    }
+    bind.extend((result_formats.len() as i16).to_be_bytes());
+    for f in result_formats {
+        bind.extend(f.to_be_bytes());
+    }
+    c.queue(b'B', &bind).await.unwrap();
+    if describe {
+        let mut d = vec![b'P'];
+        d.extend(cstr(""));
+        c.queue(b'D', &d).await.unwrap();
+    }
+    let mut e = cstr("");
+    e.extend(0i32.to_be_bytes());
+    c.queue(b'E', &e).await.unwrap();
+    c.queue(b'S', &[]).await.unwrap();
+    c.flush().await.unwrap();
+    until_ready(c).await
+}
+
+fn render(msgs: &[BackendMessage]) -> String {
+    msgs.iter()
+        .map(|m| format!("{}:{:?}", m.tag as char, String::from_utf8_lossy(&m.body)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn assert_same(what: &str, proxy: &[BackendMessage], direct: &[BackendMessage]) {
+    let p: Vec<Vec<u8>> = proxy.iter().map(BackendMessage::to_frame).collect();
+    let d: Vec<Vec<u8>> = direct.iter().map(BackendMessage::to_frame).collect();
+    assert!(
+        p == d,
+        "{what}: cached answer differs from Postgres's\n--- proxy\n{}\n--- direct\n{}",
+        render(proxy),
+        render(direct)
+    );
+}
+
+const TYPES_SCHEMA: &str = "
+CREATE DOMAIN posint AS int4 CHECK (VALUE > 0);
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE t (
+  id int4 PRIMARY KEY, s text, v varchar(10), c char(3), i2 int2, i8 int8, f4 float4,
+  f8 float8, n numeric(10,2), b bool, d date, ts timestamp, tstz timestamptz(3), iv interval,
+  tm time, tmtz timetz, by bytea, u uuid, j json, jb jsonb, ai int4[], at text[], ip inet,
+  m money, dom posint, e mood, r int4range, big numeric);
+INSERT INTO t VALUES
+ (1, 'héllo ''quoted''', 'short', 'ab', -32768, 9223372036854775807, 1.1, 0.3333333333333333, 12345.67, true,
+  '2024-02-29', '2024-02-29 13:14:15.123456', '2024-07-01 23:59:59.999+02', '1 year 2 mons 3 days 04:05:06.5',
+  '23:59:59', '12:00:00+05:30', '\\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  '{\"a\": [1, 2.50]}', '{\"b\": null, \"a\": 1}', '{1,NULL,3}', '{\"x y\",NULL,\"\"}', '10.0.0.1/8',
+  '12.34', 7, 'happy', '[1,10)', 1e30),
+ (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (3, '', '', '', 0, 0, 'NaN', '-Infinity', 0, false, 'infinity', '-infinity', 'infinity',
+  '-1 days', '00:00', '00:00+00', '\\x', '00000000-0000-0000-0000-000000000000', 'null', '[]',
+  '{}', '{}', '::1', '-0.01', 1, 'sad', 'empty', -0.000001);
+";
+
+/// Simple and extended, text and binary, for every row and a missing key, under several
+/// output settings: the cache's answers equal Postgres's byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_byte_identical_to_postgres() {
+    let fx = fixture("cache_types", TYPES_SCHEMA).await;
+    let settings: [(&str, &[(&str, &str)], &str); 3] = [
+        ("defaults", &[], ""),
+        (
+            "New York, SQL/DMY, sql_standard intervals",
+            &[],
+            "SET TimeZone = 'America/New_York'; SET DateStyle = 'SQL, DMY'; SET IntervalStyle = 'sql_standard'",
+        ),
+        (
+            "start-up extra_float_digits=0, bytea_output=escape, German dates",
+            &[("extra_float_digits", "0"), ("bytea_output", "escape")],
+            "SET DateStyle = 'German'; SET TimeZone = 'Asia/Kolkata'",
+        ),
+    ];
+    for (label, params, set_sql) in settings {
+        let mut p = fx.wire_proxy("postgres", params).await;
+        let mut d = fx.wire_direct("postgres", params).await;
+        if !set_sql.is_empty() {
+            p.simple_query(set_sql).await.unwrap();
+            d.simple_query(set_sql).await.unwrap();
+        }
+        for sql in [
+            "SELECT * FROM t WHERE id = 1",
+            "SELECT * FROM t WHERE id = 2",
+            "SELECT * FROM public.t WHERE id = '3'",
+            "SELECT s AS label, tstz, id, id AS again FROM t WHERE id = 1",
+            "SELECT * FROM t WHERE id = 4",
+        ] {
+            let served = simple_until_served(&fx, &mut p, sql).await;
+            let direct = d.simple_query(sql).await.unwrap();
+            assert_same(&format!("{label}: {sql}"), &served, &direct);
+        }
+        // Extended protocol on a statement Postgres prepared: text and binary parameters,
+        // text, binary and mixed results, with and without Describe.
+        let stmt_sql = "SELECT * FROM t WHERE id = $1";
+        assert_same(
+            "prepare",
+            &prepare(&mut p, "s1", stmt_sql, &[]).await,
+            &prepare(&mut d, "s1", stmt_sql, &[]).await,
+        );
+        let ncols = 28;
+        let mixed: Vec<i16> = (0..ncols).map(|i| (i % 2) as i16).collect();
+        let one = 1i32.to_be_bytes();
+        let cases: Vec<(&str, Vec<Option<&[u8]>>, Vec<i16>, Vec<i16>, bool)> = vec![
+            (
+                "text param, text results",
+                vec![Some(b"1")],
+                vec![],
+                vec![],
+                true,
+            ),
+            (
+                "binary param, binary results",
+                vec![Some(&one)],
+                vec![1],
+                vec![1],
+                true,
+            ),
+            (
+                "text param, mixed results",
+                vec![Some(b"3")],
+                vec![0],
+                mixed.clone(),
+                true,
+            ),
+            ("no describe", vec![Some(b"2")], vec![], vec![1], false),
+            ("missing key", vec![Some(b"4")], vec![], vec![], true),
+        ];
+        for (what, params, pf, rf, describe) in cases {
+            let served = within(&format!("{label}: {what} served"), 30, async {
+                loop {
+                    let before = fx.hits();
+                    let m = bind_execute(&mut p, "s1", &params, &pf, &rf, describe).await;
+                    if fx.hits() > before {
+                        return m;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+            let direct = bind_execute(&mut d, "s1", &params, &pf, &rf, describe).await;
+            assert_same(&format!("{label}: {what}"), &served, &direct);
+        }
+    }
+}
+
+/// The proxy's own writes are read back at once (read-your-writes through the fence and the
+/// immediate invalidation); writes straight to Postgres show up within `max_staleness`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_never_staler_than_the_contract() {
+    let fx = fixture(
+        "cache_fresh",
+        "CREATE TABLE kv (id int8 PRIMARY KEY, v int8 NOT NULL);
+         INSERT INTO kv SELECT g, 0 FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let addr = fx.proxy.local_addr();
+    let proxy_url = format!(
+        "host={} port={} user=postgres dbname={}",
+        addr.ip(),
+        addr.port(),
+        fx.name
+    );
+    let through = |url: String| async move {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect through the proxy");
+        tokio::spawn(conn);
+        c
+    };
+    // Warm every key.
+    let warm = through(proxy_url.clone()).await;
+    let read = warm
+        .prepare("SELECT v FROM kv WHERE id = $1")
+        .await
+        .unwrap();
+    within("keys warm up", 30, async {
+        loop {
+            let before = fx.hits();
+            for k in 1..=20i64 {
+                warm.query_one(&read, &[&k]).await.unwrap();
+            }
+            if fx.hits() >= before + 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let hits_before = fx.hits();
+
+    // Committed values per key, with the time the commit was acknowledged.
+    let history: Arc<Mutex<Vec<Vec<(Instant, i64)>>>> =
+        Arc::new(Mutex::new(vec![vec![(Instant::now(), 0)]; 21]));
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let ryw_violations = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    // Writers through the proxy, each reading its write back at once.
+    for w in 0..2i64 {
+        let c = through(proxy_url.clone()).await;
+        let history = history.clone();
+        let violations = ryw_violations.clone();
+        tasks.push(tokio::spawn(async move {
+            let upd = c
+                .prepare("UPDATE kv SET v = v + 1 WHERE id = $1 RETURNING v")
+                .await
+                .unwrap();
+            let sel = c.prepare("SELECT v FROM kv WHERE id = $1").await.unwrap();
+            let mut i = 0i64;
+            while Instant::now() < deadline {
+                let k = 1 + (i * 7 + w) % 5;
+                i += 1;
+                let v: i64 = c.query_one(&upd, &[&k]).await.unwrap().get(0);
+                history.lock().unwrap()[k as usize].push((Instant::now(), v));
+                let back: i64 = c.query_one(&sel, &[&k]).await.unwrap().get(0);
+                if back < v {
+                    violations.lock().unwrap().push((k, v, back));
+                }
+            }
+        }));
+    }
+    // Writers straight to Postgres.
+    for w in 0..2i64 {
+        let c = connect(&fx.pg, "postgres", &fx.name).await;
+        let history = history.clone();
+        tasks.push(tokio::spawn(async move {
+            let upd = c
+                .prepare("UPDATE kv SET v = v + 1 WHERE id = $1 RETURNING v")
+                .await
+                .unwrap();
+            let mut i = 0i64;
+            while Instant::now() < deadline {
+                let k = 1 + (i * 3 + w) % 5;
+                i += 1;
+                let v: i64 = c.query_one(&upd, &[&k]).await.unwrap().get(0);
+                history.lock().unwrap()[k as usize].push((Instant::now(), v));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    // Readers through the proxy: no value older than what was committed max_staleness ago.
+    let stale_reads = Arc::new(Mutex::new(Vec::new()));
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for r in 0..2i64 {
+        let c = through(proxy_url.clone()).await;
+        let history = history.clone();
+        let stale = stale_reads.clone();
+        let reads = reads.clone();
+        tasks.push(tokio::spawn(async move {
+            let sel = c.prepare("SELECT v FROM kv WHERE id = $1").await.unwrap();
+            let mut i = 0i64;
+            while Instant::now() < deadline {
+                let k = 1 + (i + r) % 10;
+                i += 1;
+                let started = Instant::now();
+                let v: i64 = c.query_one(&sel, &[&k]).await.unwrap().get(0);
+                reads.fetch_add(1, Relaxed);
+                let bound = started.checked_sub(Duration::from_millis(MAX_STALENESS_MS));
+                let must_see = history.lock().unwrap()[k as usize]
+                    .iter()
+                    .filter(|(t, _)| bound.is_some_and(|b| *t <= b))
+                    .map(|(_, v)| *v)
+                    .max()
+                    .unwrap_or(0);
+                if v < must_see {
+                    stale.lock().unwrap().push((k, v, must_see));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        within("workload", 30, t).await.unwrap();
+    }
+    let ryw = ryw_violations.lock().unwrap().clone();
+    let stale = stale_reads.lock().unwrap().clone();
+    let served = fx.hits() - hits_before;
+    eprintln!(
+        "freshness: {} reads, {served} served from cache, {} read-your-writes violations, {} stale reads",
+        reads.load(Relaxed),
+        ryw.len(),
+        stale.len()
+    );
+    assert!(
+        ryw.is_empty(),
+        "read-your-writes violations (key, wrote, read): {ryw:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "reads staler than max_staleness (key, read, must see): {stale:?}"
+    );
+    assert!(served > 0, "the cache served nothing during the workload");
+    // After the writers stop, the cache converges on Postgres's values.
+    let direct: Vec<i64> = fx
+        .db
+        .query("SELECT v FROM kv ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    within("cache converges", 10, async {
+        loop {
+            let mut all = true;
+            for k in 1..=20i64 {
+                let v: i64 = warm.query_one(&read, &[&k]).await.unwrap().get(0);
+                all &= v == direct[(k - 1) as usize];
+            }
+            if all {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+/// A role without SELECT gets Postgres's permission error, never the cached row; GRANT and
+/// REVOKE through the proxy take effect at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_postgres_refuses_never_get_cached_rows() {
+    let fx = fixture(
+        "cache_acl",
+        "CREATE TABLE secret (id int4 PRIMARY KEY, v text);
+         INSERT INTO secret VALUES (1, 'classified');
+         CREATE ROLE reader LOGIN;",
+    )
+    .await;
+    let mut admin = fx.wire_proxy("postgres", &[]).await;
+    let sql = "SELECT * FROM secret WHERE id = 1";
+    simple_until_served(&fx, &mut admin, sql).await;
+
+    let mut reader = fx.wire_proxy("reader", &[]).await;
+    let mut reader_direct = fx.wire_direct("reader", &[]).await;
+    for _ in 0..5 {
+        let before = fx.hits();
+        let via_proxy = reader.simple_query(sql).await.unwrap();
+        let direct = reader_direct.simple_query(sql).await.unwrap();
+        assert_eq!(
+            fx.hits(),
+            before,
+            "a refused role was answered from the cache"
+        );
+        assert_eq!(via_proxy[0].sqlstate().as_deref(), Some("42501"));
+        assert_same("permission error", &via_proxy, &direct);
+    }
+    // GRANT through the proxy: the reader is served (from the cache, eventually).
+    admin
+        .simple_query("GRANT SELECT ON secret TO reader")
+        .await
+        .unwrap();
+    let served = simple_until_served(&fx, &mut reader, sql).await;
+    assert_same(
+        "granted",
+        &served,
+        &reader_direct.simple_query(sql).await.unwrap(),
+    );
+    // REVOKE through the proxy: refused at once.
+    admin
+        .simple_query("REVOKE SELECT ON secret FROM reader")
+        .await
+        .unwrap();
+    let before = fx.hits();
+    let refused = reader.simple_query(sql).await.unwrap();
+    assert_eq!(refused[0].sqlstate().as_deref(), Some("42501"));
+    assert_eq!(fx.hits(), before);
+    // A role switched with SET ROLE is never served either.
+    admin
+        .simple_query("GRANT SELECT ON secret TO reader")
+        .await
+        .unwrap();
+    let mut switched = fx.wire_proxy("postgres", &[]).await;
+    switched.simple_query("SET ROLE reader").await.unwrap();
+    admin
+        .simple_query("REVOKE SELECT ON secret FROM reader")
+        .await
+        .unwrap();
+    let before = fx.hits();
+    let refused = switched.simple_query(sql).await.unwrap();
+    assert_eq!(refused[0].sqlstate().as_deref(), Some("42501"));
+    assert_eq!(fx.hits(), before);
+}
+
+/// With the change feed's connection gone, reads pass through; writes made meanwhile are
+/// never hidden by the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_feed_means_pass_through() {
+    let fx = fixture(
+        "cache_feed",
+        "CREATE TABLE kv (id int4 PRIMARY KEY, v int4);
+         INSERT INTO kv VALUES (1, 0);",
+    )
+    .await;
+    let mut c = fx.wire_proxy("postgres", &[]).await;
+    let sql = "SELECT v FROM kv WHERE id = 1";
+    simple_until_served(&fx, &mut c, sql).await;
+    for round in 1..=3 {
+        // Cut the feed, then write straight to Postgres.
+        fx.db
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                 WHERE slot_name = '{}_slot' AND active_pid IS NOT NULL;
+                 UPDATE kv SET v = {round} WHERE id = 1;",
+                fx.name
+            ))
+            .await
+            .unwrap();
+        let cut = Instant::now();
+        let new = round.to_string();
+        let mut served_new = false;
+        while cut.elapsed() < Duration::from_secs(10) {
+            let started = cut.elapsed();
+            let before = fx.hits();
+            let msgs = c.simple_query(sql).await.unwrap();
+            let v = msgs
+                .iter()
+                .find_map(|m| m.columns())
+                .and_then(|cols| cols[0].clone())
+                .map(|b| String::from_utf8(b).unwrap());
+            let from_cache = fx.hits() > before;
+            assert!(
+                started <= Duration::from_millis(MAX_STALENESS_MS) || v.as_deref() == Some(&*new),
+                "round {round}: read {v:?} {started:?} after the write (from cache: {from_cache})"
+            );
+            served_new |= from_cache && v.as_deref() == Some(&*new);
+            if served_new && started > Duration::from_millis(MAX_STALENESS_MS) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            served_new,
+            "round {round}: the cache never served again after the feed came back"
+        );
+    }
+}
