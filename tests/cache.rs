@@ -20,6 +20,13 @@ use std::time::{Duration, Instant};
 
 const MAX_STALENESS_MS: u64 = 1000;
 
+/// (label, start-up parameters, SET statements) of one output-settings round.
+type SettingsRound<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+/// (label, parameters, parameter formats, result formats, describe) of one extended case.
+type ExtendedCase<'a> = (&'a str, Vec<Option<&'a [u8]>>, Vec<i16>, Vec<i16>, bool);
+/// Per key: (when the commit was acknowledged, the value it wrote).
+type History = Arc<Mutex<Vec<Vec<(Instant, i64)>>>>;
+
 struct Fixture {
     pg: Arc<EmbeddedPostgres>,
     proxy: ServerHandle,
@@ -277,7 +284,7 @@ INSERT INTO t VALUES
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_answers_are_byte_identical_to_postgres() {
     let fx = fixture("cache_types", TYPES_SCHEMA).await;
-    let settings: [(&str, &[(&str, &str)], &str); 3] = [
+    let settings: [SettingsRound<'_>; 3] = [
         ("defaults", &[], ""),
         (
             "New York, SQL/DMY, sql_standard intervals",
@@ -319,7 +326,7 @@ async fn cached_answers_are_byte_identical_to_postgres() {
         let ncols = 28;
         let mixed: Vec<i16> = (0..ncols).map(|i| (i % 2) as i16).collect();
         let one = 1i32.to_be_bytes();
-        let cases: Vec<(&str, Vec<Option<&[u8]>>, Vec<i16>, Vec<i16>, bool)> = vec![
+        let cases: Vec<ExtendedCase<'_>> = vec![
             (
                 "text param, text results",
                 vec![Some(b"1")],
@@ -408,8 +415,7 @@ async fn reads_are_never_staler_than_the_contract() {
     let hits_before = fx.hits();
 
     // Committed values per key, with the time the commit was acknowledged.
-    let history: Arc<Mutex<Vec<Vec<(Instant, i64)>>>> =
-        Arc::new(Mutex::new(vec![vec![(Instant::now(), 0)]; 21]));
+    let history: History = Arc::new(Mutex::new(vec![vec![(Instant::now(), 0)]; 21]));
     let deadline = Instant::now() + Duration::from_secs(4);
     let ryw_violations = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();

@@ -65,5 +65,143 @@ pub fn render(ctx: &ProxyContext) -> String {
         "Statistics events dropped because the queue was full (queries never wait for statistics).",
         ctx.stats_view.as_ref().map_or(0, |h| h.dropped()),
     );
+    cache_metrics(ctx, &mut out);
     out
+}
+
+/// The cache store and the change feed that keeps it fresh.
+fn cache_metrics(ctx: &ProxyContext, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cache = &ctx.cache;
+    let c = &cache.counters;
+    let t = &cache.store.totals;
+    let mut line = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    line(
+        "pgpolyglot_cache_entries",
+        "gauge",
+        "Row images held in the in-process cache (one per key and output profile).",
+        t.entries.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_bytes",
+        "gauge",
+        "Bytes held in the in-process cache (values in both formats, keys, overhead).",
+        t.bytes.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_hits_total",
+        "counter",
+        "Statements answered from the cache.",
+        c.hits.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_misses_total",
+        "counter",
+        "Cache candidates whose key had no image for the session's profile.",
+        c.misses.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_fill_batches_total",
+        "counter",
+        "Batched reads the migrator made.",
+        c.fill_batches.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_fill_errors_total",
+        "counter",
+        "Migrator reads that failed (nothing stored).",
+        c.fill_errors.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_fills_dropped_stale_total",
+        "counter",
+        "Fetched rows dropped because a change they may not reflect was applied meanwhile.",
+        t.fills_dropped_stale.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_fills_dropped_budget_total",
+        "counter",
+        "Fetched rows dropped because the policy's max_bytes was reached.",
+        t.fills_dropped_budget.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_invalidations_total",
+        "counter",
+        "Row images removed by changes, writes through the proxy and flushes.",
+        t.invalidated.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_flushes_total",
+        "counter",
+        "Whole-table or whole-cache flushes (DDL, schema changes, feed resets).",
+        t.flushes.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_fences_total",
+        "counter",
+        "Freshness fences taken for sessions that wrote.",
+        c.fences.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_access_denied_total",
+        "counter",
+        "Cache candidates refused because the role may not read the table.",
+        c.access_denied.load(Relaxed) as f64,
+    );
+    let Some(feed) = cache.feed() else {
+        return;
+    };
+    let h = feed.health();
+    let st = feed.status();
+    line(
+        "pgpolyglot_feed_streaming",
+        "gauge",
+        "1 while the change feed streams.",
+        if h.state == crate::cdc::FeedState::Streaming {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    line(
+        "pgpolyglot_feed_applied_lsn",
+        "gauge",
+        "WAL position up to which every change is applied to the stores.",
+        h.applied_lsn.0 as f64,
+    );
+    line(
+        "pgpolyglot_feed_lag_bytes",
+        "gauge",
+        "WAL the walsender has read that the stores have not applied.",
+        st.lag_bytes as f64,
+    );
+    line(
+        "pgpolyglot_feed_lag_ms",
+        "gauge",
+        "Age of the oldest received, unapplied transaction (0 when caught up).",
+        h.lag_ms as f64,
+    );
+    line(
+        "pgpolyglot_feed_silence_ms",
+        "gauge",
+        "Milliseconds since the server last spoke on the replication connection.",
+        h.silence_ms.unwrap_or(0) as f64,
+    );
+    line(
+        "pgpolyglot_feed_transactions_total",
+        "counter",
+        "Transactions the cache applied from the feed.",
+        c.feed_transactions.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_feed_resets_total",
+        "counter",
+        "Times the feed lost continuity and the stores were flushed.",
+        c.feed_resets.load(Relaxed) as f64,
+    );
 }

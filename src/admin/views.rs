@@ -74,7 +74,7 @@ pub fn render(ctx: &ProxyContext, view: &View) -> ResultTable {
         View::Routes => routes(snapshot.as_deref()),
         View::Stores => stores(ctx, snapshot.as_deref()),
         View::Policies => policies(ctx),
-        View::Placements => placements(),
+        View::Placements => placements(ctx),
         View::Clients => clients(ctx),
         View::Plan => {
             crate::placement::planner::plan_table(&ctx.policies.current(), snapshot.as_deref())
@@ -260,12 +260,15 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
             })
             .into(),
     ]);
-    // Stores the policies ask for; none serves queries yet (cache and search issues).
+    cache_rows(ctx, &mut t);
+    // Search stores the policies ask for: not serving yet (the search issue).
     let set = ctx.policies.current();
     let mut wanted: Vec<&'static str> = Vec::new();
     for p in &set.policies {
         if let Some(c) = &p.cache {
-            wanted.push(c.store.name());
+            if c.store.name() == "redis" {
+                wanted.push("redis");
+            }
         }
         if let Some(s) = &p.search {
             wanted.push(s.store.name());
@@ -274,19 +277,85 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
     wanted.sort_unstable();
     wanted.dedup();
     for store in wanted {
-        let role = match store {
-            "memory" | "redis" => "cache",
-            _ => "search",
+        let (role, detail) = match store {
+            "redis" => (
+                "cache (L2)",
+                "named by a policy; this build serves from the in-process L1 only",
+            ),
+            _ => (
+                "search",
+                "named by a policy; this build routes text predicates to postgres",
+            ),
         };
         t.push(vec![
             store.into(),
             role.into(),
             Cell::Null,
             "not serving".into(),
-            "named by a policy; this build routes every statement to postgres".into(),
+            detail.into(),
         ]);
     }
     t
+}
+
+/// The in-process cache and the change feed that keeps it fresh.
+fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
+    let cache = &ctx.cache;
+    let schema = cache.schema();
+    if schema.tables.is_empty() && cache.feed().is_none() {
+        return;
+    }
+    let c = &cache.counters;
+    let totals = &cache.store.totals;
+    let feed = cache.feed().map(|f| f.status());
+    let serving = feed
+        .as_ref()
+        .is_some_and(|f| f.state == crate::cdc::FeedState::Streaming);
+    let servable = schema
+        .tables
+        .values()
+        .filter(|m| m.unservable.is_none())
+        .count();
+    t.push(vec![
+        "memory".into(),
+        "cache (L1)".into(),
+        Cell::Null,
+        if serving { "up" } else { "not serving" }.into(),
+        format!(
+            "{} entries, {} bytes; {} hits, {} misses; {} of {} tables servable; {} fill batches, {} fill errors, {} stale fills dropped",
+            totals.entries.load(Relaxed),
+            totals.bytes.load(Relaxed),
+            c.hits.load(Relaxed),
+            c.misses.load(Relaxed),
+            servable,
+            schema.tables.len(),
+            c.fill_batches.load(Relaxed),
+            c.fill_errors.load(Relaxed),
+            totals.fills_dropped_stale.load(Relaxed),
+        )
+        .into(),
+    ]);
+    if let Some(f) = feed {
+        t.push(vec![
+            "change feed".into(),
+            "freshness".into(),
+            format!("slot {}, publication {}", f.slot, f.publication).into(),
+            f.state.as_str().into(),
+            format!(
+                "applied {}, lag {} bytes / {} ms, {} tables, {} transactions, {} resets{}",
+                f.applied_lsn,
+                f.lag_bytes,
+                f.lag_ms,
+                f.tables.len(),
+                f.transactions,
+                f.resets,
+                f.last_error
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            )
+            .into(),
+        ]);
+    }
 }
 
 fn duration_text(d: Duration) -> String {
@@ -350,15 +419,42 @@ fn policies(ctx: &ProxyContext) -> ResultTable {
 
 /// What each store holds. Nothing is placed yet: keys and indexes move into stores with the
 /// cache and search issues, and this view will list them.
-fn placements() -> ResultTable {
-    ResultTable::new(&[
+/// Keys the planner placed in the cache, and for how many output profiles a row image is in
+/// memory (0: being fetched, or refused by `max_bytes`).
+fn placements(ctx: &ProxyContext) -> ResultTable {
+    let mut t = ResultTable::new(&[
         ("table", T::Text),
         ("key", T::Text),
         ("store", T::Text),
-        ("bytes", T::Int8),
-        ("lsn", T::Text),
-        ("placed_s", T::Float8),
-    ])
+        ("images", T::Int8),
+    ]);
+    let cache = &ctx.cache;
+    let schema = cache.schema();
+    let profiles = cache.profiles.all();
+    let mut rows = cache.placed_keys();
+    rows.sort();
+    for (table, key) in rows {
+        let Some(meta) = schema.by_oid(table) else {
+            continue;
+        };
+        let images = profiles
+            .iter()
+            .filter(|&&profile| {
+                cache.store.contains(&crate::cache::store::EntryKey {
+                    table,
+                    profile,
+                    key: key.as_str().into(),
+                })
+            })
+            .count();
+        t.push(vec![
+            meta.qualified().into(),
+            key.into(),
+            "memory".into(),
+            (images as i64).into(),
+        ]);
+    }
+    t
 }
 
 fn clients(ctx: &ProxyContext) -> ResultTable {

@@ -174,6 +174,15 @@ impl CacheService {
             .is_some_and(|keys| keys.contains(key))
     }
 
+    /// Every placed `(table oid, key)`.
+    pub fn placed_keys(&self) -> Vec<(u32, String)> {
+        let placed = Arc::clone(&self.placed.read().unwrap_or_else(|e| e.into_inner()));
+        placed
+            .iter()
+            .flat_map(|(t, keys)| keys.iter().map(move |k| (*t, k.to_string())))
+            .collect()
+    }
+
     /// Asks the filler for `key` under `profile` (a session missed it). Never waits.
     pub fn request_fill(&self, table: u32, profile: u32, key: &str) {
         let req = FillRequest {
