@@ -9,7 +9,22 @@
 //! Knobs (environment): `PGPOLYGLOT_BENCH_SECS` (per run, default 10), `PGPOLYGLOT_BENCH_REPS`
 //! (default 3), `PGPOLYGLOT_BENCH_CLIENTS` (default `1,8,32`), `PGPOLYGLOT_BENCH_MODES`
 //! (default `simple,extended,prepared`), `PGPOLYGLOT_BENCH_TARGETS` (default all of `direct,
-//! pgbouncer-session,pgbouncer-transaction,haproxy,pgpolyglot`).
+//! pgbouncer-session,pgbouncer-transaction,haproxy,pgpolyglot,pgpolyglot-stats-off,
+//! pgpolyglot-cache`), `PGPOLYGLOT_BENCH_WORKLOADS` (default `select-only`; also `zipf-reads`,
+//! `zipf-90-10`), `PGPOLYGLOT_BENCH_OUT` (result file name, default `passthrough`).
+//!
+//! The hot-key cache benchmark:
+//!
+//! ```text
+//! PGPOLYGLOT_BENCH_WORKLOADS=zipf-reads,zipf-90-10 PGPOLYGLOT_BENCH_CLIENTS=32 \
+//!   PGPOLYGLOT_BENCH_MODES=simple,prepared \
+//!   PGPOLYGLOT_BENCH_TARGETS=direct,pgbouncer-session,pgpolyglot,pgpolyglot-cache \
+//!   PGPOLYGLOT_BENCH_OUT=cache cargo bench --bench load
+//! ```
+//!
+//! With `pgpolyglot-cache` running, the runner also measures the change feed: Zipf updates
+//! straight to Postgres at 1,000 per second, and the delay from each commit to its being
+//! applied to the cache (p50/p99), reported under the table.
 //!
 //! Why it is built this way:
 //! - Client, proxies and Postgres share two cores, so absolute numbers drift from run to run;
@@ -64,6 +79,8 @@ struct Knobs {
     clients: Vec<u32>,
     modes: Vec<Mode>,
     targets: Vec<TargetKind>,
+    workloads: Vec<Workload>,
+    out: String,
 }
 
 impl Knobs {
@@ -74,7 +91,22 @@ impl Knobs {
         let modes = env_or("PGPOLYGLOT_BENCH_MODES", "simple,extended,prepared")?;
         let all: Vec<&str> = TargetKind::ALL.iter().map(|k| k.name()).collect();
         let targets = env_or("PGPOLYGLOT_BENCH_TARGETS", &all.join(","))?;
+        let workloads = env_or("PGPOLYGLOT_BENCH_WORKLOADS", "select-only")?;
+        let out = env_or("PGPOLYGLOT_BENCH_OUT", "passthrough")?;
+        if out.is_empty()
+            || !out
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "PGPOLYGLOT_BENCH_OUT={out:?}: letters, digits, - and _ only"
+            ));
+        }
         let knobs = Knobs {
+            workloads: list(&workloads)
+                .map(Workload::by_name)
+                .collect::<BenchResult<_>>()?,
+            out,
             secs: secs
                 .parse()
                 .context(|| format!("PGPOLYGLOT_BENCH_SECS={secs:?}"))?,
@@ -107,10 +139,8 @@ impl Knobs {
                     .into(),
             );
         }
-        if knobs.modes.is_empty() || knobs.targets.is_empty() {
-            return Err(
-                "PGPOLYGLOT_BENCH_MODES and PGPOLYGLOT_BENCH_TARGETS must not be empty".into(),
-            );
+        if knobs.modes.is_empty() || knobs.targets.is_empty() || knobs.workloads.is_empty() {
+            return Err("PGPOLYGLOT_BENCH_MODES, _TARGETS and _WORKLOADS must not be empty".into());
         }
         Ok(knobs)
     }
@@ -132,6 +162,10 @@ impl Knobs {
             (
                 "PGPOLYGLOT_BENCH_TARGETS".into(),
                 join(self.targets.iter().map(|t| t.name().to_string()).collect()),
+            ),
+            (
+                "PGPOLYGLOT_BENCH_WORKLOADS".into(),
+                join(self.workloads.iter().map(|w| w.name.to_string()).collect()),
             ),
         ]
     }
@@ -199,7 +233,7 @@ async fn interrupted() -> &'static str {
 async fn run() -> BenchResult<()> {
     let knobs = Knobs::from_env()?;
     let load_before = process::load_average();
-    let workloads = [Workload::select_only()];
+    let workloads = knobs.workloads.clone();
     let mut notes = Vec::new();
 
     eprintln!("load: starting PostgreSQL");
@@ -253,6 +287,10 @@ async fn run() -> BenchResult<()> {
         )
         .await;
     }
+    if let Some(line) = feed_lag(&running, &pgbench, pg.port(), knobs.secs, log_dir.path()).await {
+        eprintln!("load: {line}");
+        notes.push(line);
+    }
     for target in running.iter_mut() {
         target.stop();
     }
@@ -284,10 +322,56 @@ async fn run() -> BenchResult<()> {
     println!("{markdown}");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    write(&dir.join("passthrough.md"), &markdown)?;
-    write(&dir.join("passthrough.json"), &json)?;
-    eprintln!("load: wrote {}/passthrough.{{md,json}}", dir.display());
+    write(&dir.join(format!("{}.md", knobs.out)), &markdown)?;
+    write(&dir.join(format!("{}.json", knobs.out)), &json)?;
+    eprintln!("load: wrote {}/{}.{{md,json}}", dir.display(), knobs.out);
     Ok(())
+}
+
+/// Writes at 1,000 per second straight to Postgres while the cache target's change feed
+/// carries them into its cache; the commit-to-applied delay, as one line for the report.
+async fn feed_lag(
+    running: &[Box<dyn Target>],
+    pgbench: &Path,
+    pg_port: u16,
+    secs: u64,
+    dir: &Path,
+) -> Option<String> {
+    const RATE: u32 = 1000;
+    let target = running.iter().find(|t| t.apply_delay().is_some())?;
+    let workload = Workload::zipf_writes();
+    let spec = RunSpec {
+        pgbench,
+        port: pg_port,
+        user: USER,
+        db: DB,
+        workload: &workload,
+        mode: Mode::Prepared,
+        clients: 4,
+        secs,
+        dir,
+        tag: "feed-lag",
+        latency_log: false,
+        rate: Some(RATE),
+    };
+    // Reset, run, read.
+    target.apply_delay();
+    let outcome = pgbench::run(&spec).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let d = target.apply_delay()?;
+    Some(match outcome {
+        Ok(o) => format!(
+            "change feed lag ({}): {:.0} writes/s straight to Postgres for {secs} s (target {RATE}/s); \
+             commit → applied in the cache: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} transactions",
+            target.name(),
+            o.tps,
+            d.p50_ms,
+            d.p99_ms,
+            d.max_ms,
+            d.transactions
+        ),
+        Err(e) => format!("change feed lag: the write run failed: {e}"),
+    })
 }
 
 fn write(path: &PathBuf, text: &str) -> BenchResult<()> {
@@ -312,9 +396,16 @@ async fn prepare_database(
         .connect(USER, DB)
         .await
         .context(|| format!("connecting to database {DB}"))?;
+    let mut done: Vec<String> = Vec::new();
     for workload in workloads {
+        // Workloads on the same tables share one setup.
+        let key = format!("{:?}", workload.setup);
+        if done.contains(&key) {
+            continue;
+        }
         eprintln!("load: setting up workload {}", workload.name);
         pgbench::setup(workload, pgbench, pg.port(), USER, DB, &client).await?;
+        done.push(key);
     }
     Ok(())
 }
@@ -362,6 +453,7 @@ async fn warm_up(
             dir,
             tag: "warmup",
             latency_log: false,
+            rate: None,
         };
         eprintln!("load: warming up {}", target.name());
         match pgbench::run(&spec).await {
@@ -458,6 +550,7 @@ async fn measure(
         dir,
         tag: &tag,
         latency_log: true,
+        rate: None,
     };
     match pgbench::run(&spec).await {
         Ok(outcome) => Status::Ok(outcome),

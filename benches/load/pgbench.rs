@@ -110,6 +110,89 @@ impl Workload {
     }
 }
 
+/// Rows in `pgbench_accounts` at scale 10 (the Zipf workloads draw keys from all of them).
+pub const ACCOUNTS: u32 = 1_000_000;
+
+impl Workload {
+    /// Point reads of `pgbench_accounts` by primary key with Zipf(s = 1.1) keys over its
+    /// 1,000,000 rows: the hot-key cache's workload.
+    pub fn zipf_reads() -> Workload {
+        Workload {
+            name: "zipf-reads",
+            description: "SELECT abalance FROM pgbench_accounts WHERE aid = :aid, aid ~ Zipf(1.1) over 1,000,000 rows, scale 10, prewarmed",
+            pgbench_args: Vec::new(),
+            scripts: vec![Script {
+                file_name: "zipf-read.sql".into(),
+                text: zipf_read(),
+                weight: 1,
+            }],
+            setup: Workload::select_only().setup,
+        }
+    }
+
+    /// The same reads, 90 %, and 10 % single-row updates of Zipf keys (which the change feed
+    /// must carry into the cache).
+    pub fn zipf_90_10() -> Workload {
+        Workload {
+            name: "zipf-90-10",
+            description: "90 % zipf-reads, 10 % UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid (same Zipf keys)",
+            pgbench_args: Vec::new(),
+            scripts: vec![
+                Script {
+                    file_name: "zipf-read.sql".into(),
+                    text: zipf_read(),
+                    weight: 9,
+                },
+                Script {
+                    file_name: "zipf-write.sql".into(),
+                    text: zipf_write(),
+                    weight: 1,
+                },
+            ],
+            setup: Workload::select_only().setup,
+        }
+    }
+
+    /// Zipf updates only (the change feed's lag is measured under these, at a fixed rate).
+    pub fn zipf_writes() -> Workload {
+        Workload {
+            name: "zipf-writes",
+            description:
+                "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid, Zipf keys",
+            pgbench_args: Vec::new(),
+            scripts: vec![Script {
+                file_name: "zipf-write.sql".into(),
+                text: zipf_write(),
+                weight: 1,
+            }],
+            setup: Vec::new(),
+        }
+    }
+
+    pub fn by_name(name: &str) -> BenchResult<Workload> {
+        match name {
+            "select-only" => Ok(Workload::select_only()),
+            "zipf-reads" => Ok(Workload::zipf_reads()),
+            "zipf-90-10" => Ok(Workload::zipf_90_10()),
+            other => Err(format!(
+                "unknown workload {other:?} (known: select-only, zipf-reads, zipf-90-10)"
+            )),
+        }
+    }
+}
+
+fn zipf_read() -> String {
+    format!(
+        "\\set aid random_zipfian(1, {ACCOUNTS}, 1.1)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
+    )
+}
+
+fn zipf_write() -> String {
+    format!(
+        "\\set aid random_zipfian(1, {ACCOUNTS}, 1.1)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n"
+    )
+}
+
 /// Where and how one pgbench run connects and what it runs.
 pub struct RunSpec<'a> {
     pub pgbench: &'a Path,
@@ -126,6 +209,8 @@ pub struct RunSpec<'a> {
     pub tag: &'a str,
     /// Whether to write and read the per-transaction log (off for warm-up runs).
     pub latency_log: bool,
+    /// `-R`: a fixed transaction rate (per second) instead of as fast as possible.
+    pub rate: Option<u32>,
 }
 
 /// What one run measured.
@@ -157,6 +242,9 @@ pub async fn run(spec: &RunSpec<'_>) -> BenchResult<RunOutcome> {
         .args(["-j", &spec.clients.clamp(1, 2).to_string()])
         .args(["-T", &spec.secs.to_string()])
         .args(&spec.workload.pgbench_args);
+    if let Some(rate) = spec.rate {
+        cmd.args(["-R", &rate.to_string()]);
+    }
     for script in &spec.workload.scripts {
         let path = spec.dir.join(&script.file_name);
         std::fs::write(&path, &script.text).context(|| format!("writing {}", path.display()))?;

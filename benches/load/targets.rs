@@ -37,6 +37,11 @@ pub trait Target {
     }
     /// Stops the target; idempotent, also done on drop.
     fn stop(&mut self);
+    /// For a pgpolyglot with a cache: the change feed's commit-to-applied delay since the
+    /// last call (which resets it).
+    fn apply_delay(&self) -> Option<pgpolyglot::cache::service::ApplyDelay> {
+        None
+    }
 }
 
 /// Every target the runner knows, in report order.
@@ -50,7 +55,19 @@ pub enum TargetKind {
     /// pgpolyglot with `[stats] enabled = false`: the statistics' cost is the ratio between
     /// the two.
     PgpolyglotStatsOff,
+    /// pgpolyglot with a cache policy on `pgbench_accounts` (in-process L1).
+    PgpolyglotCache,
 }
+
+/// The cache target's policy: every key the statistics call hot is placed.
+const CACHE_POLICY: &str =
+    "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"memory\"\n\
+promote_after = 1\nwindow = \"10s\"\ndemote_after_idle = \"5m\"\nmax_keys = 100000\n\
+max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
+
+/// Hot keys tracked per table by the cache target's statistics (the default, 1000, covers
+/// ~69 % of Zipf(1.1) accesses over 1M keys; 10000 covers ~82 %).
+const CACHE_TOP_K: usize = 10_000;
 
 /// What starting a target needs: where Postgres is and which user may run daemons.
 pub struct TargetEnv {
@@ -60,13 +77,14 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 6] = [
+    pub const ALL: [TargetKind; 7] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
         TargetKind::Haproxy,
         TargetKind::Pgpolyglot,
         TargetKind::PgpolyglotStatsOff,
+        TargetKind::PgpolyglotCache,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +95,7 @@ impl TargetKind {
             TargetKind::Haproxy => "haproxy",
             TargetKind::Pgpolyglot => "pgpolyglot",
             TargetKind::PgpolyglotStatsOff => "pgpolyglot-stats-off",
+            TargetKind::PgpolyglotCache => "pgpolyglot-cache",
         }
     }
 
@@ -100,11 +119,21 @@ impl TargetKind {
             }
             TargetKind::Haproxy => Box::new(Haproxy::start(env)?),
             TargetKind::Pgpolyglot => {
-                Box::new(Pgpolyglot::start(env, "pgpolyglot", &[], true).await?)
+                Box::new(Pgpolyglot::start(env, "pgpolyglot", &[], true, None).await?)
             }
             TargetKind::PgpolyglotStatsOff => {
-                Box::new(Pgpolyglot::start(env, "pgpolyglot-stats-off", &[], false).await?)
+                Box::new(Pgpolyglot::start(env, "pgpolyglot-stats-off", &[], false, None).await?)
             }
+            TargetKind::PgpolyglotCache => Box::new(
+                Pgpolyglot::start(
+                    env,
+                    "pgpolyglot-cache",
+                    &[("bench.toml", CACHE_POLICY)],
+                    true,
+                    Some(crate::DB),
+                )
+                .await?,
+            ),
         };
         Ok(target)
     }
@@ -117,7 +146,9 @@ impl TargetKind {
                 .ok()
                 .map(|p| version_line(&p, &["--version"])),
             TargetKind::Haproxy => haproxy_binary().ok().map(|p| version_line(&p, &["-v"])),
-            TargetKind::Pgpolyglot | TargetKind::PgpolyglotStatsOff => Some(format!(
+            TargetKind::Pgpolyglot
+            | TargetKind::PgpolyglotStatsOff
+            | TargetKind::PgpolyglotCache => Some(format!(
                 "pgpolyglot {} (in-process, release build)",
                 env!("CARGO_PKG_VERSION")
             )),
@@ -307,12 +338,14 @@ pub struct Pgpolyglot {
 
 impl Pgpolyglot {
     /// Starts a proxy named `name` with the given policy files (`(file name, TOML)`),
-    /// recording access statistics or not.
+    /// recording access statistics or not. `policy_db`: the upstream URL's database (the one
+    /// policies apply to); `None` keeps `postgres`, so no policy applies to the workload.
     pub async fn start(
         env: &TargetEnv,
         name: &str,
         policies: &[(&str, &str)],
         stats: bool,
+        policy_db: Option<&str>,
     ) -> BenchResult<Pgpolyglot> {
         let policy_dir = work_dir("pgpolyglot-bench-policies-", None)?;
         for (file, text) in policies {
@@ -320,12 +353,21 @@ impl Pgpolyglot {
         }
         let config = Config {
             listen: "127.0.0.1:0".into(),
-            upstream: format!("postgres://postgres@127.0.0.1:{}/postgres", env.pg_port),
+            upstream: format!(
+                "postgres://postgres@127.0.0.1:{}/{}",
+                env.pg_port,
+                policy_db.unwrap_or("postgres")
+            ),
             policies: policy_dir.path().to_path_buf(),
             http: String::new(),
             shutdown_grace: Duration::from_secs(2),
             stats: pgpolyglot::config::StatsSettings {
                 enabled: stats,
+                top_k_per_table: if policies.is_empty() {
+                    pgpolyglot::config::StatsSettings::default().top_k_per_table
+                } else {
+                    CACHE_TOP_K
+                },
                 ..Default::default()
             },
             ..Config::default()
@@ -372,6 +414,11 @@ impl Target for Pgpolyglot {
     }
     fn port(&self) -> u16 {
         self.port
+    }
+    fn apply_delay(&self) -> Option<pgpolyglot::cache::service::ApplyDelay> {
+        let ctx = self.handle.as_ref()?.context();
+        ctx.cache.feed()?;
+        Some(ctx.cache.apply_delay(true))
     }
     /// Graceful shutdown on the proxy's own runtime, waited for on a plain channel (this may
     /// run inside the runner's runtime, where `block_on` is not allowed), then the runtime

@@ -84,6 +84,17 @@ pub struct CacheService {
     fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
     pending: DashMap<FillRequest, ()>,
     budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
+    /// Commit (server clock) to applied (ours), per transaction, in microseconds.
+    apply_delay: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+/// Percentiles of the feed's commit-to-applied delay since the last reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ApplyDelay {
+    pub transactions: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 impl std::fmt::Debug for CacheService {
@@ -115,13 +126,38 @@ impl Default for CacheService {
             fill_rx: Mutex::new(Some(fill_rx)),
             pending: DashMap::new(),
             budgets: Mutex::new(HashMap::new()),
+            apply_delay: Mutex::new(new_delay_histogram()),
         }
     }
+}
+
+fn new_delay_histogram() -> hdrhistogram::Histogram<u64> {
+    // 1 µs to 1 hour, 3 significant digits; the bounds are constants that are valid.
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| {
+        hdrhistogram::Histogram::new(3).expect("3 significant digits are always valid")
+    })
 }
 
 impl CacheService {
     pub fn schema(&self) -> Arc<CacheSchema> {
         Arc::clone(&self.schema.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// How long committed transactions took to reach the cache (commit time on the server's
+    /// clock to applied here), since the last call with `reset`.
+    pub fn apply_delay(&self, reset: bool) -> ApplyDelay {
+        let mut h = self.apply_delay.lock().unwrap_or_else(|e| e.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        let out = ApplyDelay {
+            transactions: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        };
+        if reset {
+            h.reset();
+        }
+        out
     }
 
     /// Whether any table could be served at all (cheap: read per batch).
@@ -477,6 +513,15 @@ async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedEvent>) {
                 if let Some(feed) = cache.feed.get() {
                     feed.ack(tx.end_lsn);
                 }
+                let delay = std::time::SystemTime::now()
+                    .duration_since(tx.commit_time)
+                    .unwrap_or_default();
+                let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX).max(1);
+                let _ = cache
+                    .apply_delay
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(us.min(3_600_000_000));
             }
             FeedEvent::Reset { reason } => {
                 warn!(
