@@ -657,3 +657,167 @@ async fn a_broken_feed_means_pass_through() {
         );
     }
 }
+
+/// Sends `frames` as one write and reads up to ReadyForQuery.
+async fn batch(c: &mut WireClient, frames: &[(u8, Vec<u8>)]) -> Vec<BackendMessage> {
+    for (t, body) in frames {
+        c.queue(*t, body).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    until_ready(c).await
+}
+
+fn parse_msg(name: &str, sql: &str) -> (u8, Vec<u8>) {
+    let mut b = cstr(name);
+    b.extend(cstr(sql));
+    b.extend(0i16.to_be_bytes());
+    (b'P', b)
+}
+
+fn bind_msg(stmt: &str, key: &str) -> (u8, Vec<u8>) {
+    let mut b = cstr("");
+    b.extend(cstr(stmt));
+    b.extend(0i16.to_be_bytes());
+    b.extend(1i16.to_be_bytes());
+    b.extend((key.len() as i32).to_be_bytes());
+    b.extend(key.as_bytes());
+    b.extend(0i16.to_be_bytes());
+    (b'B', b)
+}
+
+fn describe_msg(kind: u8, name: &str) -> (u8, Vec<u8>) {
+    let mut b = vec![kind];
+    b.extend(cstr(name));
+    (b'D', b)
+}
+
+fn execute_msg() -> (u8, Vec<u8>) {
+    let mut b = cstr("");
+    b.extend(0i32.to_be_bytes());
+    (b'E', b)
+}
+
+fn sync_msg() -> (u8, Vec<u8>) {
+    (b'S', Vec::new())
+}
+
+/// `Parse Bind Describe Execute Sync` batches (unnamed statements, named ones never sent to
+/// Postgres) answered from the cache; whatever later needs the statement in Postgres
+/// (Describe, a Bind that misses, a second Parse of the name, DEALLOCATE, EXECUTE) behaves
+/// exactly as it does directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_batches_are_served_and_their_statements_materialize() {
+    let fx = fixture(
+        "cache_parse",
+        "CREATE TABLE kv (id int4 PRIMARY KEY, v text);
+         INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    let sql = "SELECT v, id FROM kv WHERE id = $1";
+    let mut p = fx.wire_proxy("postgres", &[]).await;
+    let mut d = fx.wire_direct("postgres", &[]).await;
+    let unnamed = |key: &str| {
+        vec![
+            parse_msg("", sql),
+            bind_msg("", key),
+            describe_msg(b'P', ""),
+            execute_msg(),
+            sync_msg(),
+        ]
+    };
+    // Unnamed statements, as pgbench -M extended and many drivers send them.
+    let served = within("unnamed Parse batch served", 30, async {
+        loop {
+            let before = fx.hits();
+            let m = batch(&mut p, &unnamed("7")).await;
+            if fx.hits() > before {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_same(
+        "unnamed Parse batch",
+        &served,
+        &batch(&mut d, &unnamed("7")).await,
+    );
+    // The unnamed statement exists only in the proxy now: a Bind of it that Postgres must
+    // answer (a key nobody read yet) materializes it first.
+    let rebind = vec![bind_msg("", "55"), execute_msg(), sync_msg()];
+    let before = fx.hits();
+    let via = batch(&mut p, &rebind).await;
+    assert_eq!(fx.hits(), before, "key 55 was not placed yet");
+    assert_same(
+        "Bind of a virtual unnamed statement",
+        &via,
+        &batch(&mut d, &rebind).await,
+    );
+
+    // A named statement Postgres never saw: its first batch is served...
+    let named = |key: &str| {
+        vec![
+            parse_msg("s_named", sql),
+            bind_msg("s_named", key),
+            describe_msg(b'P', ""),
+            execute_msg(),
+            sync_msg(),
+        ]
+    };
+    // (warm key 7 stays hot; a fresh name each time until one is served)
+    let before = fx.hits();
+    let via = batch(&mut p, &named("7")).await;
+    assert!(fx.hits() > before, "the named Parse batch was not served");
+    assert_same("named Parse batch", &via, &batch(&mut d, &named("7")).await);
+    // ...then described by Postgres (ParameterDescription + RowDescription)...
+    let describe = vec![describe_msg(b'S', "s_named"), sync_msg()];
+    assert_same(
+        "Describe of a virtual statement",
+        &batch(&mut p, &describe).await,
+        &batch(&mut d, &describe).await,
+    );
+    // ...a second Parse of the name fails as it does directly (42P05)...
+    let again = vec![parse_msg("s_named", sql), sync_msg()];
+    let via = batch(&mut p, &again).await;
+    assert_eq!(via[0].sqlstate().as_deref(), Some("42P05"));
+    assert_same("re-Parse", &via, &batch(&mut d, &again).await);
+    // ...Binds of it (served or not) answer as directly...
+    let via = batch(&mut p, &named_execute_batch()).await;
+    assert_same(
+        "Bind of the materialized statement",
+        &via,
+        &batch(&mut d, &named_execute_batch()).await,
+    );
+    // ...and SQL-level EXECUTE / DEALLOCATE see a virtual one too.
+    let n2 = vec![
+        parse_msg("s_two", sql),
+        bind_msg("s_two", "7"),
+        execute_msg(),
+        sync_msg(),
+    ];
+    let before = fx.hits();
+    let via = batch(&mut p, &n2).await;
+    assert!(
+        fx.hits() > before,
+        "the second named Parse batch was not served"
+    );
+    assert_same(
+        "named Parse batch, no Describe",
+        &via,
+        &batch(&mut d, &n2).await,
+    );
+    for q in [
+        "EXECUTE s_two(7)",
+        "DEALLOCATE s_two",
+        "DEALLOCATE s_two",
+        "SELECT count(*) FROM pg_prepared_statements WHERE name = 's_named'",
+    ] {
+        let via = p.simple_query(q).await.unwrap();
+        let direct = d.simple_query(q).await.unwrap();
+        assert_same(q, &via, &direct);
+    }
+}
+
+fn named_execute_batch() -> Vec<(u8, Vec<u8>)> {
+    vec![bind_msg("s_named", "7"), execute_msg(), sync_msg()]
+}

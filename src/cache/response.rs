@@ -84,6 +84,10 @@ pub fn command_complete(out: &mut BytesMut, rows: usize) {
     });
 }
 
+pub fn parse_complete(out: &mut BytesMut) {
+    frame(out, b'1', |_| {});
+}
+
 pub fn bind_complete(out: &mut BytesMut) {
     frame(out, b'2', |_| {});
 }

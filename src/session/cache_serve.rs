@@ -11,8 +11,8 @@
 //! changed), the settings its text values depend on, whether unqualified table names still
 //! resolve as the catalog says, and the freshness fence of its own writes.
 
-use super::bind::Bind;
-use super::state::{FrontendState, SharedState};
+use super::bind::{parse_param_types, Bind};
+use super::state::{FrontendState, PreparedStatement, SharedState};
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
 use crate::cache::response::{self, OutputColumn};
 use crate::cache::store::EntryKey;
@@ -222,7 +222,7 @@ pub async fn try_serve(
     let (typ, body, total) = frame_at(buf)?;
     match typ {
         b'Q' => serve_query(body, total, fs, ctx, shared).await,
-        b'B' => serve_extended(buf, fs, ctx, shared).await,
+        b'B' | b'P' => serve_extended(buf, fs, ctx, shared).await,
         _ => None,
     }
 }
@@ -261,7 +261,9 @@ async fn serve_query(
     })
 }
 
-/// `Bind [Describe portal] Execute Sync`, all in `buf`, on the same portal.
+/// `[Parse] Bind [Describe portal] Execute Sync`, all in `buf`, on the same portal (and the
+/// Parse's statement). A Parse answered here leaves a statement only the proxy has, which the
+/// relay materializes before anything that needs it reaches Postgres.
 async fn serve_extended(
     buf: &[u8],
     fs: &mut FrontendState,
@@ -269,8 +271,41 @@ async fn serve_extended(
     shared: &SharedState,
 ) -> Option<Served> {
     let start = Instant::now();
-    let (_, bind_body, mut at) = frame_at(buf)?;
+    let mut at = 0;
+    // A leading Parse: its statement, unless Postgres would refuse the name.
+    let mut parsed: Option<(&[u8], Arc<PreparedStatement>, usize)> = None;
+    let (first, first_body, first_len) = frame_at(buf)?;
+    if first == b'P' {
+        let (name, rest) = read_cstr(first_body)?;
+        let (sql, rest) = read_cstr(rest)?;
+        let types = parse_param_types(rest);
+        if rest.len() != 2 + 4 * types.len() || !shared.client_encoding_utf8.load(Relaxed) {
+            return None;
+        }
+        if !name.is_empty()
+            && (shared.tracker.statement(name).is_some() || !shared.tracker.virtual_room(name))
+        {
+            return None;
+        }
+        let sql = std::str::from_utf8(sql).ok()?;
+        let classified = ctx.classifier.classify(sql);
+        parsed = Some((
+            name,
+            Arc::new(PreparedStatement {
+                sql: Arc::from(sql),
+                classified,
+                param_types: types,
+            }),
+            first_len,
+        ));
+        at = first_len;
+    }
+    let (typ, bind_body, len) = frame_at(&buf[at..])?;
+    if typ != b'B' {
+        return None;
+    }
     let bind = Bind::parse(bind_body)?;
+    at += len;
     let mut describe = false;
     let (mut typ, mut body, mut len) = frame_at(&buf[at..])?;
     if typ == b'D' {
@@ -297,7 +332,11 @@ async fn serve_extended(
     }
     at += len;
 
-    let stmt = shared.tracker.statement(bind.statement)?;
+    let stmt = match &parsed {
+        Some((name, stmt, _)) if *name == bind.statement => Arc::clone(stmt),
+        Some(_) => return None,
+        None => shared.tracker.statement(bind.statement)?,
+    };
     let param_count = stmt
         .param_types
         .len()
@@ -328,6 +367,13 @@ async fn serve_extended(
         return None;
     }
     let mut out = BytesMut::with_capacity(256);
+    if let Some((name, stmt, parse_len)) = &parsed {
+        let frame = bytes::Bytes::copy_from_slice(&buf[..*parse_len]);
+        if !shared.tracker.virtual_parse(name, Arc::clone(stmt), frame) {
+            return None;
+        }
+        response::parse_complete(&mut out);
+    }
     response::bind_complete(&mut out);
     if describe {
         response::row_description(&mut out, &plan.meta, &plan.columns, &formats);

@@ -19,7 +19,7 @@ use super::state::{FrontendState, SharedState};
 use super::tracker::tag_rows;
 use crate::context::ProxyContext;
 use crate::protocol::cancel::{CancelGuard, CancelTarget};
-use crate::protocol::frames::{FrameScanner, HEADER_LEN};
+use crate::protocol::frames::{read_cstr, FrameScanner, HEADER_LEN};
 use crate::protocol::stream::{ClientStream, MaybeTls, UpstreamStream};
 use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
@@ -118,12 +118,67 @@ where
 }
 
 /// Frontend messages whose body the proxy reads: Query, Parse, Bind, Execute, Sync,
-/// FunctionCall, Close, Terminate, CopyDone, CopyFail.
+/// FunctionCall, Close, Describe, Terminate, CopyDone, CopyFail.
 fn frontend_wants(typ: u8) -> bool {
     matches!(
         typ,
-        b'Q' | b'P' | b'B' | b'E' | b'S' | b'F' | b'C' | b'X' | b'c' | b'f'
+        b'Q' | b'P' | b'B' | b'E' | b'S' | b'F' | b'C' | b'D' | b'X' | b'c' | b'f'
     )
+}
+
+/// The prepared statement a message needs Postgres to have (or, for a named Parse, must not
+/// have): Bind's source, Describe/Close of a statement, a named Parse, and SQL `EXECUTE`,
+/// `DEALLOCATE` and `PREPARE` of a name (found by [`sql_statement_name`]).
+fn referenced_statement(typ: u8, body: &[u8]) -> Option<&[u8]> {
+    match typ {
+        b'B' => {
+            let (_, rest) = read_cstr(body)?;
+            read_cstr(rest).map(|(name, _)| name)
+        }
+        b'D' | b'C' => match body.split_first()? {
+            (b'S', rest) => read_cstr(rest).map(|(name, _)| name),
+            _ => None,
+        },
+        b'P' => read_cstr(body)
+            .map(|(name, _)| name)
+            .filter(|n| !n.is_empty()),
+        b'Q' => sql_statement_name(body),
+        _ => None,
+    }
+}
+
+/// The statement name in `EXECUTE name`, `DEALLOCATE [PREPARE] name` or `PREPARE name`
+/// (an unquoted identifier, lowercased as Postgres folds it; quoted names verbatim).
+fn sql_statement_name(body: &[u8]) -> Option<&[u8]> {
+    let text = body.strip_suffix(&[0]).unwrap_or(body);
+    let trimmed = text.trim_ascii_start();
+    let word_end = trimmed.iter().position(|b| !b.is_ascii_alphabetic())?;
+    let word = &trimmed[..word_end];
+    let is = |w: &str| word.eq_ignore_ascii_case(w.as_bytes());
+    if !(is("execute") || is("deallocate") || is("prepare")) {
+        return None;
+    }
+    let mut rest = trimmed[word_end..].trim_ascii_start();
+    if is("deallocate") {
+        let end = rest
+            .iter()
+            .position(|b| !b.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        if rest[..end].eq_ignore_ascii_case(b"prepare") {
+            rest = rest[end..].trim_ascii_start();
+        }
+    }
+    if let Some(quoted) = rest.strip_prefix(b"\"") {
+        let end = quoted.iter().position(|&b| b == b'"')?;
+        return Some(&quoted[..end]);
+    }
+    let end = rest
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$'))
+        .unwrap_or(rest.len());
+    let name = &rest[..end];
+    // Unquoted names are folded to lower case: only already-lowercase ones match as is.
+    (!name.is_empty() && !name.iter().any(u8::is_ascii_uppercase)).then_some(name)
 }
 
 /// Backend messages whose body the proxy reads: ReadyForQuery, ParameterStatus,
@@ -202,6 +257,10 @@ where
         let inspect = shared.authenticated.load(Relaxed);
         let wants = |typ: u8| inspect && frontend_wants(typ);
         let scanned = scanner.scan(&mut buf, wants, |typ, body| {
+            // A message that refers to a statement only the proxy has (its Parse was
+            // answered from the cache): send that Parse first.
+            let inject =
+                referenced_statement(typ, body).and_then(|n| shared.tracker.materialize(n));
             match typ {
                 b'X' => {
                     terminated = true;
@@ -224,6 +283,15 @@ where
                 b'C' => state.on_close(body, shared),
                 b'c' | b'f' => shared.tracker.copy_end(),
                 _ => {}
+            }
+            if let Some(parse) = inject {
+                let mut new = BytesMut::with_capacity(parse.len() + HEADER_LEN + body.len());
+                new.extend_from_slice(&parse);
+                new.extend_from_slice(&[typ]);
+                new.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+                new.extend_from_slice(body);
+                replacement = Some((body.len() + HEADER_LEN, new));
+                return false;
             }
             true
         });
@@ -340,60 +408,75 @@ where
                 continue;
             }
         }
-        let scanned = scanner.scan(&mut buf, backend_wants, |typ, body| {
-            match typ {
-                b'Z' => {
-                    if let Some(&status) = body.first() {
-                        shared.txn_status.store(status, Relaxed);
+        loop {
+            // A ParseComplete answering a Parse the proxy injected: not forwarded.
+            let mut drop_frame: Option<usize> = None;
+            let scanned = scanner.scan(&mut buf, backend_wants, |typ, body| {
+                match typ {
+                    b'Z' => {
+                        if let Some(&status) = body.first() {
+                            shared.txn_status.store(status, Relaxed);
+                        }
+                        shared.authenticated.store(true, Relaxed);
+                        if let Some(done) = shared.tracker.ready() {
+                            done.record(ctx);
+                        }
                     }
-                    shared.authenticated.store(true, Relaxed);
-                    if let Some(done) = shared.tracker.ready() {
-                        done.record(ctx);
+                    b'C' => {
+                        if let Some(done) = shared.tracker.completion(tag_rows(body), false) {
+                            done.record(ctx);
+                        }
                     }
-                }
-                b'C' => {
-                    if let Some(done) = shared.tracker.completion(tag_rows(body), false) {
-                        done.record(ctx);
+                    b'E' => {
+                        if let Some(done) = shared.tracker.completion(0, true) {
+                            done.record(ctx);
+                        }
                     }
-                }
-                b'E' => {
-                    if let Some(done) = shared.tracker.completion(0, true) {
-                        done.record(ctx);
+                    b'1' | b'3' => {
+                        // A ParseComplete answering a Parse the proxy injected is dropped.
+                        let injected = shared.tracker.statement_op_completed();
+                        if injected && typ == b'1' {
+                            drop_frame = Some(body.len() + HEADER_LEN);
+                            return false;
+                        }
                     }
-                }
-                b'1' | b'3' => shared.tracker.statement_op_completed(),
-                b'I' | b's' => {
-                    if let Some(done) = shared.tracker.completion(0, false) {
-                        done.record(ctx);
+                    b'I' | b's' => {
+                        if let Some(done) = shared.tracker.completion(0, false) {
+                            done.record(ctx);
+                        }
                     }
+                    b'S' => shared.on_parameter_status(body),
+                    b'K' if body.len() == 8 => {
+                        let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                        let secret = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                        let (proxy_secret, guard) = ctx.cancel.register(CancelTarget {
+                            upstream_addr: ctx.upstream.addr(),
+                            pid,
+                            secret,
+                        });
+                        body[4..8].copy_from_slice(&proxy_secret.to_be_bytes());
+                        shared.backend_pid.store(pid, Relaxed);
+                        cancel_guard = Some(guard);
+                    }
+                    _ => {}
                 }
-                b'S' => shared.on_parameter_status(body),
-                b'K' if body.len() == 8 => {
-                    let pid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                    let secret = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                    let (proxy_secret, guard) = ctx.cancel.register(CancelTarget {
-                        upstream_addr: ctx.upstream.addr(),
-                        pid,
-                        secret,
-                    });
-                    body[4..8].copy_from_slice(&proxy_secret.to_be_bytes());
-                    shared.backend_pid.store(pid, Relaxed);
-                    cancel_guard = Some(guard);
-                }
-                _ => {}
+                true
+            })?;
+            let keep = scanned.ready - drop_frame.unwrap_or(0);
+            if keep > 0 {
+                wr.write_all(&buf[..keep])
+                    .await
+                    .map_err(SessionError::ClientIo)?;
             }
-            true
-        })?;
-        if scanned.ready > 0 {
-            wr.write_all(&buf[..scanned.ready])
-                .await
-                .map_err(SessionError::ClientIo)?;
             buf.advance(scanned.ready);
+            if !answers.is_empty() && scanner.at_boundary() {
+                write_answers(&mut wr, &mut answers).await?;
+            }
+            pending_frame = scanned.pending_frame;
+            if drop_frame.is_none() || buf.is_empty() {
+                break;
+            }
         }
-        if !answers.is_empty() && scanner.at_boundary() {
-            write_answers(&mut wr, &mut answers).await?;
-        }
-        pending_frame = scanned.pending_frame;
     }
 }
 

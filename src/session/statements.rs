@@ -8,6 +8,12 @@
 //! some of its Parses or Closes unanswered, Postgres skipped them: they are dropped and the
 //! view is rebuilt from the confirmed one. `P s1` failing because `s1` exists therefore
 //! leaves `s1` naming the statement Postgres really has.
+//!
+//! A third kind of statement exists only in the proxy: one whose Parse the cache answered
+//! (a `Parse Bind Execute Sync` batch served from memory). Postgres never saw it, so before
+//! anything that refers to it reaches Postgres (a Bind, Describe or Close of it, a Parse of the
+//! same name, SQL `EXECUTE`/`DEALLOCATE`/`PREPARE` of the name) the proxy *materializes* it:
+//! sends the client's original Parse first, and drops the ParseComplete that answers it.
 
 use super::state::PreparedStatement;
 use std::collections::{HashMap, VecDeque};
@@ -18,10 +24,15 @@ use std::sync::Arc;
 /// names are parsed again. Real clients stay far below.
 pub const MAX_STATEMENTS: usize = 10_000;
 
+/// Named statements that may exist only in the proxy at once; beyond, Parse batches of new
+/// names pass through (the unnamed statement is always allowed).
+pub const MAX_VIRTUAL: usize = 256;
+
 #[derive(Debug)]
 enum Op {
-    /// `None`: the statement could not be classified.
-    Parse(Box<[u8]>, Option<Arc<PreparedStatement>>),
+    /// `None`: the statement could not be classified. `injected`: sent by the proxy to
+    /// materialize a statement; its ParseComplete is not the client's.
+    Parse(Box<[u8]>, Option<Arc<PreparedStatement>>, bool),
     Close(Box<[u8]>),
     /// A Close of a portal: answered by CloseComplete too, changes no statement.
     ClosePortal,
@@ -39,11 +50,13 @@ pub struct StatementBook {
     confirmed: HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>,
     view: HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>,
     pending: VecDeque<Pending>,
+    /// Statements only the proxy has: name → (the client's Parse frame, the statement).
+    virtuals: HashMap<Box<[u8]>, (bytes::Bytes, Arc<PreparedStatement>)>,
 }
 
 fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) {
     match op {
-        Op::Parse(name, stmt) => {
+        Op::Parse(name, stmt, _) => {
             if map.len() >= MAX_STATEMENTS && !map.contains_key(name) {
                 map.clear();
             }
@@ -68,9 +81,46 @@ impl StatementBook {
         self.pending.push_back(Pending { batch, op });
     }
 
-    /// A Parse was forwarded in batch `batch`.
+    /// A Parse was forwarded in batch `batch` (Postgres now has the name, or errors).
     pub fn parse_sent(&mut self, batch: u64, name: &[u8], stmt: Option<Arc<PreparedStatement>>) {
-        self.sent(batch, Op::Parse(name.into(), stmt));
+        self.virtuals.remove(name);
+        self.sent(batch, Op::Parse(name.into(), stmt, false));
+    }
+
+    /// The cache answered a Parse of `name` (`frame`: the whole Parse message) with the
+    /// session idle. False (nothing recorded) when too many named statements are virtual
+    /// already.
+    pub fn virtual_parse(
+        &mut self,
+        name: &[u8],
+        stmt: Arc<PreparedStatement>,
+        frame: bytes::Bytes,
+    ) -> bool {
+        if !name.is_empty()
+            && !self.virtuals.contains_key(name)
+            && self.virtuals.len() >= MAX_VIRTUAL
+        {
+            return false;
+        }
+        apply(
+            &mut self.view,
+            &Op::Parse(name.into(), Some(Arc::clone(&stmt)), false),
+        );
+        self.virtuals.insert(name.into(), (frame, stmt));
+        true
+    }
+
+    /// Whether another virtual named statement would be accepted.
+    pub fn virtual_room(&self, name: &[u8]) -> bool {
+        name.is_empty() || self.virtuals.contains_key(name) || self.virtuals.len() < MAX_VIRTUAL
+    }
+
+    /// If `name` exists only in the proxy: its Parse frame, to be sent to Postgres now (in
+    /// batch `batch`); from here on Postgres has it.
+    pub fn materialize(&mut self, batch: u64, name: &[u8]) -> Option<bytes::Bytes> {
+        let (frame, stmt) = self.virtuals.remove(name)?;
+        self.sent(batch, Op::Parse(name.into(), Some(stmt), true));
+        Some(frame)
     }
 
     /// A Close of a statement (`Some(name)`) or of a portal (`None`) was forwarded.
@@ -89,10 +139,12 @@ impl StatementBook {
             Some(n) => {
                 self.view.remove(n);
                 self.confirmed.remove(n);
+                self.virtuals.remove(n);
             }
             None => {
                 self.view.clear();
                 self.confirmed.clear();
+                self.virtuals.clear();
             }
         }
     }
@@ -102,10 +154,15 @@ impl StatementBook {
         self.view.get(name).and_then(Option::as_ref)
     }
 
-    /// ParseComplete or CloseComplete: the oldest unanswered op took effect.
-    pub fn completed(&mut self) {
-        if let Some(p) = self.pending.pop_front() {
-            apply(&mut self.confirmed, &p.op);
+    /// ParseComplete or CloseComplete: the oldest unanswered op took effect. True when
+    /// that op was a Parse the proxy injected (its answer is not for the client).
+    pub fn completed(&mut self) -> bool {
+        match self.pending.pop_front() {
+            Some(p) => {
+                apply(&mut self.confirmed, &p.op);
+                matches!(p.op, Op::Parse(_, _, true))
+            }
+            None => false,
         }
     }
 
@@ -120,6 +177,9 @@ impl StatementBook {
             self.view = self.confirmed.clone();
             for p in &self.pending {
                 apply(&mut self.view, &p.op);
+            }
+            for (name, (_, stmt)) in &self.virtuals {
+                self.view.insert(name.clone(), Some(Arc::clone(stmt)));
             }
         }
     }
@@ -202,6 +262,43 @@ mod tests {
         b.completed(); // ParseComplete
         b.batch_done(0);
         assert_eq!(sql_of(&b, b"s").as_deref(), Some("SELECT 1"));
+    }
+
+    #[test]
+    fn virtual_statements_materialize_once_and_their_answer_is_dropped() {
+        let mut b = StatementBook::default();
+        let s = stmt("SELECT 1").unwrap();
+        assert!(b.virtual_parse(b"v", Arc::clone(&s), bytes::Bytes::from_static(b"P...")));
+        assert_eq!(sql_of(&b, b"v").as_deref(), Some("SELECT 1"));
+        // An unrelated batch that fails keeps the virtual statement visible.
+        b.parse_sent(0, b"x", stmt("SELECT 2"));
+        b.batch_done(0);
+        assert_eq!(sql_of(&b, b"v").as_deref(), Some("SELECT 1"));
+        // A Bind of it passes through: materialized once, its ParseComplete is ours.
+        assert_eq!(b.materialize(1, b"v").as_deref(), Some(&b"P..."[..]));
+        assert_eq!(b.materialize(1, b"v"), None);
+        assert!(b.completed());
+        b.batch_done(1);
+        assert_eq!(sql_of(&b, b"v").as_deref(), Some("SELECT 1"));
+        // A client Parse is not ours.
+        b.parse_sent(2, b"y", stmt("SELECT 3"));
+        assert!(!b.completed());
+        // A forwarded Parse of the unnamed statement replaces a virtual one.
+        assert!(b.virtual_parse(b"", Arc::clone(&s), bytes::Bytes::new()));
+        b.parse_sent(3, b"", stmt("SELECT 4"));
+        assert_eq!(b.materialize(3, b""), None);
+        // Bounded: named ones only.
+        for i in 0..MAX_VIRTUAL {
+            assert!(b.virtual_parse(
+                format!("n{i}").as_bytes(),
+                Arc::clone(&s),
+                bytes::Bytes::new()
+            ));
+        }
+        assert!(!b.virtual_room(b"one more"));
+        assert!(b.virtual_room(b""));
+        b.forget(None);
+        assert!(b.virtual_room(b"one more"));
     }
 
     #[test]

@@ -251,9 +251,33 @@ impl StatementTracker {
         self.with(|s| s.book.lookup(name).cloned())
     }
 
-    /// ParseComplete or CloseComplete arrived.
-    pub fn statement_op_completed(&self) {
+    /// ParseComplete or CloseComplete arrived. True when it answers a Parse the proxy
+    /// injected (the client must not see it).
+    pub fn statement_op_completed(&self) -> bool {
         self.with(|s| s.book.completed())
+    }
+
+    /// The cache answered a Parse (see [`StatementBook::virtual_parse`]).
+    pub fn virtual_parse(
+        &self,
+        name: &[u8],
+        stmt: Arc<PreparedStatement>,
+        frame: bytes::Bytes,
+    ) -> bool {
+        self.with(|s| s.book.virtual_parse(name, stmt, frame))
+    }
+
+    pub fn virtual_room(&self, name: &[u8]) -> bool {
+        self.with(|s| s.book.virtual_room(name))
+    }
+
+    /// The Parse frame to send before a message that refers to `name`, if Postgres does not
+    /// have that statement yet.
+    pub fn materialize(&self, name: &[u8]) -> Option<bytes::Bytes> {
+        self.with(|s| {
+            let batch = s.batches_sent;
+            s.book.materialize(batch, name)
+        })
     }
 }
 
