@@ -74,6 +74,10 @@ impl ProxyContext {
             (StatsRecorder::disabled(), None)
         };
         let stats_view = aggregator.as_ref().map(StatsAggregator::handle);
+        let cache = crate::cache::CacheService::new(&config).map_err(|e| ConfigError::Invalid {
+            key: "stores.redis.url",
+            message: e.to_string(),
+        })?;
         let ctx = ProxyContext {
             classifier: Classifier::new(config.statement_cache_entries),
             config,
@@ -87,7 +91,7 @@ impl ProxyContext {
             policies: Arc::new(PolicyStore::new(policies)),
             sessions: SessionRegistry::default(),
             catalog: Catalog::default(),
-            cache: crate::cache::CacheService::default(),
+            cache,
             started_at: SystemTime::now(),
         };
         Ok((ctx, aggregator))

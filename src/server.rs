@@ -129,6 +129,17 @@ pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
         policies = policy_count,
         "pgpolyglot listening"
     );
+    if ctx.cache.l2.is_none()
+        && ctx.policies.current().policies.iter().any(|p| {
+            p.cache
+                .as_ref()
+                .is_some_and(|c| c.store == crate::config::policy::CacheStoreKind::Redis)
+        })
+    {
+        tracing::warn!(
+            "a policy uses store = \"redis\" but [stores.redis] is not configured: its keys are served from the in-process cache only"
+        );
+    }
     let accept_loop = tokio::spawn(accept_loop(listener, ctx.clone(), shutdown_rx));
     Ok(ServerHandle {
         addr,

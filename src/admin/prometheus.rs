@@ -153,6 +153,58 @@ fn cache_metrics(ctx: &ProxyContext, out: &mut String) {
         "Cache candidates refused because the role may not read the table.",
         c.access_denied.load(Relaxed) as f64,
     );
+    if let Some(l2) = cache.l2.as_ref() {
+        let c = &l2.counters;
+        line(
+            "pgpolyglot_redis_usable",
+            "gauge",
+            "1 while the Redis tier is validated and its circuit breaker closed.",
+            if l2.usable() { 1.0 } else { 0.0 },
+        );
+        line(
+            "pgpolyglot_redis_hits_total",
+            "counter",
+            "Images read from Redis.",
+            c.hits.load(Relaxed) as f64,
+        );
+        line(
+            "pgpolyglot_redis_misses_total",
+            "counter",
+            "Redis lookups that found no image (or failed).",
+            c.misses.load(Relaxed) as f64,
+        );
+        line(
+            "pgpolyglot_redis_refused_total",
+            "counter",
+            "Images found in Redis but older than a change this proxy applied (not served).",
+            c.refused.load(Relaxed) as f64,
+        );
+        line(
+            "pgpolyglot_redis_puts_total",
+            "counter",
+            "Images stored in Redis.",
+            c.puts.load(Relaxed) as f64,
+        );
+        line(
+            "pgpolyglot_redis_invalidations_total",
+            "counter",
+            "Keys invalidated in Redis.",
+            c.invalidations.load(Relaxed) as f64,
+        );
+        line(
+            "pgpolyglot_redis_errors_total",
+            "counter",
+            "Redis calls that failed or timed out (Postgres answered).",
+            c.errors.load(Relaxed) as f64,
+        );
+        line(
+            "pgpolyglot_redis_breaker_opened_total",
+            "counter",
+            "Times the circuit breaker opened.",
+            c.breaker_opened.load(Relaxed) as f64,
+        );
+        line("pgpolyglot_redis_epoch_changes_total", "counter", "Times every Redis image was abandoned (restart, lost invalidation, table-wide change).", c.epoch_changes.load(Relaxed) as f64);
+    }
     let Some(feed) = cache.feed() else {
         return;
     };

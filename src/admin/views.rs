@@ -266,7 +266,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
     let mut wanted: Vec<&'static str> = Vec::new();
     for p in &set.policies {
         if let Some(c) = &p.cache {
-            if c.store.name() == "redis" {
+            if c.store.name() == "redis" && ctx.cache.l2.is_none() {
                 wanted.push("redis");
             }
         }
@@ -280,7 +280,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
         let (role, detail) = match store {
             "redis" => (
                 "cache (L2)",
-                "named by a policy; this build serves from the in-process L1 only",
+                "named by a policy but [stores.redis] is not configured: served from the in-process L1 only",
             ),
             _ => (
                 "search",
@@ -335,6 +335,27 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
         )
         .into(),
     ]);
+    if let Some(l2) = cache.l2.as_ref() {
+        let c = &l2.counters;
+        t.push(vec![
+            "redis".into(),
+            "cache (L2)".into(),
+            Cell::Null,
+            if l2.usable() { "up" } else { "not serving" }.into(),
+            format!(
+                "{} hits, {} misses, {} refused, {} puts, {} invalidations, {} errors, breaker opened {} times, {} epoch changes",
+                c.hits.load(Relaxed),
+                c.misses.load(Relaxed),
+                c.refused.load(Relaxed),
+                c.puts.load(Relaxed),
+                c.invalidations.load(Relaxed),
+                c.errors.load(Relaxed),
+                c.breaker_opened.load(Relaxed),
+                c.epoch_changes.load(Relaxed),
+            )
+            .into(),
+        ]);
+    }
     if let Some(f) = feed {
         t.push(vec![
             "change feed".into(),

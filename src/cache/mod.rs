@@ -12,6 +12,7 @@
 //! - [`profile`]: the session settings text values depend on.
 //! - [`schema`]: table descriptions (RowDescription fields) and servability.
 //! - [`store`]: the L1 store and the rules that keep stale rows out.
+//! - [`l2`]: the shared Redis tier and the rules that keep it as trustworthy as L1.
 //! - [`fill`]: the migrator's batched reads.
 //! - [`access`]: privilege checks.
 //! - [`response`]: the bytes of an answer.
@@ -22,6 +23,7 @@
 pub mod access;
 pub mod fill;
 pub mod key;
+pub mod l2;
 pub mod profile;
 pub mod response;
 pub mod schema;

@@ -58,9 +58,28 @@ pub struct TableMeta {
     pub unservable: Option<&'static str>,
     pub policy: CachePolicy,
     pub budget: Arc<Budget>,
+    /// Hash of what an image's bytes depend on (columns, key type): names L2 images so a
+    /// layout change never meets an old one.
+    pub layout: u64,
 }
 
 impl TableMeta {
+    fn layout_hash(&self) -> u64 {
+        let mut text = format!("{}|{:?}|", self.oid, self.key_type);
+        for c in &self.columns {
+            text.push_str(&format!(
+                "{}:{}:{}:{}:{};",
+                c.name, c.attnum, c.type_oid, c.typlen, c.typmod
+            ));
+        }
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
+
+    /// Whether the policy puts this table's images in Redis too.
+    pub fn uses_redis(&self) -> bool {
+        self.policy.store == crate::config::policy::CacheStoreKind::Redis
+    }
+
     /// Same columns, key and servability (the store's entries stay valid).
     pub fn same_layout(&self, other: &TableMeta) -> bool {
         self.oid == other.oid
@@ -215,6 +234,7 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
             }
             None => meta.unservable = meta.unservable.or(Some("no key column")),
         }
+        meta.layout = meta.layout_hash();
         tables.insert((meta.schema.clone(), meta.name.clone()), Arc::new(meta));
     };
     for r in rows {
@@ -238,6 +258,7 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
                     unservable: None,
                     policy: w.policy.clone(),
                     budget: Arc::clone(&w.budget),
+                    layout: 0,
                 },
                 r.get(7),
                 r.get(3),

@@ -54,6 +54,9 @@ pub struct CacheCounters {
     pub access_errors: AtomicU64,
 }
 
+/// A key of a table to drop from Redis, or `None`: every image (a whole table changed).
+type L2Write = Option<(u32, String)>;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct FillRequest {
     table: u32,
@@ -63,6 +66,8 @@ struct FillRequest {
 
 pub struct CacheService {
     pub store: L1Store,
+    /// The shared Redis tier, when `[stores.redis]` is configured.
+    pub l2: Option<super::l2::RedisTier>,
     pub profiles: ProfileRegistry,
     pub access: AccessCache,
     pub counters: CacheCounters,
@@ -84,6 +89,9 @@ pub struct CacheService {
     fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
     pending: DashMap<FillRequest, ()>,
     budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
+    /// Writes through this proxy whose keys must leave Redis (`None`: a whole table).
+    l2_writes: mpsc::Sender<L2Write>,
+    l2_writes_rx: Mutex<Option<mpsc::Receiver<L2Write>>>,
     /// Commit (server clock) to applied (ours), per transaction, in microseconds.
     apply_delay: Mutex<hdrhistogram::Histogram<u64>>,
 }
@@ -107,8 +115,27 @@ impl std::fmt::Debug for CacheService {
 
 impl Default for CacheService {
     fn default() -> Self {
+        Self::with_l2(None)
+    }
+}
+
+impl CacheService {
+    /// A service with the Redis tier `[stores.redis]` describes, if any.
+    pub fn new(config: &crate::config::Config) -> Result<Self, super::l2::L2Error> {
+        let l2 = match &config.stores.redis {
+            Some(r) => Some(super::l2::RedisTier::new(r)?),
+            None => None,
+        };
+        Ok(Self::with_l2(l2))
+    }
+
+    fn with_l2(l2: Option<super::l2::RedisTier>) -> Self {
         let (fill_tx, fill_rx) = mpsc::channel(FILL_QUEUE);
+        let (l2_writes, l2_writes_rx) = mpsc::channel(FILL_QUEUE);
         CacheService {
+            l2_writes,
+            l2_writes_rx: Mutex::new(Some(l2_writes_rx)),
+            l2,
             store: L1Store::default(),
             profiles: ProfileRegistry::default(),
             access: AccessCache::default(),
@@ -128,6 +155,32 @@ impl Default for CacheService {
             budgets: Mutex::new(HashMap::new()),
             apply_delay: Mutex::new(new_delay_histogram()),
         }
+    }
+
+    /// A write through this proxy named `key`: drop it from Redis (in the background, at
+    /// once). If the queue is full, Redis is marked dirty instead (its images are abandoned).
+    pub fn invalidate_l2_soon(&self, table: u32, key: String) {
+        if let Some(l2) = self.l2.as_ref() {
+            if self.l2_writes.try_send(Some((table, key))).is_err() {
+                l2.mark_dirty();
+            }
+        }
+    }
+
+    /// A write through this proxy may have changed any row of a Redis-backed table.
+    pub fn new_l2_epoch_soon(&self) {
+        if let Some(l2) = self.l2.as_ref() {
+            if self.l2_writes.try_send(None).is_err() {
+                l2.mark_dirty();
+            }
+        }
+    }
+
+    /// The Redis tier, if this table's policy uses it and it is usable now.
+    pub fn l2_for(&self, table: &TableMeta) -> Option<&super::l2::RedisTier> {
+        self.l2
+            .as_ref()
+            .filter(|l2| table.uses_redis() && l2.usable())
     }
 }
 
@@ -347,7 +400,56 @@ pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
         tokio::spawn(filler(Arc::clone(&ctx), rx, shutdown.clone()));
     }
     tokio::spawn(placer(Arc::clone(&ctx), shutdown.clone()));
+    if ctx.cache.l2.is_some() {
+        tokio::spawn(l2_health(Arc::clone(&ctx), shutdown.clone()));
+        let rx = ctx
+            .cache
+            .l2_writes_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(rx) = rx {
+            tokio::spawn(l2_writes(Arc::clone(&ctx), rx));
+        }
+    }
     refresher(ctx, shutdown).await;
+}
+
+/// Carries writes through this proxy into Redis, in order, batching what is queued.
+async fn l2_writes(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<L2Write>) {
+    let Some(l2) = ctx.cache.l2.as_ref() else {
+        return;
+    };
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        if batch.iter().any(Option::is_none) {
+            l2.new_epoch().await;
+        }
+        let keys: Vec<(u32, String)> = batch.into_iter().flatten().collect();
+        l2.invalidate(&keys, None).await;
+    }
+}
+
+/// Validates the Redis tier every second (run id, epoch; see [`super::l2`]).
+async fn l2_health(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
+    let Some(l2) = ctx.cache.l2.as_ref() else {
+        return;
+    };
+    loop {
+        if let Err(e) = l2.validate().await {
+            debug!(error = %e, "redis: not usable");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// The tables cache policies cover, as the catalog knows them.
@@ -508,6 +610,26 @@ async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedEvent>) {
                 }
                 if !applied.is_empty() {
                     cache.store.apply(tx.xid, &applied, &cache.profiles.all());
+                    if let Some(l2) = cache.l2.as_ref() {
+                        let mut keys = Vec::new();
+                        let mut table_wide = false;
+                        for a in &applied {
+                            let redis_table = schema.by_oid(match a {
+                                Applied::Key(t, _) | Applied::Table(t) => *t,
+                            });
+                            if !redis_table.is_some_and(|m| m.uses_redis()) {
+                                continue;
+                            }
+                            match a {
+                                Applied::Key(t, k) => keys.push((*t, k.clone())),
+                                Applied::Table(_) => table_wide = true,
+                            }
+                        }
+                        if table_wide {
+                            l2.new_epoch().await;
+                        }
+                        l2.invalidate(&keys, Some(tx.xid)).await;
+                    }
                 }
                 cache.counters.feed_transactions.fetch_add(1, Relaxed);
                 if let Some(feed) = cache.feed.get() {
@@ -709,10 +831,27 @@ async fn fill_batch(
         return Ok(());
     };
     let ticket = cache.store.begin_fill();
+    // Redis generations are read before the snapshot is taken (see cache::l2).
+    let l2 = cache.l2_for(meta);
+    let l2_meta = match l2 {
+        Some(l2) => l2.read_meta(table, &keys).await.ok(),
+        None => None,
+    };
     let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, meta, &keys))
         .await
         .map_err(|_| CacheError::Timeout("fetching rows"))??;
     cache.counters.fill_batches.fetch_add(1, Relaxed);
+    if let (Some(l2), Some(metas)) = (l2, l2_meta) {
+        let field = super::l2::field(&p, meta.layout);
+        let rows: Vec<_> = fetched
+            .rows
+            .iter()
+            .zip(metas)
+            .filter(|((key, _), _)| cache.store.admit(&ticket, &fetched.snapshot, table, key))
+            .map(|((key, row), m)| (key.clone(), row.as_ref(), m))
+            .collect();
+        l2.put(table, &field, &fetched.snapshot, &rows).await;
+    }
     cache.store.insert_fill(
         &ticket,
         &fetched.snapshot,

@@ -56,6 +56,14 @@ pub struct CachedRow {
 }
 
 impl CachedRow {
+    /// A copy sharing the value buffers (cheap: `Bytes` clones are reference counts).
+    pub fn duplicate(&self) -> CachedRow {
+        CachedRow {
+            text: self.text.clone(),
+            binary: self.binary.clone(),
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         let sum = |v: &Vec<Option<Bytes>>| {
             v.iter()
@@ -277,6 +285,36 @@ impl L1Store {
             started: Instant::now(),
             epoch: self.lock().epoch,
         }
+    }
+
+    /// Whether an image of `key` read in `snapshot` (by this proxy or, through Redis, by
+    /// another) may be trusted: the same checks an insert makes, without inserting.
+    pub fn admit(&self, ticket: &FillTicket, snapshot: &Snapshot, table: u32, key: &str) -> bool {
+        let now = Instant::now();
+        let mut g = self.lock();
+        expire(&mut g, now);
+        let forgotten = g
+            .forgotten_until
+            .is_some_and(|f| ticket.started <= f + LOG_RETENTION);
+        if g.epoch != ticket.epoch || forgotten {
+            return false;
+        }
+        if g.table_changed
+            .get(&table)
+            .is_some_and(|xids| xids.iter().any(|&x| !snapshot.sees(x)))
+        {
+            return false;
+        }
+        let pair = (table, Box::<str>::from(key));
+        if g.blocked
+            .get(&pair)
+            .is_some_and(|at| now.duration_since(*at) < WRITE_BLOCK)
+        {
+            return false;
+        }
+        !g.changed
+            .get(&pair)
+            .is_some_and(|xids| xids.iter().any(|&x| !snapshot.sees(x)))
     }
 
     /// Inserts fetched images read in `snapshot`, unless something applied since may be

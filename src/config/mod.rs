@@ -82,6 +82,77 @@ pub struct Config {
     pub stats: StatsSettings,
     /// The logical replication consumer (`[change_feed]`).
     pub change_feed: ChangeFeedSettings,
+    /// Stores outside the proxy (`[stores.redis]`).
+    pub stores: StoresSettings,
+}
+
+/// `[stores]`: where the external stores are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoresSettings {
+    /// `[stores.redis]`: the shared L2 of policies with `store = "redis"`. Without it those
+    /// policies are served from the in-process L1 only (logged at start-up).
+    pub redis: Option<RedisSettings>,
+}
+
+/// `[stores.redis]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port/db`. Default `redis://127.0.0.1:6379/0`.
+    pub url: String,
+    /// Prefix of every key the proxy writes; proxies that share a cache use the same one.
+    /// Default `pgpolyglot`.
+    pub namespace: String,
+    /// Longest wait for one Redis call before it counts as failed (then Postgres answers).
+    /// Default `50ms`.
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+    /// Safety expiry of every image, behind invalidation. At least `10s`. Default `60s`.
+    #[serde(with = "duration::serde_str")]
+    pub ttl: Duration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: "redis://127.0.0.1:6379/0".into(),
+            namespace: "pgpolyglot".into(),
+            timeout: Duration::from_millis(50),
+            ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
+            return Err(ConfigError::Invalid {
+                key: "stores.redis.url",
+                message: format!("{:?} is not a redis:// URL", self.url),
+            });
+        }
+        if self.namespace.is_empty() || self.namespace.contains(':') {
+            return Err(ConfigError::Invalid {
+                key: "stores.redis.namespace",
+                message: "must be non-empty and contain no ':'".into(),
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "stores.redis.timeout",
+                message: "must be greater than zero".into(),
+            });
+        }
+        // A fill may take up to 5 s; an image's key must outlive it (see cache::l2).
+        if self.ttl < Duration::from_secs(10) {
+            return Err(ConfigError::Invalid {
+                key: "stores.redis.ttl",
+                message: "must be at least 10s".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `[stats]`: the access statistics' limits and time constants (see [`crate::stats`]).
@@ -248,6 +319,7 @@ impl Default for Config {
             worker_threads: 0,
             stats: StatsSettings::default(),
             change_feed: ChangeFeedSettings::default(),
+            stores: StoresSettings::default(),
         }
     }
 }
@@ -328,6 +400,9 @@ impl Config {
                 message: e.to_string(),
             })?;
         self.change_feed.validate()?;
+        if let Some(r) = &self.stores.redis {
+            r.validate()?;
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use super::bind::{parse_param_types, Bind};
 use super::state::{FrontendState, PreparedStatement, SharedState};
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
 use crate::cache::response::{self, OutputColumn};
-use crate::cache::store::EntryKey;
+use crate::cache::store::{CachedRow, EntryKey};
 use crate::cache::Gate;
 use crate::cdc::Lsn;
 use crate::context::ProxyContext;
@@ -361,7 +361,7 @@ async fn serve_extended(
         }
     };
     let formats = response::column_formats(&result_formats, plan.columns.len())?;
-    let nrows = usize::from(plan.entry.row.is_some());
+    let nrows = usize::from(plan.row().is_some());
     if max_rows > 0 && (max_rows as usize) <= nrows {
         // Postgres would suspend the portal; not worth imitating.
         return None;
@@ -396,7 +396,7 @@ async fn serve_extended(
 }
 
 fn write_rows(out: &mut BytesMut, plan: &Plan, formats: &[i16]) -> usize {
-    match &plan.entry.row {
+    match plan.row() {
         Some(row) => {
             response::data_row(out, row, &plan.columns, formats);
             1
@@ -430,7 +430,24 @@ fn account(
 struct Plan {
     meta: Arc<crate::cache::schema::TableMeta>,
     columns: Vec<OutputColumn>,
-    entry: Arc<crate::cache::store::Entry>,
+    image: Image,
+}
+
+/// Where the row comes from.
+enum Image {
+    /// The in-process store.
+    Stored(Arc<crate::cache::store::Entry>),
+    /// Redis, checked against this proxy's change log.
+    Shared(Option<CachedRow>),
+}
+
+impl Plan {
+    fn row(&self) -> Option<&CachedRow> {
+        match &self.image {
+            Image::Stored(e) => e.row.as_ref(),
+            Image::Shared(r) => r.as_ref(),
+        }
+    }
 }
 
 /// Runs every check; `Err` names the one that failed.
@@ -544,18 +561,44 @@ async fn plan(
         profile,
         key: key.as_str().into(),
     };
-    match cache.store.get(&entry_key) {
-        Some(entry) => Ok(Plan {
+    if let Some(entry) = cache.store.get(&entry_key) {
+        return Ok(Plan {
             meta: Arc::clone(meta),
             columns,
-            entry,
-        }),
-        None => {
-            cache.counters.misses.fetch_add(1, Relaxed);
-            if cache.is_placed(meta.oid, &key) {
-                cache.request_fill(meta.oid, profile, &key);
+            image: Image::Stored(entry),
+        });
+    }
+    cache.counters.misses.fetch_add(1, Relaxed);
+    let placed = cache.is_placed(meta.oid, &key);
+    // L1 missed: another proxy may have put the image in Redis.
+    if let (Some(l2), Some(p)) = (cache.l2_for(meta), cache.profiles.get(profile)) {
+        let ticket = cache.store.begin_fill();
+        let field = crate::cache::l2::field(&p, meta.layout);
+        if let Some((snapshot, row)) = l2.get(meta.oid, &key, &field).await {
+            if cache.store.admit(&ticket, &snapshot, meta.oid, &key) {
+                if placed {
+                    // Also keep it here (the insert re-checks under the store's guard).
+                    let copy = row.as_ref().map(CachedRow::duplicate);
+                    cache.store.insert_fill(
+                        &ticket,
+                        &snapshot,
+                        meta.oid,
+                        profile,
+                        &meta.budget,
+                        vec![(key.clone(), copy)],
+                    );
+                }
+                return Ok(Plan {
+                    meta: Arc::clone(meta),
+                    columns,
+                    image: Image::Shared(row),
+                });
             }
-            Err(Reason::KeyNotPlaced)
+            l2.counters.refused.fetch_add(1, Relaxed);
         }
     }
+    if placed {
+        cache.request_fill(meta.oid, profile, &key);
+    }
+    Err(Reason::KeyNotPlaced)
 }

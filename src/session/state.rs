@@ -393,6 +393,9 @@ fn invalidate_written(ctx: &ProxyContext, c: &Classified, bind: Option<(&Bind<'_
         let key_column = &*meta.columns[meta.key_index].name;
         if w.assigned.iter().any(|a| &**a == key_column) {
             cache.store.flush_table(meta.oid);
+            if meta.uses_redis() {
+                cache.new_l2_epoch_soon();
+            }
             continue;
         }
         for (column, keys) in &w.by_column {
@@ -416,9 +419,17 @@ fn invalidate_written(ctx: &ProxyContext, c: &Classified, bind: Option<(&Bind<'_
                     Some(key) => {
                         cache
                             .store
-                            .invalidate_written(meta.oid, &key, &cache.profiles.all())
+                            .invalidate_written(meta.oid, &key, &cache.profiles.all());
+                        if meta.uses_redis() {
+                            cache.invalidate_l2_soon(meta.oid, key);
+                        }
                     }
-                    None => cache.store.flush_table(meta.oid),
+                    None => {
+                        cache.store.flush_table(meta.oid);
+                        if meta.uses_redis() {
+                            cache.new_l2_epoch_soon();
+                        }
+                    }
                 }
             }
         }
