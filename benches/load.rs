@@ -246,6 +246,9 @@ async fn run() -> BenchResult<()> {
             extra_conf: vec![
                 ("max_connections".into(), "200".into()),
                 ("shared_buffers".into(), "256MB".into()),
+                // Postgres's default (the embedded cluster turns it off for test speed):
+                // with it off, WAL reaches the change feed only every wal_writer_delay.
+                ("synchronous_commit".into(), "on".into()),
             ],
             ..EmbeddedPgOptions::default()
         }),

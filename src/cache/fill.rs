@@ -69,17 +69,38 @@ fn select_sql(table: &TableMeta, keys: &[String]) -> String {
     )
 }
 
+/// The binary-format fetch of a table, with the keys as one `text[]` parameter (prepared
+/// once per connection and table layout).
+pub fn binary_sql(table: &TableMeta) -> String {
+    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    format!(
+        "SELECT {} FROM {}.{} WHERE {} = ANY ($1::text[]::{}[])",
+        columns.join(", "),
+        quote_ident(&table.schema),
+        quote_ident(&table.name),
+        quote_ident(&table.columns[table.key_index].name),
+        key_type_name(table.key_type),
+    )
+}
+
 /// Fetches `keys` (canonical, valid for the key type) of `table` over `client`, which must
-/// already carry the profile's settings.
+/// already carry the profile's settings; `binary` is [`binary_sql`] prepared on `client`.
+/// Four round trips: begin + snapshot, text rows, binary rows, rollback.
 pub async fn fetch(
     client: &Client,
+    binary: &tokio_postgres::Statement,
     table: &TableMeta,
     keys: &[String],
 ) -> Result<Fetched, CacheError> {
-    client
-        .simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?;
-    let result = fetch_in_transaction(client, table, keys).await;
+    let begun = client
+        .simple_query(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_current_snapshot()::text",
+        )
+        .await;
+    let result = match begun {
+        Ok(messages) => fetch_in_transaction(client, binary, table, keys, &messages).await,
+        Err(e) => Err(e.into()),
+    };
     // Ends the transaction either way; a failed one needs the rollback.
     let _ = client.simple_query("ROLLBACK").await;
     result
@@ -87,16 +108,14 @@ pub async fn fetch(
 
 async fn fetch_in_transaction(
     client: &Client,
+    binary: &tokio_postgres::Statement,
     table: &TableMeta,
     keys: &[String],
+    begun: &[SimpleQueryMessage],
 ) -> Result<Fetched, CacheError> {
-    let snapshot = first_text(
-        &client
-            .simple_query("SELECT pg_current_snapshot()::text")
-            .await?,
-    )
-    .and_then(|s| Snapshot::parse(&s))
-    .ok_or(CacheError::Unexpected("pg_current_snapshot() output"))?;
+    let snapshot = first_text(begun)
+        .and_then(|s| Snapshot::parse(&s))
+        .ok_or(CacheError::Unexpected("pg_current_snapshot() output"))?;
     let sql = select_sql(table, keys);
     let ncols = table.columns.len();
 
@@ -121,7 +140,7 @@ async fn fetch_in_transaction(
     // Binary format: the same statement in the same snapshot.
     let mut rows: Vec<(String, Option<CachedRow>)> = Vec::with_capacity(keys.len());
     let mut binary_rows: HashMap<String, Vec<Option<Bytes>>> = HashMap::new();
-    for r in client.query(sql.as_str(), &[]).await? {
+    for r in client.query(binary, &[&keys]).await? {
         if r.len() != ncols {
             return Err(CacheError::Unexpected("column count changed"));
         }

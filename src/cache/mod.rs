@@ -15,12 +15,14 @@
 //! - [`l2`]: the shared Redis tier and the rules that keep it as trustworthy as L1.
 //! - [`fill`]: the migrator's batched reads.
 //! - [`access`]: privilege checks.
+//! - [`fence`]: read-your-writes fences, one background query for many sessions.
 //! - [`response`]: the bytes of an answer.
 //! - [`service`]: the shared service and its background tasks.
 //!
 //! Only what this module can prove fresh is served; every doubt is a pass-through.
 
 pub mod access;
+pub mod fence;
 pub mod fill;
 pub mod key;
 pub mod l2;

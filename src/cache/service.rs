@@ -70,6 +70,7 @@ pub struct CacheService {
     pub l2: Option<super::l2::RedisTier>,
     pub profiles: ProfileRegistry,
     pub access: AccessCache,
+    pub fences: super::fence::FenceService,
     pub counters: CacheCounters,
     /// Time origin of profile use stamps.
     pub epoch: Instant,
@@ -139,6 +140,7 @@ impl CacheService {
             store: L1Store::default(),
             profiles: ProfileRegistry::default(),
             access: AccessCache::default(),
+            fences: super::fence::FenceService::default(),
             counters: CacheCounters::default(),
             epoch: Instant::now(),
             schema: RwLock::new(Arc::new(CacheSchema::default())),
@@ -330,17 +332,6 @@ impl CacheService {
         }
     }
 
-    /// A WAL position at or after every commit that has completed: a writing session's
-    /// fence. `None` when Postgres cannot be asked (the session then passes through).
-    pub async fn fence(&self, ctx: &ProxyContext) -> Option<Lsn> {
-        self.counters.fences.fetch_add(1, Relaxed);
-        let c = self.side(ctx).await.ok()?;
-        tokio::time::timeout(FILL_DEADLINE, crate::cdc::setup::current_wal_lsn(&c))
-            .await
-            .ok()?
-            .ok()
-    }
-
     /// A write through the proxy names `key` of `table` (schema, name as resolved).
     pub fn invalidate_written(&self, schema: &str, name: &str, key_text: &str) {
         let s = self.schema();
@@ -400,6 +391,7 @@ pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
         tokio::spawn(filler(Arc::clone(&ctx), rx, shutdown.clone()));
     }
     tokio::spawn(placer(Arc::clone(&ctx), shutdown.clone()));
+    tokio::spawn(super::fence::run(Arc::clone(&ctx), shutdown.clone()));
     if ctx.cache.l2.is_some() {
         tokio::spawn(l2_health(Arc::clone(&ctx), shutdown.clone()));
         let rx = ctx
@@ -762,7 +754,7 @@ async fn filler(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cache = &ctx.cache;
-    let mut connections: HashMap<u32, Client> = HashMap::new();
+    let mut connections: HashMap<u32, FillConnection> = HashMap::new();
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
@@ -798,9 +790,15 @@ async fn filler(
     }
 }
 
+/// A profile's connection and the fetch statements prepared on it, per (table, layout).
+struct FillConnection {
+    client: Client,
+    statements: HashMap<(u32, u64), tokio_postgres::Statement>,
+}
+
 async fn fill_batch(
     ctx: &ProxyContext,
-    connections: &mut HashMap<u32, Client>,
+    connections: &mut HashMap<u32, FillConnection>,
     table: u32,
     profile: u32,
     keys: &[Box<str>],
@@ -824,12 +822,30 @@ async fn fill_batch(
     let Some(p) = cache.profiles.get(profile) else {
         return Ok(());
     };
-    if connections.get(&profile).is_none_or(|c| c.is_closed()) {
-        connections.insert(profile, profile_connection(ctx, &p).await?);
+    if connections
+        .get(&profile)
+        .is_none_or(|c| c.client.is_closed())
+    {
+        connections.insert(
+            profile,
+            FillConnection {
+                client: profile_connection(ctx, &p).await?,
+                statements: HashMap::new(),
+            },
+        );
     }
-    let Some(client) = connections.get(&profile) else {
+    let Some(conn) = connections.get_mut(&profile) else {
         return Ok(());
     };
+    let binary = match conn.statements.get(&(table, meta.layout)) {
+        Some(s) => s.clone(),
+        None => {
+            let s = conn.client.prepare(&fill::binary_sql(meta)).await?;
+            conn.statements.insert((table, meta.layout), s.clone());
+            s
+        }
+    };
+    let client = &conn.client;
     let ticket = cache.store.begin_fill();
     // Redis generations are read before the snapshot is taken (see cache::l2).
     let l2 = cache.l2_for(meta);
@@ -837,7 +853,7 @@ async fn fill_batch(
         Some(l2) => l2.read_meta(table, &keys).await.ok(),
         None => None,
     };
-    let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, meta, &keys))
+    let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, &binary, meta, &keys))
         .await
         .map_err(|_| CacheError::Timeout("fetching rows"))??;
     cache.counters.fill_batches.fetch_add(1, Relaxed);

@@ -36,6 +36,8 @@ pub enum Fence {
     Clear,
     /// A statement that may write was sent; its fence is taken once the session is idle.
     Needed,
+    /// Waiting for the fence service to answer this ticket.
+    Ticket(u64),
     /// Serve from the cache only once the feed has applied past this.
     At(Lsn),
 }
@@ -532,25 +534,25 @@ async fn plan(
             Gate::FeedNotFresh => Reason::FeedNotFresh,
             Gate::TableNotReady => Reason::TableNotReady,
         })?;
-    match fs.cache.fence {
-        Fence::Clear => {}
-        Fence::Needed => {
-            let lsn = cache.fence(ctx).await.ok_or(Reason::Fenced)?;
-            fs.cache.fence = Fence::At(lsn);
-            if applied < lsn {
+    loop {
+        match fs.cache.fence {
+            Fence::Clear => break,
+            Fence::Needed => {
+                // The session is idle: its writes have finished.
+                fs.cache.fence = Fence::Ticket(cache.fences.request());
+                cache.counters.fences.fetch_add(1, Relaxed);
                 return Err(Reason::Fenced);
             }
-            fs.cache.fence = Fence::Clear;
-        }
-        Fence::At(lsn) => {
-            // Re-read: the feed may have moved while the fence was fetched.
-            let applied = cache
-                .fresh(meta.oid, meta.policy.max_staleness)
-                .unwrap_or(applied);
-            if applied < lsn {
-                return Err(Reason::Fenced);
+            Fence::Ticket(t) => match cache.fences.lsn_for(t) {
+                Some(lsn) => fs.cache.fence = Fence::At(lsn),
+                None => return Err(Reason::Fenced),
+            },
+            Fence::At(lsn) => {
+                if applied < lsn {
+                    return Err(Reason::Fenced);
+                }
+                fs.cache.fence = Fence::Clear;
             }
-            fs.cache.fence = Fence::Clear;
         }
     }
     if !cache.allowed(ctx, &fs.cache.role, meta.oid).await {
