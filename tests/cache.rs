@@ -821,3 +821,116 @@ async fn parse_batches_are_served_and_their_statements_materialize() {
 fn named_execute_batch() -> Vec<(u8, Vec<u8>)> {
     vec![bind_msg("s_named", "7"), execute_msg(), sync_msg()]
 }
+
+/// Reads `SELECT v FROM kv WHERE id = 1` through `addr` until the cache serves the value
+/// `want`; every read after `since + max_staleness` must return `want`.
+async fn converge(proxy: &ServerHandle, db: &str, want: &str, since: Instant, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut c = loop {
+        // Right after a restart the proxy (or Postgres) may not accept yet.
+        match WireClient::connect_with(
+            proxy.local_addr(),
+            &Startup {
+                user: "postgres",
+                database: db,
+                ..Startup::default()
+            },
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{label}: cannot connect: {e}"),
+        }
+    };
+    loop {
+        let started = since.elapsed();
+        let before = proxy.context().cache.counters.hits.load(Relaxed);
+        let msgs = match c.simple_query("SELECT v FROM kv WHERE id = 1").await {
+            Ok(m) => m,
+            Err(e) => panic!("{label}: {e}"),
+        };
+        let served = proxy.context().cache.counters.hits.load(Relaxed) > before;
+        let v = msgs
+            .iter()
+            .find_map(|m| m.columns())
+            .and_then(|cols| cols[0].clone())
+            .map(|b| String::from_utf8(b).unwrap());
+        assert!(
+            v.as_deref() == Some(want) || started <= Duration::from_millis(MAX_STALENESS_MS),
+            "{label}: read {v:?} {started:?} after the write (from cache: {served})"
+        );
+        if served && v.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{label}: the cache never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A proxy restart (same slot: changes made while it was down come through the feed) and an
+/// upstream restart (the feed reconnects and resumes) never let a stale row be served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_and_upstream_restarts_never_serve_stale() {
+    let mut pg = cluster().await;
+    let admin = connect(&pg, "postgres", "postgres").await;
+    admin
+        .batch_execute(
+            "CREATE TABLE kv (id int4 PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'a');",
+        )
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("pgpolyglot-cache-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = PolicyDir(dir.clone());
+    std::fs::write(
+        dir.join("cache.toml"),
+        format!(
+            "tables = [\"public.kv\"]\n[cache]\npromote_after = 1\nmax_staleness = \"{MAX_STALENESS_MS}ms\"\n"
+        ),
+    )
+    .unwrap();
+    let config = || {
+        let mut c = proxy_config(&pg.url("postgres", "postgres"));
+        c.policies = dir.clone();
+        c.change_feed.status_interval = Duration::from_millis(100);
+        c.change_feed.timeout = Duration::from_secs(5);
+        c.stats.interval = Duration::from_millis(100);
+        c
+    };
+    let proxy = proxy_with(config()).await;
+    converge(&proxy, "postgres", "a", Instant::now(), "first start").await;
+
+    // The proxy goes away; a write lands while it is down; it comes back on the same slot.
+    proxy.shutdown().await;
+    admin
+        .batch_execute("UPDATE kv SET v = 'b' WHERE id = 1")
+        .await
+        .unwrap();
+    let written = Instant::now();
+    let proxy = proxy_with(config()).await;
+    converge(&proxy, "postgres", "b", written, "after a proxy restart").await;
+
+    // Postgres restarts under the proxy; a write right after it.
+    pg.restart().await.expect("restart the upstream");
+    let admin = connect(&pg, "postgres", "postgres").await;
+    admin
+        .batch_execute("UPDATE kv SET v = 'c' WHERE id = 1")
+        .await
+        .unwrap();
+    let written = Instant::now();
+    converge(
+        &proxy,
+        "postgres",
+        "c",
+        written,
+        "after an upstream restart",
+    )
+    .await;
+    proxy.shutdown().await;
+}

@@ -284,6 +284,9 @@ impl RedisTier {
     /// Abandons every image (a table-wide change).
     pub async fn new_epoch(&self) {
         let result = async {
+            // Cleared before the INCR: an invalidation lost before it is covered by it, one
+            // lost after it sets the flag again.
+            self.dirty.store(false, Relaxed);
             let mut c = self.conn().await?;
             let e: u64 = self
                 .run(redis::cmd("INCR").arg(self.epoch_key()).query_async(&mut c))

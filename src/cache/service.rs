@@ -538,6 +538,11 @@ async fn refresh_once(
     match cache.feed.get() {
         None if !servable.is_empty() && !*feed_started => {
             *feed_started = true;
+            // Images in Redis may predate changes no feed will deliver to this proxy (all
+            // proxies were down, or the slot is new): abandon them before reading any.
+            if let Some(l2) = cache.l2.as_ref() {
+                l2.new_epoch().await;
+            }
             let (handle, rx) = ChangeFeed::start(Arc::clone(ctx), servable, shutdown.clone());
             if cache.feed.set(handle).is_ok() {
                 tokio::spawn(applier(Arc::clone(ctx), rx));
@@ -645,6 +650,9 @@ async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedEvent>) {
                 cache.counters.feed_resets.fetch_add(1, Relaxed);
                 cache.ready_from.clear();
                 cache.store.flush_all();
+                if let Some(l2) = cache.l2.as_ref() {
+                    l2.new_epoch().await;
+                }
             }
         }
     }
