@@ -57,11 +57,19 @@ pub enum TargetKind {
     PgpolyglotStatsOff,
     /// pgpolyglot with a cache policy on `pgbench_accounts` (in-process L1).
     PgpolyglotCache,
+    /// The same with `store = "redis"`: L1 plus a shared L2 in a redis-server of its own.
+    PgpolyglotCacheRedis,
 }
 
 /// The cache target's policy: every key the statistics call hot is placed.
 const CACHE_POLICY: &str =
     "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"memory\"\n\
+promote_after = 1\nwindow = \"10s\"\ndemote_after_idle = \"5m\"\nmax_keys = 100000\n\
+max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
+
+/// The L1+Redis target's policy.
+const CACHE_REDIS_POLICY: &str =
+    "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"redis\"\n\
 promote_after = 1\nwindow = \"10s\"\ndemote_after_idle = \"5m\"\nmax_keys = 100000\n\
 max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
 
@@ -77,7 +85,7 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 7] = [
+    pub const ALL: [TargetKind; 8] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
@@ -85,6 +93,7 @@ impl TargetKind {
         TargetKind::Pgpolyglot,
         TargetKind::PgpolyglotStatsOff,
         TargetKind::PgpolyglotCache,
+        TargetKind::PgpolyglotCacheRedis,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +105,7 @@ impl TargetKind {
             TargetKind::Pgpolyglot => "pgpolyglot",
             TargetKind::PgpolyglotStatsOff => "pgpolyglot-stats-off",
             TargetKind::PgpolyglotCache => "pgpolyglot-cache",
+            TargetKind::PgpolyglotCacheRedis => "pgpolyglot-cache-redis",
         }
     }
 
@@ -134,6 +144,18 @@ impl TargetKind {
                 )
                 .await?,
             ),
+            TargetKind::PgpolyglotCacheRedis => {
+                let redis = RedisServer::start()?;
+                let mut target = Pgpolyglot::start_with_redis(
+                    env,
+                    "pgpolyglot-cache-redis",
+                    &[("bench.toml", CACHE_REDIS_POLICY)],
+                    Some(redis.port),
+                )
+                .await?;
+                target.redis = Some(redis);
+                Box::new(target)
+            }
         };
         Ok(target)
     }
@@ -148,7 +170,8 @@ impl TargetKind {
             TargetKind::Haproxy => haproxy_binary().ok().map(|p| version_line(&p, &["-v"])),
             TargetKind::Pgpolyglot
             | TargetKind::PgpolyglotStatsOff
-            | TargetKind::PgpolyglotCache => Some(format!(
+            | TargetKind::PgpolyglotCache
+            | TargetKind::PgpolyglotCacheRedis => Some(format!(
                 "pgpolyglot {} (in-process, release build)",
                 env!("CARGO_PKG_VERSION")
             )),
@@ -334,6 +357,42 @@ pub struct Pgpolyglot {
     handle: Option<ServerHandle>,
     /// Policies directory (empty for pure passthrough).
     _policies: TempDir,
+    /// The redis-server of the L1+Redis target (stopped with it).
+    redis: Option<RedisServer>,
+}
+
+/// A redis-server of the benchmark's own (no persistence), for the L1+Redis target.
+pub struct RedisServer {
+    port: u16,
+    child: ChildGuard,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    fn start() -> BenchResult<RedisServer> {
+        let binary = find_program("redis-server", &[], "apt-get install redis-server")?;
+        let dir = work_dir("pgpolyglot-bench-redis-", None)?;
+        let port = free_port()?;
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path());
+        let log = dir.path().join("redis.log");
+        let mut child = ChildGuard::spawn("redis-server", cmd, &log, None)?;
+        child.wait_for_port(port, START_TIMEOUT)?;
+        Ok(RedisServer {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.child.stop();
+    }
 }
 
 impl Pgpolyglot {
@@ -346,6 +405,27 @@ impl Pgpolyglot {
         policies: &[(&str, &str)],
         stats: bool,
         policy_db: Option<&str>,
+    ) -> BenchResult<Pgpolyglot> {
+        Self::start_full(env, name, policies, stats, policy_db, None).await
+    }
+
+    /// A cache target on the benchmark database whose Redis tier is the server on `redis`.
+    async fn start_with_redis(
+        env: &TargetEnv,
+        name: &str,
+        policies: &[(&str, &str)],
+        redis: Option<u16>,
+    ) -> BenchResult<Pgpolyglot> {
+        Self::start_full(env, name, policies, true, Some(crate::DB), redis).await
+    }
+
+    async fn start_full(
+        env: &TargetEnv,
+        name: &str,
+        policies: &[(&str, &str)],
+        stats: bool,
+        policy_db: Option<&str>,
+        redis: Option<u16>,
     ) -> BenchResult<Pgpolyglot> {
         let policy_dir = work_dir("pgpolyglot-bench-policies-", None)?;
         for (file, text) in policies {
@@ -361,6 +441,12 @@ impl Pgpolyglot {
             policies: policy_dir.path().to_path_buf(),
             http: String::new(),
             shutdown_grace: Duration::from_secs(2),
+            stores: pgpolyglot::config::StoresSettings {
+                redis: redis.map(|port| pgpolyglot::config::RedisSettings {
+                    url: format!("redis://127.0.0.1:{port}/0"),
+                    ..Default::default()
+                }),
+            },
             stats: pgpolyglot::config::StatsSettings {
                 enabled: stats,
                 top_k_per_table: if policies.is_empty() {
@@ -404,6 +490,7 @@ impl Pgpolyglot {
             runtime: Some(runtime),
             handle: Some(handle),
             _policies: policy_dir,
+            redis: None,
         })
     }
 }
