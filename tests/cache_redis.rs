@@ -112,9 +112,9 @@ impl Drop for Fixture {
     }
 }
 
-/// Two proxies; `b_places` false keeps proxy B from placing keys in its own memory (no
-/// statistics), so every read B serves comes from Redis.
-async fn fixture(name: &str, schema_sql: &str, b_places: bool) -> Fixture {
+/// Two proxies on one policy, except that proxy B may keep nothing in its own memory
+/// (`max_bytes = 1`): every row B serves from the cache comes from Redis.
+async fn fixture(name: &str, schema_sql: &str) -> Fixture {
     let pg = shared_cluster().await;
     let admin = connect(&pg, "postgres", "postgres").await;
     admin
@@ -127,25 +127,28 @@ async fn fixture(name: &str, schema_sql: &str, b_places: bool) -> Fixture {
         .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
     let tmp = std::env::temp_dir().join(format!("pgpolyglot-l2-{name}-{}", std::process::id()));
     let redis = Redis::start(tmp.join("redis"), free_port());
-    let policies = tmp.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(
-        policies.join("cache.toml"),
-        format!(
-            "tables = [\"public.*\"]\n\n[cache]\nstore = \"redis\"\npromote_after = 1\n\
-             window = \"10s\"\nmax_staleness = \"{MAX_STALENESS_MS}ms\"\n"
-        ),
-    )
-    .unwrap();
-    let proxy = |suffix: &str, stats: bool| {
+    let policy_dir = |suffix: &str, max_bytes: &str| {
+        let dir = tmp.join(format!("policies-{suffix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("cache.toml"),
+            format!(
+                "tables = [\"public.*\"]\n\n[cache]\nstore = \"redis\"\npromote_after = 1\n\
+                 window = \"10s\"\nmax_bytes = \"{max_bytes}\"\n\
+                 max_staleness = \"{MAX_STALENESS_MS}ms\"\n"
+            ),
+        )
+        .unwrap();
+        dir
+    };
+    let proxy = |suffix: &str, max_bytes: &str| {
         let mut config = proxy_config(&pg.url("postgres", name));
-        config.policies = policies.clone();
+        config.policies = policy_dir(suffix, max_bytes);
         config.change_feed.slot = format!("{name}_{suffix}");
         config.change_feed.publication = format!("{name}_pub_{suffix}");
         config.change_feed.status_interval = Duration::from_millis(100);
         config.change_feed.timeout = Duration::from_secs(10);
         config.stats.interval = Duration::from_millis(100);
-        config.stats.enabled = stats;
         config.stores.redis = Some(pgpolyglot::config::RedisSettings {
             url: redis.url(),
             namespace: name.to_string(),
@@ -154,8 +157,8 @@ async fn fixture(name: &str, schema_sql: &str, b_places: bool) -> Fixture {
         });
         config
     };
-    let a = proxy_with(proxy("a", true)).await;
-    let b = proxy_with(proxy("b", b_places)).await;
+    let a = proxy_with(proxy("a", "64MiB")).await;
+    let b = proxy_with(proxy("b", "1")).await;
     Fixture {
         pg,
         a,
@@ -163,7 +166,7 @@ async fn fixture(name: &str, schema_sql: &str, b_places: bool) -> Fixture {
         db,
         name: name.to_string(),
         redis,
-        policies: tmp,
+        policies: tmp.clone(),
     }
 }
 
@@ -225,7 +228,6 @@ async fn images_are_shared_between_proxies() {
         "l2_shared",
         "CREATE TABLE kv (id int4 PRIMARY KEY, v text, t timestamptz DEFAULT '2024-01-01 00:00+00');
          INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 50) g;",
-        true,
     )
     .await;
     let mut a = wire(fx.a.local_addr(), &fx.name).await;
@@ -287,7 +289,6 @@ async fn two_proxies_never_serve_stale() {
         "l2_fresh",
         "CREATE TABLE kv (id int8 PRIMARY KEY, v int8 NOT NULL);
          INSERT INTO kv SELECT g, 0 FROM generate_series(1, 10) g;",
-        true,
     )
     .await;
     let url = |h: &ServerHandle| {
@@ -422,7 +423,6 @@ async fn redis_restarts_flushes_and_outages_never_serve_stale() {
         "l2_restart",
         "CREATE TABLE kv (id int4 PRIMARY KEY, v text);
          INSERT INTO kv SELECT g, 'old' FROM generate_series(1, 20) g;",
-        false,
     )
     .await;
     let mut a = wire(fx.a.local_addr(), &fx.name).await;

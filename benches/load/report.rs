@@ -16,6 +16,9 @@ pub const SUBJECT: &str = "pgpolyglot";
 /// Targets pgpolyglot is compared with, besides [`REFERENCE`]; the last one gives the cost of
 /// the access statistics (same proxy, `[stats] enabled = false`).
 pub const COMPARED: [&str; 3] = ["pgbouncer-session", "haproxy", "pgpolyglot-stats-off"];
+/// Cache targets, each compared with [`REFERENCE`] and with [`SUBJECT`] (the same proxy
+/// with nothing routed away from Postgres).
+pub const CACHED: [&str; 2] = ["pgpolyglot-cache", "pgpolyglot-cache-redis"];
 
 /// How one run ended.
 #[derive(Debug, Clone)]
@@ -245,6 +248,16 @@ fn section_markdown(
         let _ = write!(head, " {SUBJECT}/{c} |");
         rule.push_str("---:|");
     }
+    let cached: Vec<(&str, &str)> = CACHED
+        .into_iter()
+        .filter(|t| has(t))
+        .flat_map(|t| [(t, REFERENCE), (t, SUBJECT)])
+        .filter(|(_, base)| has(base))
+        .collect();
+    for (t, base) in &cached {
+        let _ = write!(head, " {t}/{base} |");
+        rule.push_str("---:|");
+    }
     let _ = writeln!(out, "{head}\n{rule}");
     let mut latency_rows = String::new();
     for &mode in section.modes {
@@ -292,6 +305,9 @@ fn section_markdown(
             }
             for c in &compared {
                 let _ = write!(row, " {} |", ratio(by_name(SUBJECT), by_name(c)));
+            }
+            for (t, base) in &cached {
+                let _ = write!(row, " {} |", ratio(by_name(t), by_name(base)));
             }
             let _ = writeln!(out, "{row}");
             let _ = writeln!(latency_rows, "{lat}");

@@ -27,6 +27,9 @@ const FILL_QUEUE: usize = 65_536;
 /// Profiles not used for this long get no new fills.
 const ACTIVE_PROFILE_MS: u64 = 300_000;
 
+/// How long the filler waits after a request for others to batch with it.
+const FILL_GATHER: Duration = Duration::from_millis(5);
+
 /// The longest one fill batch may take.
 const FILL_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -769,6 +772,9 @@ async fn filler(
             _ = shutdown.changed() => return,
         };
         let Some(first) = first else { return };
+        // A moment for more requests to arrive: one fetch of many keys costs Postgres far
+        // less than many fetches of one (writes make hot keys miss in bursts).
+        tokio::time::sleep(FILL_GATHER).await;
         let mut batch = vec![first];
         while batch.len() < 4 * MAX_BATCH {
             match rx.try_recv() {

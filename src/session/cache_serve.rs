@@ -572,24 +572,24 @@ async fn plan(
     }
     cache.counters.misses.fetch_add(1, Relaxed);
     let placed = cache.is_placed(meta.oid, &key);
-    // L1 missed: another proxy may have put the image in Redis.
-    if let (Some(l2), Some(p)) = (cache.l2_for(meta), cache.profiles.get(profile)) {
+    // L1 missed a hot key (just changed, or not fetched yet): another proxy may have put its
+    // image in Redis. Cold keys are not looked up there (a round trip that would mostly miss).
+    let l2 = if placed { cache.l2_for(meta) } else { None };
+    if let (Some(l2), Some(p)) = (l2, cache.profiles.get(profile)) {
         let ticket = cache.store.begin_fill();
         let field = crate::cache::l2::field(&p, meta.layout);
         if let Some((snapshot, row)) = l2.get(meta.oid, &key, &field).await {
             if cache.store.admit(&ticket, &snapshot, meta.oid, &key) {
-                if placed {
-                    // Also keep it here (the insert re-checks under the store's guard).
-                    let copy = row.as_ref().map(CachedRow::duplicate);
-                    cache.store.insert_fill(
-                        &ticket,
-                        &snapshot,
-                        meta.oid,
-                        profile,
-                        &meta.budget,
-                        vec![(key.clone(), copy)],
-                    );
-                }
+                // Also keep it here (the insert re-checks under the store's guard).
+                let copy = row.as_ref().map(CachedRow::duplicate);
+                cache.store.insert_fill(
+                    &ticket,
+                    &snapshot,
+                    meta.oid,
+                    profile,
+                    &meta.budget,
+                    vec![(key.clone(), copy)],
+                );
                 return Ok(Plan {
                     meta: Arc::clone(meta),
                     columns,
