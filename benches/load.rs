@@ -290,6 +290,12 @@ async fn run() -> BenchResult<()> {
         )
         .await;
     }
+    for target in &running {
+        if let Some(line) = target.cache_summary() {
+            eprintln!("load: {line}");
+            notes.push(line);
+        }
+    }
     if let Some(line) = feed_lag(&running, &pgbench, pg.port(), knobs.secs, log_dir.path()).await {
         eprintln!("load: {line}");
         notes.push(line);

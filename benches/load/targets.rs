@@ -42,6 +42,10 @@ pub trait Target {
     fn apply_delay(&self) -> Option<pgpolyglot::cache::service::ApplyDelay> {
         None
     }
+    /// For a pgpolyglot with a cache: what the cache did over the whole run, one line.
+    fn cache_summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Every target the runner knows, in report order.
@@ -506,6 +510,44 @@ impl Target for Pgpolyglot {
         let ctx = self.handle.as_ref()?.context();
         ctx.cache.feed()?;
         Some(ctx.cache.apply_delay(true))
+    }
+    fn cache_summary(&self) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ctx = self.handle.as_ref()?.context();
+        ctx.cache.feed()?;
+        let c = &ctx.cache.counters;
+        let t = &ctx.cache.store.totals;
+        let reasons: Vec<String> = pgpolyglot::router::Reason::ALL
+            .iter()
+            .map(|r| (r, ctx.metrics.route_reasons[r.index()].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{} {n}", r.label()))
+            .collect();
+        let mut line = format!(
+            "{}: {} served from the cache, {} cache misses; {} images ({} bytes), {} fill batches, {} fill errors, {} stale fills dropped, {} fences; decisions: {}",
+            self.name,
+            c.hits.load(Relaxed),
+            c.misses.load(Relaxed),
+            t.entries.load(Relaxed),
+            t.bytes.load(Relaxed),
+            c.fill_batches.load(Relaxed),
+            c.fill_errors.load(Relaxed),
+            t.fills_dropped_stale.load(Relaxed),
+            c.fences.load(Relaxed),
+            reasons.join(", ")
+        );
+        if let Some(l2) = ctx.cache.l2.as_ref() {
+            let r = &l2.counters;
+            line.push_str(&format!(
+                "; Redis: {} hits, {} misses, {} puts, {} invalidations, {} errors",
+                r.hits.load(Relaxed),
+                r.misses.load(Relaxed),
+                r.puts.load(Relaxed),
+                r.invalidations.load(Relaxed),
+                r.errors.load(Relaxed)
+            ));
+        }
+        Some(line)
     }
     /// Graceful shutdown on the proxy's own runtime, waited for on a plain channel (this may
     /// run inside the runner's runtime, where `block_on` is not allowed), then the runtime

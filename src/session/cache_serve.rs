@@ -284,9 +284,7 @@ async fn serve_extended(
         if rest.len() != 2 + 4 * types.len() || !shared.client_encoding_utf8.load(Relaxed) {
             return None;
         }
-        if !name.is_empty()
-            && (shared.tracker.statement(name).is_some() || !shared.tracker.virtual_room(name))
-        {
+        if !shared.tracker.virtual_room(name) {
             return None;
         }
         let sql = std::str::from_utf8(sql).ok()?;

@@ -249,15 +249,27 @@ impl FrontendState {
         shared
             .tracker
             .query(Some(Arc::clone(&classified.shape)), route);
-        match &classified.shape.kind {
-            StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
-            | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
-                shared.tracker.forget_statements(None)
+        let shape = &classified.shape;
+        let kinds = match shape.kind {
+            StatementKind::Multi => &shape.parts[..],
+            _ => std::slice::from_ref(&shape.kind),
+        };
+        for kind in kinds {
+            match kind {
+                StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
+                | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
+                    shared.tracker.forget_statements(None)
+                }
+                StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
+                    shared.tracker.forget_statements(Some(name.as_bytes()))
+                }
+                // SQL PREPARE shares the protocol's statement names; the proxy does not
+                // track them, so it stops answering named Parses itself.
+                StatementKind::Other(OtherCommand::Prepare { .. })
+                | StatementKind::Multi
+                | StatementKind::Unparsed => shared.tracker.no_virtual_names(),
+                _ => {}
             }
-            StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
-                shared.tracker.forget_statements(Some(name.as_bytes()))
-            }
-            _ => {}
         }
         None
     }

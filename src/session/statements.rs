@@ -52,6 +52,9 @@ pub struct StatementBook {
     pending: VecDeque<Pending>,
     /// Statements only the proxy has: name → (the client's Parse frame, the statement).
     virtuals: HashMap<Box<[u8]>, (bytes::Bytes, Arc<PreparedStatement>)>,
+    /// The book may not know every name Postgres has (it overflowed, or SQL PREPARE ran):
+    /// a named Parse could collide with one, so none is answered by the proxy.
+    names_unknown: bool,
 }
 
 fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) {
@@ -71,9 +74,13 @@ fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) 
 
 impl StatementBook {
     fn sent(&mut self, batch: u64, op: Op) {
+        if self.view.len() >= MAX_STATEMENTS {
+            self.names_unknown = true;
+        }
         apply(&mut self.view, &op);
         if self.pending.len() >= MAX_STATEMENTS {
             // A client that never reads its responses: stop tracking confirmations.
+            self.names_unknown = true;
             self.pending.clear();
             self.confirmed = self.view.clone();
             return;
@@ -110,9 +117,20 @@ impl StatementBook {
         true
     }
 
-    /// Whether another virtual named statement would be accepted.
+    /// Whether a Parse of `name` may be answered by the proxy: always for the unnamed
+    /// statement; for a name, only if no statement of that name can exist in Postgres (so
+    /// Postgres would have accepted the Parse) and there is room.
     pub fn virtual_room(&self, name: &[u8]) -> bool {
-        name.is_empty() || self.virtuals.contains_key(name) || self.virtuals.len() < MAX_VIRTUAL
+        name.is_empty()
+            || (!self.names_unknown
+                && !self.view.contains_key(name)
+                && !self.confirmed.contains_key(name)
+                && !self.virtuals.contains_key(name)
+                && self.virtuals.len() < MAX_VIRTUAL)
+    }
+
+    pub fn no_virtual_names(&mut self) {
+        self.names_unknown = true;
     }
 
     /// If `name` exists only in the proxy: its Parse frame, to be sent to Postgres now (in

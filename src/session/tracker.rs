@@ -271,6 +271,12 @@ impl StatementTracker {
         self.with(|s| s.book.virtual_room(name))
     }
 
+    /// Statement names may exist that the book does not know (SQL PREPARE): answer no
+    /// named Parse from the cache for the rest of the session.
+    pub fn no_virtual_names(&self) {
+        self.with(|s| s.book.no_virtual_names())
+    }
+
     /// The Parse frame to send before a message that refers to `name`, if Postgres does not
     /// have that statement yet.
     pub fn materialize(&self, name: &[u8]) -> Option<bytes::Bytes> {
