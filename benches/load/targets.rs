@@ -445,6 +445,12 @@ impl Pgpolyglot {
             policies: policy_dir.path().to_path_buf(),
             http: String::new(),
             shutdown_grace: Duration::from_secs(2),
+            // Every cache target streams changes on a slot of its own.
+            change_feed: pgpolyglot::config::ChangeFeedSettings {
+                slot: format!("bench_{}", name.replace('-', "_")),
+                publication: format!("bench_{}", name.replace('-', "_")),
+                ..Default::default()
+            },
             stores: pgpolyglot::config::StoresSettings {
                 redis: redis.map(|port| pgpolyglot::config::RedisSettings {
                     url: format!("redis://127.0.0.1:{port}/0"),

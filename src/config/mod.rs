@@ -210,7 +210,8 @@ impl StatsSettings {
             channel_capacity: self.channel_capacity,
             window: self.window,
             max_key_len: self.max_key_len,
-            ..crate::stats::StatsConfig::default()
+            // The planner places from the published snapshot: publish every tracked key.
+            snapshot_keys_per_table: self.top_k_per_table,
         }
     }
 }
