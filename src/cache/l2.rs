@@ -301,17 +301,18 @@ impl RedisTier {
         }
     }
 
-    /// A change to `(table, key)`: bump, record `xid` (when known), drop every image. A
-    /// failure marks Redis dirty (the epoch moves before it is trusted again).
-    pub async fn invalidate(&self, keys: &[(u32, String)], xid: Option<u32>) {
+    /// Changes to `(table, key)`: bump, record the change's `xid` (when known), drop every
+    /// image; one pipelined round trip. A failure marks Redis dirty (the epoch moves before
+    /// it is trusted again).
+    pub async fn invalidate(&self, keys: &[(u32, String, Option<u32>)]) {
         if keys.is_empty() {
             return;
         }
         let result = async {
             let mut c = self.conn().await?;
             let mut pipe = redis::pipe();
-            let x = xid.map(|x| x.to_string()).unwrap_or_default();
-            for (table, key) in keys {
+            for (table, key, xid) in keys {
+                let x = xid.map(|x| x.to_string()).unwrap_or_default();
                 // EVAL, not EVALSHA: a restarted Redis has no scripts loaded.
                 pipe.cmd("EVAL")
                     .arg(INVALIDATE)

@@ -426,8 +426,12 @@ async fn l2_writes(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<L2Write>) {
         if batch.iter().any(Option::is_none) {
             l2.new_epoch().await;
         }
-        let keys: Vec<(u32, String)> = batch.into_iter().flatten().collect();
-        l2.invalidate(&keys, None).await;
+        let keys: Vec<(u32, String, Option<u32>)> = batch
+            .into_iter()
+            .flatten()
+            .map(|(t, k)| (t, k, None))
+            .collect();
+        l2.invalidate(&keys).await;
     }
 }
 
@@ -595,68 +599,79 @@ async fn refresh_once(
 }
 
 /// Applies the feed's transactions to the store, in commit order, then acknowledges them.
+/// Whatever is queued is taken together, so Redis gets one pipelined round trip per batch
+/// rather than one per transaction (a slow feed closes the freshness gate).
 async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedEvent>) {
+    const BATCH: usize = 512;
     let cache = &ctx.cache;
-    while let Some(event) = rx.recv().await {
-        match event {
-            FeedEvent::Commit(tx) => {
-                let schema = cache.schema();
-                let mut applied = Vec::new();
-                for ch in &tx.changes {
-                    let Some(meta) = schema.table(&ch.table.schema, &ch.table.name) else {
-                        continue;
-                    };
-                    applied.extend(changed_keys(meta, ch));
-                }
-                if !applied.is_empty() {
-                    cache.store.apply(tx.xid, &applied, &cache.profiles.all());
-                    if let Some(l2) = cache.l2.as_ref() {
-                        let mut keys = Vec::new();
-                        let mut table_wide = false;
-                        for a in &applied {
-                            let redis_table = schema.by_oid(match a {
+    while let Some(first) = rx.recv().await {
+        let mut events = vec![first];
+        while events.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => events.push(e),
+                Err(_) => break,
+            }
+        }
+        let schema = cache.schema();
+        let mut l2_keys: Vec<(u32, String, Option<u32>)> = Vec::new();
+        let mut l2_new_epoch = false;
+        let mut applied_txs: Vec<(Lsn, std::time::SystemTime)> = Vec::new();
+        for event in events {
+            match event {
+                FeedEvent::Commit(tx) => {
+                    let mut applied = Vec::new();
+                    for ch in &tx.changes {
+                        if let Some(meta) = schema.table(&ch.table.schema, &ch.table.name) {
+                            applied.extend(changed_keys(meta, ch));
+                        }
+                    }
+                    if !applied.is_empty() {
+                        cache.store.apply(tx.xid, &applied, &cache.profiles.all());
+                        for a in applied {
+                            let table = match &a {
                                 Applied::Key(t, _) | Applied::Table(t) => *t,
-                            });
-                            if !redis_table.is_some_and(|m| m.uses_redis()) {
+                            };
+                            if !schema.by_oid(table).is_some_and(|m| m.uses_redis()) {
                                 continue;
                             }
                             match a {
-                                Applied::Key(t, k) => keys.push((*t, k.clone())),
-                                Applied::Table(_) => table_wide = true,
+                                Applied::Key(t, k) => l2_keys.push((t, k, Some(tx.xid))),
+                                Applied::Table(_) => l2_new_epoch = true,
                             }
                         }
-                        if table_wide {
-                            l2.new_epoch().await;
-                        }
-                        l2.invalidate(&keys, Some(tx.xid)).await;
                     }
+                    cache.counters.feed_transactions.fetch_add(1, Relaxed);
+                    applied_txs.push((tx.end_lsn, tx.commit_time));
                 }
-                cache.counters.feed_transactions.fetch_add(1, Relaxed);
-                if let Some(feed) = cache.feed.get() {
-                    feed.ack(tx.end_lsn);
-                }
-                let delay = std::time::SystemTime::now()
-                    .duration_since(tx.commit_time)
-                    .unwrap_or_default();
-                let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX).max(1);
-                let _ = cache
-                    .apply_delay
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(us.min(3_600_000_000));
-            }
-            FeedEvent::Reset { reason } => {
-                warn!(
-                    ?reason,
-                    "cache: change feed lost continuity; flushing the cache"
-                );
-                cache.counters.feed_resets.fetch_add(1, Relaxed);
-                cache.ready_from.clear();
-                cache.store.flush_all();
-                if let Some(l2) = cache.l2.as_ref() {
-                    l2.new_epoch().await;
+                FeedEvent::Reset { reason } => {
+                    warn!(
+                        ?reason,
+                        "cache: change feed lost continuity; flushing the cache"
+                    );
+                    cache.counters.feed_resets.fetch_add(1, Relaxed);
+                    cache.ready_from.clear();
+                    cache.store.flush_all();
+                    // A new epoch abandons every Redis image, these keys' included.
+                    l2_new_epoch = true;
+                    l2_keys.clear();
                 }
             }
+        }
+        if let Some(l2) = cache.l2.as_ref() {
+            if l2_new_epoch {
+                l2.new_epoch().await;
+            }
+            l2.invalidate(&l2_keys).await;
+        }
+        let now = std::time::SystemTime::now();
+        let mut delays = cache.apply_delay.lock().unwrap_or_else(|e| e.into_inner());
+        for (end_lsn, commit_time) in applied_txs {
+            if let Some(feed) = cache.feed.get() {
+                feed.ack(end_lsn);
+            }
+            let delay = now.duration_since(commit_time).unwrap_or_default();
+            let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX).max(1);
+            let _ = delays.record(us.min(3_600_000_000));
         }
     }
 }
