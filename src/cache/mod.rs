@@ -17,16 +17,22 @@
 //! - [`access`]: privilege checks.
 //! - [`fence`]: read-your-writes fences, one background query for many sessions.
 //! - [`response`]: the bytes of an answer.
-//! - [`service`]: the shared service and its background tasks.
+//! - [`service`]: the shared service (what sessions call) and the start of its tasks:
+//!   `refresh` (table descriptions, the feed's table list, readiness), `applier` (feed →
+//!   stores), `placer` (statistics → placed keys), `filler` (batched fetches into L1 and Redis).
 //!
 //! Only what this module can prove fresh is served; every doubt is a pass-through.
 
 pub mod access;
+mod applier;
 pub mod fence;
 pub mod fill;
+mod filler;
 pub mod key;
 pub mod l2;
+mod placer;
 pub mod profile;
+mod refresh;
 pub mod response;
 pub mod schema;
 pub mod service;

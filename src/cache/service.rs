@@ -1,16 +1,17 @@
-//! The cache service every session shares, and its background tasks: the schema refresher
-//! (which also starts the change feed and keeps its table list), the applier (feed → store),
-//! the placer (statistics → placed keys, demotions, fill requests) and the filler.
+//! The cache service every session shares, and the start of its background tasks: the
+//! schema refresher ([`super::refresh`], which also starts the change feed and keeps its table
+//! list), the applier ([`super::applier`]: feed → store), the placer ([`super::placer`]:
+//! statistics → placed keys, demotions, fill requests), the filler ([`super::filler`]), and
+//! the Redis tier's health check and write queue (here).
 
 use super::access::AccessCache;
-use super::fill::{self, MAX_BATCH};
-use super::profile::{OutputProfile, ProfileRegistry};
-use super::schema::{self, Budget, CacheSchema, TableMeta, Wanted};
-use super::store::{Applied, EntryKey, L1Store};
-use super::{CacheError, PLACE_INTERVAL, SCHEMA_REFRESH};
-use crate::cdc::{ChangeFeed, ChangeKind, FeedEvent, FeedHandle, FeedState, Lsn, TableName};
+use super::fill::MAX_BATCH;
+use super::profile::ProfileRegistry;
+use super::schema::{Budget, CacheSchema, TableMeta};
+use super::store::L1Store;
+use super::CacheError;
+use crate::cdc::{FeedHandle, FeedState, Lsn};
 use crate::context::ProxyContext;
-use crate::placement::planner::{self, Action, HotKeyInput};
 use dashmap::DashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -18,20 +19,20 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_postgres::Client;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 /// Fill requests queued at most; beyond, sessions' requests are dropped (the placer asks
 /// again).
 const FILL_QUEUE: usize = 65_536;
 
 /// Profiles not used for this long get no new fills.
-const ACTIVE_PROFILE_MS: u64 = 300_000;
+pub(super) const ACTIVE_PROFILE_MS: u64 = 300_000;
 
 /// How long the filler waits after a request for others to batch with it.
-const FILL_GATHER: Duration = Duration::from_millis(5);
+pub(super) const FILL_GATHER: Duration = Duration::from_millis(5);
 
 /// The longest one fill batch may take.
-const FILL_DEADLINE: Duration = Duration::from_secs(5);
+pub(super) const FILL_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Why the cache cannot answer right now (the session passes through and counts it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,13 +59,13 @@ pub struct CacheCounters {
 }
 
 /// A key of a table to drop from Redis, or `None`: every image (a whole table changed).
-type L2Write = Option<(u32, String)>;
+pub(super) type L2Write = Option<(u32, String)>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct FillRequest {
-    table: u32,
-    profile: u32,
-    key: Box<str>,
+pub(super) struct FillRequest {
+    pub(super) table: u32,
+    pub(super) profile: u32,
+    pub(super) key: Box<str>,
 }
 
 pub struct CacheService {
@@ -77,27 +78,27 @@ pub struct CacheService {
     pub counters: CacheCounters,
     /// Time origin of profile use stamps.
     pub epoch: Instant,
-    schema: RwLock<Arc<CacheSchema>>,
+    pub(super) schema: RwLock<Arc<CacheSchema>>,
     /// False from DDL through the proxy until the next schema load.
-    schema_trusted: AtomicBool,
+    pub(super) schema_trusted: AtomicBool,
     /// Some table is servable (sessions skip the cache entirely otherwise).
-    has_tables: AtomicBool,
-    schema_dirty: Notify,
+    pub(super) has_tables: AtomicBool,
+    pub(super) schema_dirty: Notify,
     /// table oid → placed keys.
-    placed: RwLock<Arc<HashMap<u32, HashSet<Box<str>>>>>,
+    pub(super) placed: RwLock<Arc<HashMap<u32, HashSet<Box<str>>>>>,
     /// table oid → the feed position from which the table's changes are all applied.
-    ready_from: DashMap<u32, Lsn>,
-    feed: OnceLock<FeedHandle>,
-    side: tokio::sync::Mutex<Option<Arc<Client>>>,
-    fill_tx: mpsc::Sender<FillRequest>,
-    fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
-    pending: DashMap<FillRequest, ()>,
-    budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
+    pub(super) ready_from: DashMap<u32, Lsn>,
+    pub(super) feed: OnceLock<FeedHandle>,
+    pub(super) side: tokio::sync::Mutex<Option<Arc<Client>>>,
+    pub(super) fill_tx: mpsc::Sender<FillRequest>,
+    pub(super) fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
+    pub(super) pending: DashMap<FillRequest, ()>,
+    pub(super) budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
     /// Writes through this proxy whose keys must leave Redis (`None`: a whole table).
     l2_writes: mpsc::Sender<L2Write>,
     l2_writes_rx: Mutex<Option<mpsc::Receiver<L2Write>>>,
     /// Commit (server clock) to applied (ours), per transaction, in microseconds.
-    apply_delay: Mutex<hdrhistogram::Histogram<u64>>,
+    pub(super) apply_delay: Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 /// Percentiles of the feed's commit-to-applied delay since the last reset.
@@ -349,7 +350,7 @@ impl CacheService {
         }
     }
 
-    fn budget_for(&self, policy: &std::path::Path, max_bytes: u64) -> Arc<Budget> {
+    pub(super) fn budget_for(&self, policy: &std::path::Path, max_bytes: u64) -> Arc<Budget> {
         let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = b.entry(policy.to_path_buf()).or_insert_with(|| {
             Arc::new(Budget {
@@ -391,9 +392,13 @@ pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
         .unwrap_or_else(|e| e.into_inner())
         .take();
     if let Some(rx) = rx {
-        tokio::spawn(filler(Arc::clone(&ctx), rx, shutdown.clone()));
+        tokio::spawn(super::filler::filler(
+            Arc::clone(&ctx),
+            rx,
+            shutdown.clone(),
+        ));
     }
-    tokio::spawn(placer(Arc::clone(&ctx), shutdown.clone()));
+    tokio::spawn(super::placer::placer(Arc::clone(&ctx), shutdown.clone()));
     tokio::spawn(super::fence::run(Arc::clone(&ctx), shutdown.clone()));
     if ctx.cache.l2.is_some() {
         tokio::spawn(l2_health(Arc::clone(&ctx), shutdown.clone()));
@@ -407,7 +412,7 @@ pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
             tokio::spawn(l2_writes(Arc::clone(&ctx), rx));
         }
     }
-    refresher(ctx, shutdown).await;
+    super::refresh::refresher(ctx, shutdown).await;
 }
 
 /// Carries writes through this proxy into Redis, in order, batching what is queued.
@@ -449,467 +454,4 @@ async fn l2_health(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
     }
-}
-
-/// The tables cache policies cover, as the catalog knows them.
-fn wanted_tables(ctx: &ProxyContext) -> Vec<Wanted> {
-    let policies = ctx.policies.current();
-    let catalog = ctx.catalog.snapshot();
-    let mut out = Vec::new();
-    for (schema, name) in catalog.table_names() {
-        let Some(m) = policies.policy_for(&schema, &name) else {
-            continue;
-        };
-        let Some(cache) = &m.policy.cache else {
-            continue;
-        };
-        out.push(Wanted {
-            budget: ctx.cache.budget_for(&m.policy.file, cache.max_bytes),
-            schema,
-            name,
-            policy_key: m.policy.key.clone(),
-            policy: cache.clone(),
-        });
-    }
-    out
-}
-
-async fn refresher(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
-    let cache = &ctx.cache;
-    let mut client: Option<Client> = None;
-    let mut feed_rx_taken = false;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let wanted = wanted_tables(&ctx);
-        if wanted.is_empty() && cache.feed.get().is_none() {
-            // Nothing to cache: no connection, no slot.
-            cache.schema_trusted.store(true, Relaxed);
-        } else if let Err(e) =
-            refresh_once(&ctx, &mut client, &wanted, &mut feed_rx_taken, &shutdown).await
-        {
-            warn!(error = %e, "cache: reading table descriptions failed; serving nothing until it works");
-            client = None;
-            if cache.schema_trusted.swap(false, Relaxed) {
-                cache.store.flush_all();
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SCHEMA_REFRESH) => {}
-            _ = cache.schema_dirty.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn refresh_once(
-    ctx: &Arc<ProxyContext>,
-    client: &mut Option<Client>,
-    wanted: &[Wanted],
-    feed_started: &mut bool,
-    shutdown: &watch::Receiver<bool>,
-) -> Result<(), CacheError> {
-    let cache = &ctx.cache;
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        *client = Some(crate::side::connect(ctx).await?);
-    }
-    let Some(c) = client.as_ref() else {
-        return Ok(());
-    };
-    let loaded = tokio::time::timeout(schema::LOAD_TIMEOUT, schema::load(c, wanted))
-        .await
-        .map_err(|_| CacheError::Timeout("loading table descriptions"))??;
-    let old = cache.schema();
-    for (k, t) in &old.tables {
-        if loaded.tables.get(k).is_none_or(|n| !n.same_layout(t)) {
-            info!(table = %t.qualified(), "cache: table description changed; flushing it");
-            cache.store.flush_table(t.oid);
-            cache.ready_from.remove(&t.oid);
-        }
-    }
-    if loaded.defaults != old.defaults && !old.tables.is_empty() {
-        cache.store.flush_all();
-    }
-    let servable: Vec<TableName> = loaded
-        .tables
-        .values()
-        .filter(|t| t.unservable.is_none())
-        .map(|t| TableName::new(t.schema.clone(), t.name.clone()))
-        .collect();
-    cache.has_tables.store(!servable.is_empty(), Relaxed);
-    *cache.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
-    cache.schema_trusted.store(true, Relaxed);
-
-    // The feed: started once there is something to watch, then kept in step.
-    match cache.feed.get() {
-        None if !servable.is_empty() && !*feed_started => {
-            *feed_started = true;
-            // Images in Redis may predate changes no feed will deliver to this proxy (all
-            // proxies were down, or the slot is new): abandon them before reading any.
-            if let Some(l2) = cache.l2.as_ref() {
-                l2.new_epoch().await;
-            }
-            let (handle, rx) = ChangeFeed::start(Arc::clone(ctx), servable, shutdown.clone());
-            if cache.feed.set(handle).is_ok() {
-                tokio::spawn(applier(Arc::clone(ctx), rx));
-            }
-        }
-        Some(feed) => {
-            let mut current = feed.tables();
-            let mut next = servable.clone();
-            current.sort();
-            next.sort();
-            if current != next {
-                feed.set_tables(next).await?;
-            }
-        }
-        None => {}
-    }
-    // Tables become ready once the feed publishes them: from a position taken after that,
-    // every change to them reaches the store.
-    if let Some(feed) = cache.feed.get() {
-        let status = feed.status();
-        if status.state == FeedState::Streaming {
-            let schema = cache.schema();
-            let mut position = None;
-            for t in schema.tables.values() {
-                let published = status
-                    .tables
-                    .iter()
-                    .any(|p| p.schema == t.schema && p.name == t.name);
-                if published && !cache.ready_from.contains_key(&t.oid) {
-                    let lsn = match position {
-                        Some(l) => l,
-                        None => {
-                            let l = crate::cdc::setup::current_wal_lsn(c).await?;
-                            position = Some(l);
-                            l
-                        }
-                    };
-                    debug!(table = %t.qualified(), %lsn, "cache: table covered by the change feed");
-                    cache.ready_from.insert(t.oid, lsn);
-                } else if !published {
-                    cache.ready_from.remove(&t.oid);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Applies the feed's transactions to the store, in commit order, then acknowledges them.
-/// Whatever is queued is taken together, so Redis gets one pipelined round trip per batch
-/// rather than one per transaction (a slow feed closes the freshness gate).
-async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedEvent>) {
-    const BATCH: usize = 512;
-    let cache = &ctx.cache;
-    while let Some(first) = rx.recv().await {
-        let mut events = vec![first];
-        while events.len() < BATCH {
-            match rx.try_recv() {
-                Ok(e) => events.push(e),
-                Err(_) => break,
-            }
-        }
-        let schema = cache.schema();
-        let mut l2_keys: Vec<(u32, String, Option<u32>)> = Vec::new();
-        let mut l2_new_epoch = false;
-        let mut applied_txs: Vec<(Lsn, std::time::SystemTime)> = Vec::new();
-        for event in events {
-            match event {
-                FeedEvent::Commit(tx) => {
-                    let mut applied = Vec::new();
-                    for ch in &tx.changes {
-                        if let Some(meta) = schema.table(&ch.table.schema, &ch.table.name) {
-                            applied.extend(changed_keys(meta, ch));
-                        }
-                    }
-                    if !applied.is_empty() {
-                        cache.store.apply(tx.xid, &applied, &cache.profiles.all());
-                        for a in applied {
-                            let table = match &a {
-                                Applied::Key(t, _) | Applied::Table(t) => *t,
-                            };
-                            if !schema.by_oid(table).is_some_and(|m| m.uses_redis()) {
-                                continue;
-                            }
-                            match a {
-                                Applied::Key(t, k) => l2_keys.push((t, k, Some(tx.xid))),
-                                Applied::Table(_) => l2_new_epoch = true,
-                            }
-                        }
-                    }
-                    cache.counters.feed_transactions.fetch_add(1, Relaxed);
-                    applied_txs.push((tx.end_lsn, tx.commit_time));
-                }
-                FeedEvent::Reset { reason } => {
-                    warn!(
-                        ?reason,
-                        "cache: change feed lost continuity; flushing the cache"
-                    );
-                    cache.counters.feed_resets.fetch_add(1, Relaxed);
-                    cache.ready_from.clear();
-                    cache.store.flush_all();
-                    // A new epoch abandons every Redis image, these keys' included.
-                    l2_new_epoch = true;
-                    l2_keys.clear();
-                }
-            }
-        }
-        if let Some(l2) = cache.l2.as_ref() {
-            if l2_new_epoch {
-                l2.new_epoch().await;
-            }
-            l2.invalidate(&l2_keys).await;
-        }
-        let now = std::time::SystemTime::now();
-        let mut delays = cache.apply_delay.lock().unwrap_or_else(|e| e.into_inner());
-        for (end_lsn, commit_time) in applied_txs {
-            if let Some(feed) = cache.feed.get() {
-                feed.ack(end_lsn);
-            }
-            let delay = now.duration_since(commit_time).unwrap_or_default();
-            let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX).max(1);
-            let _ = delays.record(us.min(3_600_000_000));
-        }
-    }
-}
-
-/// The keys a change touches (old and new key of an update), or the whole table.
-fn changed_keys(meta: &TableMeta, ch: &crate::cdc::Change) -> Vec<Applied> {
-    let key_col = &meta.columns[meta.key_index].name;
-    match ch.kind {
-        ChangeKind::Truncate | ChangeKind::Invalidate => vec![Applied::Table(meta.oid)],
-        ChangeKind::Insert | ChangeKind::Update | ChangeKind::Delete => {
-            let mut out = Vec::new();
-            let old = ch
-                .key
-                .iter()
-                .find(|(c, _)| c == key_col)
-                .and_then(|(_, v)| v.as_deref());
-            let new = ch.new_row.as_ref().and_then(|row| {
-                row.iter()
-                    .find(|(c, _)| c == key_col)
-                    .and_then(|(_, v)| v.as_text())
-            });
-            for text in [old, new].into_iter().flatten() {
-                match meta.key_type.from_output(text) {
-                    Some(k) => out.push(Applied::Key(meta.oid, k)),
-                    None => return vec![Applied::Table(meta.oid)],
-                }
-            }
-            if out.is_empty() {
-                vec![Applied::Table(meta.oid)]
-            } else {
-                out
-            }
-        }
-    }
-}
-
-/// Recomputes the placement from the statistics: demotes what is no longer placed and asks
-/// for fills of what is placed but missing.
-async fn placer(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
-    let cache = &ctx.cache;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(PLACE_INTERVAL) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let Some(stats) = ctx.stats_view.as_ref().map(|h| h.snapshot()) else {
-            continue;
-        };
-        let schema = cache.schema();
-        if schema.tables.is_empty() {
-            continue;
-        }
-        let policies = ctx.policies.current();
-        let plan = planner::plan(
-            &policies,
-            &HotKeyInput::from_snapshot(&stats),
-            stats.half_life,
-        );
-        let mut placed: HashMap<u32, HashSet<Box<str>>> = HashMap::new();
-        for e in plan.entries.iter().filter(|e| e.action == Action::Promote) {
-            let (Some(key), Some((s, n))) = (&e.key, e.table.split_once('.')) else {
-                continue;
-            };
-            let Some(meta) = schema.table(s, n).filter(|m| m.unservable.is_none()) else {
-                continue;
-            };
-            if let Some(k) = meta.key_type.from_output(key) {
-                placed.entry(meta.oid).or_default().insert(k.into());
-            }
-        }
-        let placed = Arc::new(placed);
-        *cache.placed.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&placed);
-        cache.store.retain(|k| {
-            placed
-                .get(&k.table)
-                .is_some_and(|keys| keys.contains(&k.key))
-        });
-        let profiles = cache.profiles.active(cache.epoch, ACTIVE_PROFILE_MS);
-        for (table, keys) in placed.iter() {
-            if !cache.ready_from.contains_key(table) {
-                continue;
-            }
-            for key in keys {
-                for &profile in &profiles {
-                    let k = EntryKey {
-                        table: *table,
-                        profile,
-                        key: key.clone(),
-                    };
-                    if !cache.store.contains(&k) {
-                        cache.request_fill(*table, profile, key);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Fetches requested rows in batches per (table, profile).
-async fn filler(
-    ctx: Arc<ProxyContext>,
-    mut rx: mpsc::Receiver<FillRequest>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let cache = &ctx.cache;
-    let mut connections: HashMap<u32, FillConnection> = HashMap::new();
-    loop {
-        let first = tokio::select! {
-            r = rx.recv() => r,
-            _ = shutdown.changed() => return,
-        };
-        let Some(first) = first else { return };
-        // A moment for more requests to arrive: one fetch of many keys costs Postgres far
-        // less than many fetches of one (writes make hot keys miss in bursts).
-        tokio::time::sleep(FILL_GATHER).await;
-        let mut batch = vec![first];
-        while batch.len() < 4 * MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut groups: HashMap<(u32, u32), Vec<Box<str>>> = HashMap::new();
-        for r in &batch {
-            groups
-                .entry((r.table, r.profile))
-                .or_default()
-                .push(r.key.clone());
-        }
-        for ((table, profile), keys) in groups {
-            for chunk in keys.chunks(MAX_BATCH) {
-                if let Err(e) = fill_batch(&ctx, &mut connections, table, profile, chunk).await {
-                    cache.counters.fill_errors.fetch_add(1, Relaxed);
-                    connections.remove(&profile);
-                    debug!(error = %e, "cache: fill failed");
-                }
-            }
-        }
-        for r in batch {
-            cache.pending.remove(&r);
-        }
-    }
-}
-
-/// A profile's connection and the fetch statements prepared on it, per (table, layout).
-struct FillConnection {
-    client: Client,
-    statements: HashMap<(u32, u64), tokio_postgres::Statement>,
-}
-
-async fn fill_batch(
-    ctx: &ProxyContext,
-    connections: &mut HashMap<u32, FillConnection>,
-    table: u32,
-    profile: u32,
-    keys: &[Box<str>],
-) -> Result<(), CacheError> {
-    let cache = &ctx.cache;
-    let schema = cache.schema();
-    let Some(meta) = schema.by_oid(table).filter(|m| m.unservable.is_none()) else {
-        return Ok(());
-    };
-    if !cache.ready_from.contains_key(&table) {
-        return Ok(());
-    }
-    let keys: Vec<String> = keys
-        .iter()
-        .filter(|k| cache.is_placed(table, k))
-        .map(|k| k.to_string())
-        .collect();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let Some(p) = cache.profiles.get(profile) else {
-        return Ok(());
-    };
-    if connections
-        .get(&profile)
-        .is_none_or(|c| c.client.is_closed())
-    {
-        connections.insert(
-            profile,
-            FillConnection {
-                client: profile_connection(ctx, &p).await?,
-                statements: HashMap::new(),
-            },
-        );
-    }
-    let Some(conn) = connections.get_mut(&profile) else {
-        return Ok(());
-    };
-    let binary = match conn.statements.get(&(table, meta.layout)) {
-        Some(s) => s.clone(),
-        None => {
-            let s = conn.client.prepare(&fill::binary_sql(meta)).await?;
-            conn.statements.insert((table, meta.layout), s.clone());
-            s
-        }
-    };
-    let client = &conn.client;
-    let ticket = cache.store.begin_fill();
-    // Redis generations are read before the snapshot is taken (see cache::l2).
-    let l2 = cache.l2_for(meta);
-    let l2_meta = match l2 {
-        Some(l2) => l2.read_meta(table, &keys).await.ok(),
-        None => None,
-    };
-    let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, &binary, meta, &keys))
-        .await
-        .map_err(|_| CacheError::Timeout("fetching rows"))??;
-    cache.counters.fill_batches.fetch_add(1, Relaxed);
-    if let (Some(l2), Some(metas)) = (l2, l2_meta) {
-        let field = super::l2::field(&p, meta.layout);
-        let rows: Vec<_> = fetched
-            .rows
-            .iter()
-            .zip(metas)
-            .filter(|((key, _), _)| cache.store.admit(&ticket, &fetched.snapshot, table, key))
-            .map(|((key, row), m)| (key.clone(), row.as_ref(), m))
-            .collect();
-        l2.put(table, &field, &fetched.snapshot, &rows).await;
-    }
-    cache.store.insert_fill(
-        &ticket,
-        &fetched.snapshot,
-        table,
-        profile,
-        &meta.budget,
-        fetched.rows,
-    );
-    Ok(())
-}
-
-async fn profile_connection(ctx: &ProxyContext, p: &OutputProfile) -> Result<Client, CacheError> {
-    let c = crate::side::connect(ctx).await?;
-    c.batch_execute(&fill::profile_settings_sql(p)).await?;
-    Ok(c)
 }
