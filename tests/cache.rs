@@ -47,15 +47,7 @@ impl Drop for PolicyDir {
 
 async fn fixture(name: &str, schema_sql: &str) -> Fixture {
     let pg = shared_cluster().await;
-    let admin = connect(&pg, "postgres", "postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
-    let db = connect(&pg, "postgres", name).await;
-    db.batch_execute(schema_sql)
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let db = database_with(&pg, name, schema_sql).await;
     let dir = std::env::temp_dir().join(format!("pgpolyglot-cache-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

@@ -116,15 +116,7 @@ impl Drop for Fixture {
 /// (`max_bytes = 1`): every row B serves from the cache comes from Redis.
 async fn fixture(name: &str, schema_sql: &str) -> Fixture {
     let pg = shared_cluster().await;
-    let admin = connect(&pg, "postgres", "postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
-    let db = connect(&pg, "postgres", name).await;
-    db.batch_execute(schema_sql)
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let db = database_with(&pg, name, schema_sql).await;
     let tmp = std::env::temp_dir().join(format!("pgpolyglot-l2-{name}-{}", std::process::id()));
     let redis = Redis::start(tmp.join("redis"), free_port());
     let policy_dir = |suffix: &str, max_bytes: &str| {

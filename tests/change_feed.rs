@@ -28,15 +28,7 @@ struct Fixture {
 
 async fn fixture(name: &str, schema_sql: &str) -> Fixture {
     let pg = shared_cluster().await;
-    let admin = connect(&pg, "postgres", "postgres").await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
-    let db = connect(&pg, "postgres", name).await;
-    db.batch_execute(schema_sql)
-        .await
-        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let db = database_with(&pg, name, schema_sql).await;
     let mut config = proxy_config(&pg.url("postgres", name));
     config.change_feed.slot = format!("{name}_slot");
     config.change_feed.publication = format!("{name}_pub");

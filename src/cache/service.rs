@@ -97,6 +97,8 @@ pub struct CacheService {
     /// Writes through this proxy whose keys must leave Redis (`None`: a whole table).
     l2_writes: mpsc::Sender<L2Write>,
     l2_writes_rx: Mutex<Option<mpsc::Receiver<L2Write>>>,
+    /// The change feed's `status_interval` (bounds how long a stalled feed goes unnoticed).
+    pub(super) status_interval_ms: u64,
     /// Commit (server clock) to applied (ours), per transaction, in microseconds.
     pub(super) apply_delay: Mutex<hdrhistogram::Histogram<u64>>,
 }
@@ -120,7 +122,7 @@ impl std::fmt::Debug for CacheService {
 
 impl Default for CacheService {
     fn default() -> Self {
-        Self::with_l2(None)
+        Self::with_l2(None, 1000)
     }
 }
 
@@ -131,13 +133,17 @@ impl CacheService {
             Some(r) => Some(super::l2::RedisTier::new(r)?),
             None => None,
         };
-        Ok(Self::with_l2(l2))
+        Ok(Self::with_l2(
+            l2,
+            config.change_feed.status_interval.as_millis() as u64,
+        ))
     }
 
-    fn with_l2(l2: Option<super::l2::RedisTier>) -> Self {
+    fn with_l2(l2: Option<super::l2::RedisTier>, status_interval_ms: u64) -> Self {
         let (fill_tx, fill_rx) = mpsc::channel(FILL_QUEUE);
         let (l2_writes, l2_writes_rx) = mpsc::channel(FILL_QUEUE);
         CacheService {
+            status_interval_ms,
             l2_writes,
             l2_writes_rx: Mutex::new(Some(l2_writes_rx)),
             l2,
@@ -247,7 +253,9 @@ impl CacheService {
         let feed = self.feed.get().ok_or(Gate::FeedNotFresh)?;
         let h = feed.health();
         let max_ms = max_staleness.as_millis() as u64;
-        let status_ms = feed_status_interval_ms(feed);
+        // The feed pings every `status_interval`; a silence longer than that plus the
+        // staleness bound means the connection may be stalled.
+        let status_ms = self.status_interval_ms;
         if h.state != FeedState::Streaming
             || h.lag_ms > max_ms
             || h.silence_ms.is_none_or(|s| s > status_ms + max_ms)
@@ -336,20 +344,6 @@ impl CacheService {
         }
     }
 
-    /// A write through the proxy names `key` of `table` (schema, name as resolved).
-    pub fn invalidate_written(&self, schema: &str, name: &str, key_text: &str) {
-        let s = self.schema();
-        let Some(meta) = s.table(schema, name) else {
-            return;
-        };
-        match meta.key_type.from_output(key_text) {
-            Some(k) => self
-                .store
-                .invalidate_written(meta.oid, &k, &self.profiles.all()),
-            None => self.store.flush_table(meta.oid),
-        }
-    }
-
     pub(super) fn budget_for(&self, policy: &std::path::Path, max_bytes: u64) -> Arc<Budget> {
         let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = b.entry(policy.to_path_buf()).or_insert_with(|| {
@@ -370,21 +364,9 @@ impl CacheService {
     }
 }
 
-fn feed_status_interval_ms(_feed: &FeedHandle) -> u64 {
-    // The feed pings at `status_interval`; a silence longer than that plus the staleness
-    // bound means the connection may be stalled.
-    STATUS_INTERVAL_MS.load(Relaxed)
-}
-
-static STATUS_INTERVAL_MS: AtomicU64 = AtomicU64::new(1000);
-
 /// Runs the cache's background tasks until shutdown. Idle (no feed, no connections) while no
 /// policy has a `[cache]` section.
 pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
-    STATUS_INTERVAL_MS.store(
-        ctx.config.change_feed.status_interval.as_millis() as u64,
-        Relaxed,
-    );
     let rx = ctx
         .cache
         .fill_rx

@@ -114,11 +114,7 @@ impl CacheSession {
             s.search_path_uncertain = true;
             s.role_changed = true;
         };
-        let kinds = match shape.kind {
-            StatementKind::Multi => &shape.parts[..],
-            _ => std::slice::from_ref(&shape.kind),
-        };
-        for kind in kinds {
+        for kind in shape.kinds() {
             match kind {
                 StatementKind::Set(SetCommand::Set { name, .. })
                 | StatementKind::Set(SetCommand::Reset { name }) => match &**name {

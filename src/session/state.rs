@@ -250,11 +250,7 @@ impl FrontendState {
             .tracker
             .query(Some(Arc::clone(&classified.shape)), route);
         let shape = &classified.shape;
-        let kinds = match shape.kind {
-            StatementKind::Multi => &shape.parts[..],
-            _ => std::slice::from_ref(&shape.kind),
-        };
-        for kind in kinds {
+        for kind in shape.kinds() {
             match kind {
                 StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
                 | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {

@@ -256,6 +256,14 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The kind of each statement: [`Shape::parts`] for several, else the one kind.
+    pub fn kinds(&self) -> &[StatementKind] {
+        match self.kind {
+            StatementKind::Multi => &self.parts,
+            _ => std::slice::from_ref(&self.kind),
+        }
+    }
+
     /// Whether executing this statement may change data or schema (writes, DDL, anything
     /// unparsed, procedural code, functions not known to be side-effect free, sequence
     /// functions). The session uses it to decide when a statement needs a freshness fence.

@@ -113,6 +113,25 @@ pub async fn connect(pg: &EmbeddedPostgres, user: &str, db: &str) -> tokio_postg
     .unwrap_or_else(|e| panic!("connecting as {user} to {db}: {e}"))
 }
 
+/// Creates database `name` on `pg`, runs `schema_sql` in it, and returns a superuser
+/// connection to it (each test on a shared cluster works in a database of its own).
+pub async fn database_with(
+    pg: &EmbeddedPostgres,
+    name: &str,
+    schema_sql: &str,
+) -> tokio_postgres::Client {
+    let admin = connect(pg, "postgres", "postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    let db = connect(pg, "postgres", name).await;
+    db.batch_execute(schema_sql)
+        .await
+        .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    db
+}
+
 /// A tokio-postgres error with the server's SQLSTATE, message, detail and hint (its `Display`
 /// says only "db error").
 pub fn pg_error(e: &tokio_postgres::Error) -> String {
