@@ -35,6 +35,8 @@ pub struct ProxyContext {
     pub catalog: Catalog,
     /// The cache store and its change feed (idle unless a policy has `[cache]`).
     pub cache: crate::cache::CacheService,
+    /// Text predicates narrowed by the search store.
+    pub search: crate::search::SearchService,
     pub started_at: SystemTime,
 }
 
@@ -92,6 +94,7 @@ impl ProxyContext {
             sessions: SessionRegistry::default(),
             catalog: Catalog::default(),
             cache,
+            search: crate::search::SearchService::default(),
             started_at: SystemTime::now(),
         };
         Ok((ctx, aggregator))

@@ -54,12 +54,18 @@ pub async fn run(listen: String) -> Result<(), String> {
         .await
         .map_err(|e| format!("loading sample data: {e}"))?;
 
+    // The search indexes are as throwaway as the database.
+    let data = tempfile::Builder::new()
+        .prefix("pgpolyglot-demo-")
+        .tempdir()
+        .map_err(|e| format!("creating a directory for the search indexes: {e}"))?;
     let mut config = Config {
         listen: listen.clone(),
         upstream: pg.url("postgres", "demo"),
         shutdown_grace: std::time::Duration::from_secs(2),
         ..Config::default()
     };
+    config.stores.embedded.dir = data.path().join("search");
     let handle = match server::start(config.clone()).await {
         Ok(h) => h,
         Err(server::ServerError::Bind { .. }) => {
@@ -86,7 +92,9 @@ pub async fn run(listen: String) -> Result<(), String> {
     );
     println!();
     println!("Try:  SELECT * FROM accounts WHERE id = 42;");
-    println!("      SELECT id, title FROM docs WHERE body ILIKE '%latency%' LIMIT 5;");
+    println!("      SELECT id, title FROM docs WHERE title ILIKE '%note 4242%';");
+    println!("      SELECT count(*) FROM docs WHERE to_tsvector('english', body) @@ to_tsquery('english', 'document & 4242');");
+    println!("      EXPLAIN ROUTE SELECT id FROM docs WHERE body ~ 'Document 42[0-9]';");
     println!("      EXPLAIN ROUTE SELECT * FROM accounts WHERE id = 42;");
     println!();
     println!("Admin console (SHOW HOT_KEYS, SHOW QUERIES, SHOW ROUTES, SHOW PLAN, RELOAD, ...):");
@@ -108,6 +116,7 @@ pub async fn run(listen: String) -> Result<(), String> {
     println!("stopping...");
     handle.shutdown().await;
     drop(pg);
-    println!("done: proxy stopped, throwaway PostgreSQL removed.");
+    drop(data);
+    println!("done: proxy stopped, throwaway PostgreSQL and search indexes removed.");
     Ok(())
 }

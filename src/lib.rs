@@ -31,6 +31,9 @@
 //!   profiles, the L1 store and its staleness rules, the migrator's fills, privilege checks,
 //!   the bytes of an answer, and the background tasks (schema refresh, feed applier, placer,
 //!   filler). Sessions consult it through `session::cache_serve`.
+//! - [`search`]: text predicates narrowed by an inverted index (tantivy on local disk): per-table
+//!   indexes kept by their own change feed and backfills, candidate keys from trigrams and
+//!   Postgres's own lexemes, and the rewritten statement that restricts Postgres to them.
 //! - [`cdc`]: the change feed: `pgoutput` logical replication with its own slot, in commit order.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; [`server::start`] is also
 //!   what the tests use to run a proxy in-process.
@@ -50,6 +53,7 @@ pub mod embedded_pg;
 pub mod placement;
 pub mod protocol;
 pub mod router;
+pub mod search;
 pub mod server;
 pub mod session;
 pub mod side;

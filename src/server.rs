@@ -83,6 +83,10 @@ pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(crate::catalog::run(ctx.clone(), shutdown_rx.clone()));
     tokio::spawn(crate::cache::service::run(ctx.clone(), shutdown_rx.clone()));
+    tokio::spawn(crate::search::service::run(
+        ctx.clone(),
+        shutdown_rx.clone(),
+    ));
     if let Some(aggregator) = aggregator {
         tokio::spawn(aggregator.run(ctx.config.stats.interval, shutdown_rx.clone()));
     }

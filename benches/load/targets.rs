@@ -456,6 +456,7 @@ impl Pgpolyglot {
                     url: format!("redis://127.0.0.1:{port}/0"),
                     ..Default::default()
                 }),
+                ..Default::default()
             },
             stats: pgpolyglot::config::StatsSettings {
                 enabled: stats,

@@ -93,6 +93,28 @@ pub struct StoresSettings {
     /// `[stores.redis]`: the shared L2 of policies with `store = "redis"`. Without it those
     /// policies are served from the in-process L1 only (logged at start-up).
     pub redis: Option<RedisSettings>,
+    /// `[stores.embedded]`: the on-disk search indexes (tantivy).
+    pub embedded: EmbeddedSettings,
+}
+
+/// `[stores.embedded]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedSettings {
+    /// Directory of the tantivy indexes (created when missing; relative to the working
+    /// directory). Default `pgpolyglot-data`.
+    pub dir: std::path::PathBuf,
+    /// Backfill throttle: rows read from Postgres per second, per index. Default 50000.
+    pub backfill_rows_per_second: u32,
+}
+
+impl Default for EmbeddedSettings {
+    fn default() -> Self {
+        EmbeddedSettings {
+            dir: "pgpolyglot-data".into(),
+            backfill_rows_per_second: 50_000,
+        }
+    }
 }
 
 /// `[stores.redis]`.

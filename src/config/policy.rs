@@ -60,6 +60,7 @@ struct RawSearch {
     columns: Vec<String>,
     predicates: Option<Vec<String>>,
     max_candidate_fraction: Option<f64>,
+    max_staleness: Option<String>,
 }
 
 /// Where hot keys live.
@@ -134,6 +135,9 @@ pub struct SearchPolicy {
     pub columns: Vec<String>,
     pub predicates: Vec<PredicateKind>,
     pub max_candidate_fraction: f64,
+    /// Bound for writes that bypass the proxy: above this feed lag, text predicates pass
+    /// through un-narrowed. Default `1s`.
+    pub max_staleness: Duration,
 }
 
 /// A validated policy, with the file it came from.
@@ -231,6 +235,10 @@ pub fn parse_policy(text: &str, file: &Path) -> Result<Policy, Vec<PolicyIssue>>
         );
         (c, window, demote, staleness)
     });
+    let search_staleness = raw
+        .search
+        .as_ref()
+        .map(|s| dur("max_staleness", &s.max_staleness, Duration::from_secs(1)));
     let cache = cache.map(|(c, window, demote_after_idle, max_staleness)| {
         let store = match c.store.as_deref().unwrap_or("memory") {
             "memory" => CacheStoreKind::Memory,
@@ -315,6 +323,7 @@ pub fn parse_policy(text: &str, file: &Path) -> Result<Policy, Vec<PolicyIssue>>
             columns: s.columns.clone(),
             predicates,
             max_candidate_fraction: fraction,
+            max_staleness: search_staleness.unwrap_or(Duration::from_secs(1)),
         }
     });
     if cache.is_none() && search.is_none() {

@@ -7,7 +7,8 @@
 //! safe passes through. What the router can decide from the statement and the policies alone
 //! ends here; a cache candidate (`KeyNotPlaced`) goes on to the session's cache checks
 //! (`session::cache_serve`), which need the store, the feed and Postgres's privileges, and
-//! count one of the reasons after `IndexNotReady`.
+//! count one of the reasons after `IndexNotReady`; a search candidate (`IndexNotReady`) goes
+//! on to `session::search_serve`, which counts `Narrowed` or why not.
 
 use crate::placement::PolicySet;
 use crate::sql::{Shape, StatementKind, TableRef};
@@ -61,10 +62,18 @@ pub enum Reason {
     /// security, inheritance, no primary key), settings or a role it cannot vouch for,
     /// or privileges Postgres would refuse.
     NotServable,
+    /// Restricted to the search store's candidate keys, then answered by Postgres.
+    Narrowed,
+    /// A text predicate the index cannot narrow: a pattern without three literal characters
+    /// in a row, a cast or ESCAPE it does not handle, a configuration it does not index, an
+    /// unqualified table name it cannot resolve, or settings that change how literals read.
+    NotNarrowable,
+    /// The index narrows less than the policy's `max_candidate_fraction`.
+    TooManyCandidates,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 21] = [
         Reason::InTransaction,
         Reason::Pipelined,
         Reason::Unclassified,
@@ -83,6 +92,9 @@ impl Reason {
         Reason::TableNotReady,
         Reason::Fenced,
         Reason::NotServable,
+        Reason::Narrowed,
+        Reason::NotNarrowable,
+        Reason::TooManyCandidates,
     ];
 
     /// Position in [`Reason::ALL`] (metric array index).
@@ -94,6 +106,7 @@ impl Reason {
     pub fn route(self) -> Route {
         match self {
             Reason::Served => Route::Cache,
+            Reason::Narrowed => Route::Search,
             _ => Route::Postgres,
         }
     }
@@ -119,6 +132,9 @@ impl Reason {
             Reason::TableNotReady => "table not ready",
             Reason::Fenced => "own writes not applied yet",
             Reason::NotServable => "not servable from cache",
+            Reason::Narrowed => "narrowed by search index",
+            Reason::NotNarrowable => "not narrowable by search index",
+            Reason::TooManyCandidates => "too many search candidates",
         }
     }
 }
@@ -249,7 +265,7 @@ fn decide_shape(shape: &Shape, session: SessionView, policies: &PolicySet) -> De
             ),
             Some(_) => (
                 Reason::IndexNotReady,
-                "no search index is built (this build narrows nothing with a search store)"
+                "a search candidate: narrowed only if the index is ready and every check holds"
                     .to_string(),
             ),
         }

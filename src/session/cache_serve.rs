@@ -42,6 +42,47 @@ pub enum Fence {
     At(Lsn),
 }
 
+/// What [`Fence::advance`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FenceCheck {
+    /// No fence, or the store has applied past it.
+    Met,
+    /// A ticket was just taken (the session's writes had finished).
+    Requested,
+    /// The fence's position is not known yet, or not applied yet.
+    Waiting,
+}
+
+impl Fence {
+    /// Moves the fence along with what is known now, for a store that has applied up to
+    /// `applied`. Called only while the session is idle (its writes have finished).
+    pub fn advance(
+        &mut self,
+        fences: &crate::cache::fence::FenceService,
+        applied: Lsn,
+    ) -> FenceCheck {
+        loop {
+            match *self {
+                Fence::Clear => return FenceCheck::Met,
+                Fence::Needed => {
+                    *self = Fence::Ticket(fences.request());
+                    return FenceCheck::Requested;
+                }
+                Fence::Ticket(t) => match fences.lsn_for(t) {
+                    Some(lsn) => *self = Fence::At(lsn),
+                    None => return FenceCheck::Waiting,
+                },
+                Fence::At(lsn) => {
+                    if applied < lsn {
+                        return FenceCheck::Waiting;
+                    }
+                    *self = Fence::Clear;
+                }
+            }
+        }
+    }
+}
+
 /// What the session knows for the cache's sake.
 #[derive(Debug)]
 pub struct CacheSession {
@@ -57,6 +98,8 @@ pub struct CacheSession {
     /// SET ROLE / SET SESSION AUTHORIZATION (or something that might do it) ran.
     role_changed: bool,
     pub fence: Fence,
+    /// The same fence, against the search store's position (which moves independently).
+    pub search_fence: Fence,
     /// (ParameterStatus generation, schema pointer, flags) the profile was computed for.
     profile_for: Option<(u64, usize, bool)>,
     profile: Option<u32>,
@@ -89,10 +132,16 @@ impl CacheSession {
             search_path_uncertain: has("search_path"),
             role_changed: has("role") || has("session_authorization"),
             fence: Fence::Clear,
+            search_fence: Fence::Clear,
             profile_for: None,
             profile: None,
             last_reason: None,
         }
+    }
+
+    /// search_path may differ from the default, or a temporary table may shadow a name.
+    pub fn search_path_uncertain(&self) -> bool {
+        self.search_path_uncertain
     }
 
     /// Follows a statement the session sends (whatever its route): settings it changes and
@@ -101,6 +150,7 @@ impl CacheSession {
         let Some(shape) = shape else {
             // Unclassified: could be anything.
             self.fence = Fence::Needed;
+            self.search_fence = Fence::Needed;
             self.settings_uncertain = true;
             self.search_path_uncertain = true;
             self.role_changed = true;
@@ -108,6 +158,7 @@ impl CacheSession {
         };
         if shape.may_write() {
             self.fence = Fence::Needed;
+            self.search_fence = Fence::Needed;
         }
         let anything = |s: &mut Self| {
             s.settings_uncertain = true;
@@ -528,26 +579,13 @@ async fn plan(
             Gate::FeedNotFresh => Reason::FeedNotFresh,
             Gate::TableNotReady => Reason::TableNotReady,
         })?;
-    loop {
-        match fs.cache.fence {
-            Fence::Clear => break,
-            Fence::Needed => {
-                // The session is idle: its writes have finished.
-                fs.cache.fence = Fence::Ticket(cache.fences.request());
-                cache.counters.fences.fetch_add(1, Relaxed);
-                return Err(Reason::Fenced);
-            }
-            Fence::Ticket(t) => match cache.fences.lsn_for(t) {
-                Some(lsn) => fs.cache.fence = Fence::At(lsn),
-                None => return Err(Reason::Fenced),
-            },
-            Fence::At(lsn) => {
-                if applied < lsn {
-                    return Err(Reason::Fenced);
-                }
-                fs.cache.fence = Fence::Clear;
-            }
+    match fs.cache.fence.advance(&cache.fences, applied) {
+        FenceCheck::Met => {}
+        FenceCheck::Requested => {
+            cache.counters.fences.fetch_add(1, Relaxed);
+            return Err(Reason::Fenced);
         }
+        FenceCheck::Waiting => return Err(Reason::Fenced),
     }
     if !cache.allowed(ctx, &fs.cache.role, meta.oid).await {
         return Err(Reason::NotServable);

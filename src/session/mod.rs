@@ -16,6 +16,7 @@ pub mod explain;
 pub mod keys;
 pub mod registry;
 pub mod relay;
+pub mod search_serve;
 pub mod state;
 pub mod statements;
 pub mod tracker;

@@ -15,6 +15,7 @@
 
 use super::cache_serve::{self, CacheSession};
 use super::error::SessionError;
+use super::search_serve;
 use super::state::{FrontendState, SharedState};
 use super::tracker::tag_rows;
 use crate::context::ProxyContext;
@@ -245,6 +246,23 @@ where
                     return Ok(());
                 }
                 buf.advance(answer.consumed);
+                rescan = !buf.is_empty();
+                pending_frame = 0;
+                continue;
+            }
+        }
+        // A text-predicate Query the search store can narrow: send its narrowed form.
+        if shared.authenticated.load(Relaxed)
+            && scanner.at_boundary()
+            && !buf.is_empty()
+            && ctx.search.may_narrow()
+        {
+            if let Some(n) = search_serve::try_narrow(&buf, state, ctx, shared).await {
+                state.on_narrowed(&n.classified, ctx, shared);
+                wr.write_all(&n.frame)
+                    .await
+                    .map_err(SessionError::UpstreamIo)?;
+                buf.advance(n.consumed);
                 rescan = !buf.is_empty();
                 pending_frame = 0;
                 continue;

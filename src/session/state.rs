@@ -138,6 +138,24 @@ impl FrontendState {
         self.keys.policies()
     }
 
+    /// A Query the search store narrowed: sent rewritten, counted and tracked as the
+    /// original statement on the search route.
+    pub fn on_narrowed(
+        &mut self,
+        classified: &Classified,
+        ctx: &ProxyContext,
+        shared: &SharedState,
+    ) {
+        ctx.metrics
+            .count_statement(crate::sql::kind_index(&classified.shape.kind));
+        self.observe(ctx, Some(classified), None);
+        ctx.metrics.route_reasons[router::Reason::Narrowed.index()].fetch_add(1, Relaxed);
+        self.record_keys(ctx, classified, None);
+        shared
+            .tracker
+            .query(Some(Arc::clone(&classified.shape)), Route::Search);
+    }
+
     /// Records the keys a statement names (a served one too: it stays hot).
     pub fn record_keys(
         &self,
@@ -201,7 +219,7 @@ impl FrontendState {
         let decision = router::decide(shape, view, self.keys.policies());
         let cache_reason = self.cache.last_reason.take();
         let reason = match (decision.reason, cache_reason) {
-            (router::Reason::KeyNotPlaced, Some(r)) => r,
+            (router::Reason::KeyNotPlaced | router::Reason::IndexNotReady, Some(r)) => r,
             (r, _) => r,
         };
         ctx.metrics.route_reasons[reason.index()].fetch_add(1, Relaxed);

@@ -42,7 +42,7 @@ mod cache;
 mod classify;
 mod extract;
 mod functions;
-mod lexer;
+pub(crate) mod lexer;
 mod normalize;
 
 #[cfg(test)]

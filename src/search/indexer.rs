@@ -1,0 +1,645 @@
+//! The indexer: one task that owns every index's writes.
+//!
+//! - **Tables**: every [`super::TABLE_REFRESH`] it re-reads which tables `[search]` policies
+//!   cover; a new table gets an index (reusing one on disk whose layout still matches), a
+//!   removed one has its index dropped, a changed layout starts a rebuild.
+//! - **Change feed**: its own slot and publication (`<slot>_search`), so the index's position
+//!   is acknowledged independently of the cache. A transaction's changed keys are *re-read*
+//!   from Postgres (rather than indexed from the feed's row images, which leave out unchanged
+//!   TOASTed values and cannot compute `to_tsvector`), in a snapshot checked to see every
+//!   transaction being applied. Rows read later than the change are newer or equal, and the
+//!   feed brings every later change again, so the index converges. The feed is acknowledged
+//!   only after the index commit, so a restart re-delivers whatever the disk does not hold.
+//! - **Backfill**: in key order, in batches of [`BACKFILL_BATCH`] rows each read in its own
+//!   snapshot, throttled to `backfill_rows_per_second`, committed with its position (resumed
+//!   after a restart). A backfilled row is skipped when the feed already indexed that key from
+//!   a transaction the batch's snapshot does not see (the feed's row is newer).
+
+use super::index::{IndexDoc, Progress, TableIndex};
+use super::service::IndexedTable;
+use super::table::{self, SearchTable, FTS_CONFIGS};
+use super::{SearchError, TABLE_REFRESH};
+use crate::cache::store::Snapshot;
+use crate::cdc::event::quote_ident;
+use crate::cdc::{ChangeFeed, ChangeKind, FeedEvent, FeedState, ResetReason, TableName};
+use crate::config::policy::SearchStoreKind;
+use crate::context::ProxyContext;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+/// Rows per backfill batch.
+const BACKFILL_BATCH: i64 = 5000;
+/// Feed transactions taken together into one refetch and one commit.
+const FEED_BATCH: usize = 1024;
+/// How long a refetch waits for a just-delivered commit to become visible to snapshots.
+const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
+
+/// The indexer's own view of one table.
+struct Tracked {
+    shared: Arc<IndexedTable>,
+    progress: Progress,
+    /// Keys the feed reported changed and not yet re-read, with the changing transaction.
+    dirty: HashMap<String, u32>,
+    /// While backfilling: keys the feed indexed, with the transaction it indexed them for.
+    fed: HashMap<String, u32>,
+    /// Start over: clear the index and backfill again.
+    rebuild: bool,
+}
+
+struct Worker {
+    ctx: Arc<ProxyContext>,
+    client: Option<Client>,
+    rx: Option<mpsc::Receiver<FeedEvent>>,
+    tables: HashMap<u32, Tracked>,
+    source: Option<String>,
+    last_refresh: Option<Instant>,
+    /// When the last backfill batch may be followed by the next.
+    backfill_due: Instant,
+}
+
+pub(super) async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
+    let mut w = Worker {
+        ctx,
+        client: None,
+        rx: None,
+        tables: HashMap::new(),
+        source: None,
+        last_refresh: None,
+        backfill_due: Instant::now(),
+    };
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if let Err(e) = w.step(&mut shutdown).await {
+            warn!(error = %e, "search: indexer step failed; retrying");
+            w.ctx.search.counters.errors.fetch_add(1, Relaxed);
+            w.client = None;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+    // Let go of the indexes (and their writer locks) now, not when the last reference to
+    // the proxy's context goes.
+    w.ctx.search.publish(Vec::new());
+    w.tables.clear();
+}
+
+/// The indexer's side connection, opened again when it broke.
+async fn side<'a>(
+    slot: &'a mut Option<Client>,
+    ctx: &ProxyContext,
+) -> Result<&'a Client, SearchError> {
+    if slot.as_ref().is_none_or(|c| c.is_closed()) {
+        *slot = Some(crate::side::connect(ctx).await?);
+    }
+    slot.as_ref()
+        .ok_or(SearchError::Unexpected("no side connection"))
+}
+
+impl Worker {
+    async fn step(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), SearchError> {
+        if self
+            .last_refresh
+            .is_none_or(|t| t.elapsed() >= TABLE_REFRESH)
+        {
+            self.refresh_tables(shutdown).await?;
+            self.last_refresh = Some(Instant::now());
+        }
+        let backfill_pending = self.backfill_candidate().is_some();
+        let wait = if backfill_pending {
+            self.backfill_due.saturating_duration_since(Instant::now())
+        } else {
+            TABLE_REFRESH
+        };
+        let mut events = Vec::new();
+        let mut closed = false;
+        if let Some(rx) = self.rx.as_mut() {
+            tokio::select! {
+                e = rx.recv() => match e {
+                    Some(e) => events.push(e),
+                    None => closed = true,
+                },
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+            while events.len() < FEED_BATCH {
+                match rx.try_recv() {
+                    Ok(e) => events.push(e),
+                    Err(_) => break,
+                }
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(Duration::from_millis(200))) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+        if closed {
+            self.rx = None;
+        }
+        let mut end_lsn = None;
+        for e in events {
+            match e {
+                FeedEvent::Commit(tx) => {
+                    self.note_changes(&tx);
+                    self.ctx
+                        .search
+                        .counters
+                        .feed_transactions
+                        .fetch_add(1, Relaxed);
+                    end_lsn = Some(tx.end_lsn);
+                }
+                FeedEvent::Reset { reason } => {
+                    if !matches!(reason, ResetReason::ConnectionLost { .. }) {
+                        warn!(%reason, "search: change feed lost continuity; rebuilding every index");
+                        for t in self.tables.values_mut() {
+                            t.rebuild = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.apply_rebuilds()?;
+        self.apply_dirty().await?;
+        if let (Some(lsn), Some(feed)) = (end_lsn, self.ctx.search.feed.get()) {
+            feed.ack(lsn);
+        }
+        if Instant::now() >= self.backfill_due {
+            if let Some(oid) = self.backfill_candidate() {
+                self.backfill_batch(oid).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the covered tables; opens, drops and rebuilds indexes; starts or re-aims the
+    /// feed.
+    async fn refresh_tables(
+        &mut self,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), SearchError> {
+        let has_policies = self
+            .ctx
+            .policies
+            .current()
+            .policies
+            .iter()
+            .any(|p| p.search.is_some());
+        if !has_policies && self.tables.is_empty() {
+            return Ok(());
+        }
+        let client = side(&mut self.client, &self.ctx).await?;
+        let loaded = table::load(&self.ctx, client).await?;
+        if self.source.is_none() {
+            let row = client
+                .query_one(
+                    "SELECT system_identifier::text FROM pg_control_system()",
+                    &[],
+                )
+                .await?;
+            let system: String = row.get(0);
+            let slot = search_feed_settings(&self.ctx).slot;
+            self.source = Some(format!("{system}/{}/{slot}", self.ctx.upstream.database));
+        }
+        let source = self.source.clone().unwrap_or_default();
+        let root = self.ctx.config.stores.embedded.dir.clone();
+        let mut next: HashMap<u32, Tracked> = HashMap::new();
+        for meta in loaded {
+            let oid = meta.oid;
+            match self.tables.remove(&oid) {
+                // Kept as it is unless it changed, or its index could not be opened (retried).
+                Some(t)
+                    if t.shared.meta == meta
+                        && (t.shared.index.is_some()
+                            || meta.unusable.is_some()
+                            || meta.policy.store != SearchStoreKind::Embedded) =>
+                {
+                    next.insert(oid, t);
+                }
+                old => {
+                    if let Some(old) = old {
+                        info!(table = %meta.name, "search: table layout or policy changed; rebuilding its index");
+                        drop(old);
+                    }
+                    next.insert(oid, open_table(meta, &root, &source));
+                }
+            }
+        }
+        // Whatever is left is no longer under a policy: drop its index.
+        for (_, t) in self.tables.drain() {
+            if let Some(ix) = &t.shared.index {
+                info!(table = %t.shared.meta.name, "search: no policy covers the table any more; dropping its index");
+                let dir = ix.dir.clone();
+                drop(t);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        self.tables = next;
+        self.ctx.search.publish(
+            self.tables
+                .values()
+                .map(|t| Arc::clone(&t.shared))
+                .collect(),
+        );
+        // The feed: started once something is indexable, then kept in step.
+        let mut wanted: Vec<TableName> = self
+            .tables
+            .values()
+            .filter(|t| t.shared.index.is_some())
+            .map(|t| t.shared.meta.name.clone())
+            .collect();
+        wanted.sort();
+        match self.ctx.search.feed.get() {
+            None if !wanted.is_empty() => {
+                let settings = search_feed_settings(&self.ctx);
+                let (handle, rx) = ChangeFeed::start_with(
+                    Arc::clone(&self.ctx),
+                    settings,
+                    wanted,
+                    shutdown.clone(),
+                );
+                if self.ctx.search.feed.set(handle).is_ok() {
+                    self.rx = Some(rx);
+                }
+            }
+            Some(feed) => {
+                let mut current = feed.tables();
+                current.sort();
+                if current != wanted {
+                    feed.set_tables(wanted).await?;
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn note_changes(&mut self, tx: &crate::cdc::Transaction) {
+        for ch in &tx.changes {
+            let Some(t) = self
+                .tables
+                .values_mut()
+                .find(|t| t.shared.meta.name == ch.table)
+            else {
+                continue;
+            };
+            if t.shared.index.is_none() {
+                continue;
+            }
+            match ch.kind {
+                ChangeKind::Truncate | ChangeKind::Invalidate => t.rebuild = true,
+                ChangeKind::Insert | ChangeKind::Update | ChangeKind::Delete => {
+                    let col = &t.shared.meta.key_column;
+                    let old = ch
+                        .key
+                        .iter()
+                        .find(|(c, _)| c == col)
+                        .and_then(|(_, v)| v.clone());
+                    let new = ch.new_row.as_ref().and_then(|row| {
+                        row.iter()
+                            .find(|(c, _)| c == col)
+                            .and_then(|(_, v)| v.as_text().map(str::to_string))
+                    });
+                    if old.is_none() && new.is_none() {
+                        t.rebuild = true;
+                    }
+                    for k in [old, new].into_iter().flatten() {
+                        t.dirty.insert(k, tx.xid);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_rebuilds(&mut self) -> Result<(), SearchError> {
+        for t in self.tables.values_mut() {
+            if !t.rebuild {
+                continue;
+            }
+            t.rebuild = false;
+            t.dirty.clear();
+            t.fed.clear();
+            let Some(ix) = &t.shared.index else { continue };
+            self.ctx.search.counters.rebuilds.fetch_add(1, Relaxed);
+            t.shared.ready.store(false, Relaxed);
+            ix.clear()?;
+            t.progress.complete = false;
+            t.progress.after_key = None;
+            t.progress.backfilled_rows = 0;
+            ix.commit(&t.progress)?;
+            publish_progress(t);
+        }
+        Ok(())
+    }
+
+    /// Re-reads every dirty key and replaces its documents.
+    async fn apply_dirty(&mut self) -> Result<(), SearchError> {
+        let oids: Vec<u32> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| !t.dirty.is_empty() && t.shared.index.is_some())
+            .map(|(o, _)| *o)
+            .collect();
+        for oid in oids {
+            let (meta, keys, xids) = {
+                let Some(t) = self.tables.get(&oid) else {
+                    continue;
+                };
+                let keys: Vec<String> = t.dirty.keys().cloned().collect();
+                let xids: Vec<u32> = t.dirty.values().copied().collect();
+                (t.shared.meta.clone(), keys, xids)
+            };
+            let (snapshot, docs) = self.fetch_keys(&meta, &keys, &xids).await?;
+            let _ = snapshot;
+            self.ctx
+                .search
+                .counters
+                .refetched_rows
+                .fetch_add(docs.len() as u64, Relaxed);
+            let Some(t) = self.tables.get_mut(&oid) else {
+                continue;
+            };
+            let Some(ix) = &t.shared.index else { continue };
+            ix.replace(&keys, &docs)?;
+            ix.commit(&t.progress)?;
+            if !t.progress.complete {
+                for (k, x) in t.dirty.drain() {
+                    t.fed.insert(k, x);
+                }
+            }
+            t.dirty.clear();
+        }
+        Ok(())
+    }
+
+    /// A table whose backfill can run now: incomplete, and covered by a streaming feed (so
+    /// every change after the batch's snapshot will be delivered).
+    fn backfill_candidate(&self) -> Option<u32> {
+        let feed = self.ctx.search.feed.get()?;
+        let status = feed.status();
+        if status.state != FeedState::Streaming {
+            return None;
+        }
+        self.tables
+            .iter()
+            .filter(|(_, t)| t.shared.index.is_some() && !t.progress.complete)
+            .find(|(_, t)| status.tables.contains(&t.shared.meta.name))
+            .map(|(o, _)| *o)
+    }
+
+    async fn backfill_batch(&mut self, oid: u32) -> Result<(), SearchError> {
+        let started = Instant::now();
+        let Some(t) = self.tables.get(&oid) else {
+            return Ok(());
+        };
+        let meta = t.shared.meta.clone();
+        let after = t.progress.after_key.clone();
+        let (snapshot, docs) = self.fetch_range(&meta, after.as_deref()).await?;
+        let Some(t) = self.tables.get_mut(&oid) else {
+            return Ok(());
+        };
+        let Some(ix) = &t.shared.index else {
+            return Ok(());
+        };
+        let read = docs.len();
+        let last = docs.last().map(|d| d.key.clone());
+        // The feed already indexed a newer version of these.
+        let keep: Vec<IndexDoc> = docs
+            .into_iter()
+            .filter(|d| t.fed.get(&d.key).is_none_or(|x| snapshot.sees(*x)))
+            .collect();
+        let keys: Vec<String> = keep.iter().map(|d| d.key.clone()).collect();
+        ix.replace(&keys, &keep)?;
+        t.progress.backfilled_rows += read as u64;
+        if let Some(last) = last {
+            t.progress.after_key = Some(last);
+        }
+        if (read as i64) < BACKFILL_BATCH {
+            t.progress.complete = true;
+            t.fed.clear();
+        }
+        ix.commit(&t.progress)?;
+        self.ctx
+            .search
+            .counters
+            .backfilled_rows
+            .fetch_add(read as u64, Relaxed);
+        publish_progress(t);
+        if t.progress.complete {
+            info!(table = %meta.name, rows = t.progress.backfilled_rows, "search: backfill complete; index in use");
+            t.shared.ready.store(true, Relaxed);
+            t.shared.set_status("ready");
+        } else {
+            info!(table = %meta.name, rows = t.progress.backfilled_rows, "search: backfilling");
+            t.shared
+                .set_status(format!("backfilling ({} rows)", t.progress.backfilled_rows));
+        }
+        // Throttle: a batch of n rows earns n / rate seconds.
+        let rate = f64::from(
+            self.ctx
+                .config
+                .stores
+                .embedded
+                .backfill_rows_per_second
+                .max(1),
+        );
+        let budget = Duration::from_secs_f64(read as f64 / rate);
+        self.backfill_due = started + budget;
+        Ok(())
+    }
+
+    /// Rows of `keys` in one snapshot that sees every transaction in `xids`.
+    async fn fetch_keys(
+        &mut self,
+        meta: &SearchTable,
+        keys: &[String],
+        xids: &[u32],
+    ) -> Result<(Snapshot, Vec<IndexDoc>), SearchError> {
+        let sql = format!(
+            "{} WHERE {} = ANY($1::text::{}[])",
+            select_list(meta),
+            quote_ident(&meta.key_column),
+            meta.key_type
+        );
+        let literal = array_text(keys);
+        let deadline = Instant::now() + VISIBILITY_WAIT;
+        loop {
+            let client = side(&mut self.client, &self.ctx).await?;
+            let (snapshot, docs) = read_in_snapshot(client, meta, &sql, &[&literal]).await?;
+            if xids.iter().all(|x| snapshot.sees(*x)) {
+                return Ok((snapshot, docs));
+            }
+            if Instant::now() >= deadline {
+                return Err(SearchError::Timeout("a delivered commit to become visible"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The next backfill batch after `after` (key order).
+    async fn fetch_range(
+        &mut self,
+        meta: &SearchTable,
+        after: Option<&str>,
+    ) -> Result<(Snapshot, Vec<IndexDoc>), SearchError> {
+        let key = quote_ident(&meta.key_column);
+        let client = side(&mut self.client, &self.ctx).await?;
+        match after {
+            None => {
+                let sql = format!(
+                    "{} ORDER BY {key} LIMIT {BACKFILL_BATCH}",
+                    select_list(meta)
+                );
+                read_in_snapshot(client, meta, &sql, &[]).await
+            }
+            Some(a) => {
+                let sql = format!(
+                    "{} WHERE {key} > $1::text::{} ORDER BY {key} LIMIT {BACKFILL_BATCH}",
+                    select_list(meta),
+                    meta.key_type
+                );
+                read_in_snapshot(client, meta, &sql, &[&a]).await
+            }
+        }
+    }
+}
+
+fn open_table(meta: SearchTable, root: &std::path::Path, source: &str) -> Tracked {
+    let mut status = String::from("opening");
+    let mut opened = None;
+    if let Some(why) = &meta.unusable {
+        status = format!("not indexed: {why}");
+    } else if meta.policy.store != SearchStoreKind::Embedded {
+        status = "not indexed: store \"elasticsearch\" is not implemented in this build".into();
+    } else {
+        match TableIndex::open(&super::index::dir_for(root, &meta), &meta, source) {
+            Ok(found) => opened = Some(found),
+            Err(e) => status = format!("not indexed: {e}"),
+        }
+    }
+    let (index, progress) = match opened {
+        Some((ix, p)) => (Some(ix), p),
+        None => (None, Progress::default()),
+    };
+    let resumed = progress.after_key.is_some() || progress.complete;
+    if index.is_some() {
+        info!(table = %meta.name, resumed, complete = progress.complete, rows = progress.backfilled_rows, "search: index opened");
+        status = if progress.complete {
+            "ready".into()
+        } else {
+            "backfill pending".into()
+        };
+    } else {
+        warn!(table = %meta.name, %status, "search: table not indexed");
+    }
+    let shared = Arc::new(IndexedTable {
+        ready: std::sync::atomic::AtomicBool::new(index.is_some() && progress.complete),
+        meta,
+        index,
+        progress: Mutex::new(progress.clone()),
+        status: Mutex::new(status),
+    });
+    Tracked {
+        shared,
+        progress,
+        dirty: HashMap::new(),
+        fed: HashMap::new(),
+        rebuild: false,
+    }
+}
+
+fn publish_progress(t: &Tracked) {
+    *t.shared.progress.lock().unwrap_or_else(|e| e.into_inner()) = t.progress.clone();
+}
+
+/// The search feed's slot and publication: the cache's names with `_search` appended.
+fn search_feed_settings(ctx: &ProxyContext) -> crate::config::ChangeFeedSettings {
+    let mut s = ctx.config.change_feed.clone();
+    s.slot = format!("{}_search", s.slot);
+    s.publication = format!("{}_search", s.publication);
+    s
+}
+
+/// `SELECT key::text, columns.., lexemes.. FROM table`.
+fn select_list(meta: &SearchTable) -> String {
+    let mut cols = vec![format!("{}::text", quote_ident(&meta.key_column))];
+    for c in &meta.columns {
+        cols.push(format!("{}::text", quote_ident(c)));
+    }
+    if meta.has_lexemes() {
+        for c in &meta.columns {
+            for cfg in FTS_CONFIGS {
+                cols.push(format!(
+                    "tsvector_to_array(to_tsvector('{cfg}'::regconfig, {}))",
+                    quote_ident(c)
+                ));
+            }
+        }
+    }
+    format!("SELECT {} FROM {}", cols.join(", "), meta.name.quoted())
+}
+
+/// An array literal (`{"a","b"}`) of key texts, for `$1::text::<type>[]`.
+fn array_text(keys: &[String]) -> String {
+    let quoted = super::rewrite::array_literal(keys);
+    // array_literal gives an SQL string literal; as a parameter, the unquoted text.
+    quoted[1..quoted.len() - 1].replace("''", "'")
+}
+
+async fn read_in_snapshot(
+    client: &Client,
+    meta: &SearchTable,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(Snapshot, Vec<IndexDoc>), SearchError> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let result = async {
+        let row = client
+            .query_one("SELECT pg_current_snapshot()::text", &[])
+            .await?;
+        let text: String = row.get(0);
+        let snapshot = Snapshot::parse(&text)
+            .ok_or(SearchError::Unexpected("pg_current_snapshot() output"))?;
+        let rows = client.query(sql, params).await?;
+        let n = meta.columns.len();
+        let mut docs = Vec::with_capacity(rows.len());
+        for r in rows {
+            let key: String = r.try_get(0)?;
+            let texts: Vec<Option<String>> =
+                (0..n).map(|i| r.try_get(1 + i)).collect::<Result<_, _>>()?;
+            let mut lexemes = Vec::new();
+            if meta.has_lexemes() {
+                for i in 0..n {
+                    let mut per = Vec::new();
+                    for cfg in 0..FTS_CONFIGS.len() {
+                        let v: Option<Vec<String>> =
+                            r.try_get(1 + n + i * FTS_CONFIGS.len() + cfg)?;
+                        per.push(v.unwrap_or_default());
+                    }
+                    lexemes.push(per);
+                }
+            }
+            docs.push(IndexDoc {
+                key,
+                texts,
+                lexemes,
+            });
+        }
+        Ok::<_, SearchError>((snapshot, docs))
+    }
+    .await;
+    let end = client.batch_execute("COMMIT").await;
+    let out = result?;
+    end?;
+    Ok(out)
+}

@@ -1,0 +1,576 @@
+//! Text predicates narrowed by the embedded search store (tantivy), against real PostgreSQL:
+//! every generated query gives through the proxy exactly what it gives straight from
+//! Postgres (rows, order, command tags, errors), before and after writes made through the
+//! proxy and straight to Postgres; most of them were actually narrowed (the counter moved),
+//! so a proxy that relayed everything could not pass; the index survives a proxy restart and
+//! picks up what changed while the proxy was down.
+
+mod common;
+
+use common::*;
+use pgpolyglot::server::ServerHandle;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tokio_postgres::SimpleQueryMessage;
+
+/// Rows in the generated corpus.
+const ROWS: i64 = 3000;
+
+/// A deterministic generator (xorshift64*), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    /// Zipf-like: index `i` with weight about 1/(i+1).
+    fn zipf(&mut self, n: usize) -> usize {
+        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
+        let i = ((n as f64 + 1.0).powf(u) - 1.0) as usize;
+        i.min(n - 1)
+    }
+}
+
+/// The vocabulary: common words first (Zipf), then stems, stop words, unicode, and text
+/// full of LIKE and regex metacharacters.
+const WORDS: &[&str] = &[
+    "data",
+    "proxy",
+    "query",
+    "index",
+    "search",
+    "cache",
+    "latency",
+    "postgres",
+    "replication",
+    "running",
+    "runs",
+    "ran",
+    "runner",
+    "cats",
+    "cat",
+    "caching",
+    "cached",
+    "indexes",
+    "indexing",
+    "the",
+    "a",
+    "of",
+    "and",
+    "is",
+    "with",
+    "café",
+    "Café",
+    "straße",
+    "STRASSE",
+    "İstanbul",
+    "istanbul",
+    "naïve",
+    "\u{212A}elvin",
+    "kelvin",
+    "Ωmega",
+    "日本語",
+    "emoji🙂",
+    "100%",
+    "50%off",
+    "under_score",
+    "a_b",
+    "back\\slash",
+    "c:\\path",
+    "it's",
+    "o'clock",
+    "\"quoted\"",
+    "dot.com",
+    "a+b",
+    "(paren)",
+    "[bracket]",
+    "x*y",
+    "q?",
+    "caret^",
+    "dollar$",
+    "pipe|bar",
+    "brace{2}",
+    "tab\there",
+    "zebra",
+    "quokka",
+    "xylophone",
+    "jumping",
+    "jumped",
+    "databases",
+    "database",
+    "PostgreSQL",
+    "Elasticsearch",
+    "tantivy",
+    "trigram",
+];
+
+fn sentence(rng: &mut Rng, min: usize, max: usize) -> String {
+    let n = min + rng.below(max - min + 1);
+    let mut words = Vec::with_capacity(n);
+    for _ in 0..n {
+        let w = WORDS[rng.zipf(WORDS.len())];
+        words.push(match rng.below(10) {
+            0 => w.to_uppercase(),
+            1 => {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            }
+            _ => w.to_string(),
+        });
+    }
+    words.join(if rng.chance(10) { ", " } else { " " })
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn corpus_sql(seed: u64) -> String {
+    let mut rng = Rng(seed);
+    let mut sql = String::from(
+        "CREATE TABLE docs (id bigint PRIMARY KEY, title text, body text, n int NOT NULL);\n",
+    );
+    for chunk in (1..=ROWS).collect::<Vec<_>>().chunks(500) {
+        sql.push_str("INSERT INTO docs VALUES ");
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|id| {
+                let title = if rng.chance(5) {
+                    "NULL".to_string()
+                } else {
+                    quote(&sentence(&mut rng, 1, 5))
+                };
+                let body = if rng.chance(5) {
+                    "NULL".to_string()
+                } else {
+                    quote(&sentence(&mut rng, 3, 40))
+                };
+                format!("({id}, {title}, {body}, {})", rng.below(100))
+            })
+            .collect();
+        sql.push_str(&rows.join(", "));
+        sql.push_str(";\n");
+    }
+    sql.push_str("ANALYZE docs;\n");
+    sql
+}
+
+/// A substring of a vocabulary word (at least `min` chars), with its case changed sometimes.
+fn fragment(rng: &mut Rng, min: usize) -> String {
+    let w: Vec<char> = WORDS[rng.zipf(WORDS.len())].chars().collect();
+    if w.len() <= min {
+        return w.iter().collect();
+    }
+    let len = min + rng.below(w.len() - min + 1);
+    let start = rng.below(w.len() - len + 1);
+    let s: String = w[start..start + len].iter().collect();
+    if rng.chance(20) {
+        s.to_uppercase()
+    } else {
+        s
+    }
+}
+
+/// LIKE-escapes `%`, `_` and `\` in a fragment.
+fn like_literal(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Regex-escapes ARE metacharacters in a fragment.
+fn regex_literal(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.^$|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn predicate(rng: &mut Rng) -> String {
+    let col = if rng.chance(60) { "body" } else { "title" };
+    let a = fragment(rng, 3);
+    let b = fragment(rng, 2);
+    match rng.below(14) {
+        0 => format!("{col} LIKE {}", quote(&format!("%{}%", like_literal(&a)))),
+        1 => format!("{col} LIKE {}", quote(&format!("{}%", like_literal(&a)))),
+        2 => format!(
+            "{col} LIKE {}",
+            quote(&format!("%{}_{}%", like_literal(&a), like_literal(&b)))
+        ),
+        3 => format!(
+            "{col} LIKE {} ESCAPE '!'",
+            quote(&format!(
+                "%{}%",
+                a.replace('!', "!!").replace('%', "!%").replace('_', "!_")
+            ))
+        ),
+        4 | 5 => format!("{col} ILIKE {}", quote(&format!("%{}%", like_literal(&a)))),
+        6 => format!(
+            "{col} ILIKE {} AND {col} NOT ILIKE {}",
+            quote(&format!("%{}%", like_literal(&a))),
+            quote(&format!("%{}%", like_literal(&b)))
+        ),
+        7 => format!("{col} ~ {}", quote(&regex_literal(&a))),
+        8 => format!("{col} ~* {}", quote(&regex_literal(&a))),
+        9 => format!(
+            "{col} ~ {}",
+            quote(&format!("{}.*{}", regex_literal(&a), regex_literal(&b)))
+        ),
+        10 => format!(
+            "{col} ~* {}",
+            quote(&format!(
+                "{}|{}",
+                regex_literal(&a),
+                regex_literal(&fragment(rng, 3))
+            ))
+        ),
+        _ => {
+            let cfg = if rng.chance(70) { "english" } else { "simple" };
+            let w1 = WORDS[rng.zipf(WORDS.len())].replace(['\'', '\\'], "");
+            let w2 = WORDS[rng.zipf(WORDS.len())].replace(['\'', '\\'], "");
+            let prefix: String = w1.chars().filter(|c| c.is_alphanumeric()).take(3).collect();
+            let (func, text) = match rng.below(6) {
+                0 => ("to_tsquery", format!("'{w1}' & '{w2}'")),
+                1 => ("to_tsquery", format!("'{w1}' | !'{w2}'")),
+                2 => ("to_tsquery", format!("{prefix}:*")),
+                3 => ("plainto_tsquery", format!("{w1} {w2}")),
+                4 => ("phraseto_tsquery", format!("{w1} {w2}")),
+                _ => (
+                    "websearch_to_tsquery",
+                    format!("\"{w1} {w2}\" or {w2} -{w1}"),
+                ),
+            };
+            let q = format!("{func}('{cfg}', {})", quote(&text));
+            format!("to_tsvector('{cfg}', {col}) @@ {q}")
+        }
+    }
+}
+
+fn statement(rng: &mut Rng) -> String {
+    let p = predicate(rng);
+    match rng.below(6) {
+        0 | 1 => format!("SELECT id, title FROM docs WHERE {p} ORDER BY id"),
+        2 => format!("SELECT count(*) FROM docs WHERE {p}"),
+        3 => format!("SELECT id, n FROM docs WHERE {p} AND n % 3 = 0 ORDER BY id DESC LIMIT 7"),
+        4 => {
+            format!("SELECT n, count(*) FROM docs WHERE {p} GROUP BY n ORDER BY 2 DESC, 1 LIMIT 5")
+        }
+        _ => format!(
+            "SELECT id FROM docs WHERE {p} AND {} ORDER BY id",
+            predicate(rng)
+        ),
+    }
+}
+
+/// What a client sees of one simple query: rows (text), command tags, or the error.
+async fn outcome(client: &tokio_postgres::Client, sql: &str) -> String {
+    match client.simple_query(sql).await {
+        Ok(msgs) => {
+            let mut out = String::new();
+            for m in msgs {
+                match m {
+                    SimpleQueryMessage::Row(r) => {
+                        let vals: Vec<Option<&str>> = (0..r.len()).map(|i| r.get(i)).collect();
+                        out.push_str(&format!("{vals:?}\n"));
+                    }
+                    SimpleQueryMessage::CommandComplete(n) => out.push_str(&format!("-- {n}\n")),
+                    _ => {}
+                }
+            }
+            out
+        }
+        Err(e) => format!("ERROR {}", pg_error(&e)),
+    }
+}
+
+struct Fixture {
+    pg: std::sync::Arc<EmbeddedPostgres>,
+    db: tokio_postgres::Client,
+    name: String,
+    policies: PathBuf,
+    index_dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.policies);
+        let _ = std::fs::remove_dir_all(&self.index_dir);
+    }
+}
+
+async fn fixture(name: &str, seed: u64, fraction: f64) -> Fixture {
+    let pg = shared_cluster().await;
+    let db = database_with(&pg, name, &corpus_sql(seed)).await;
+    let base =
+        std::env::temp_dir().join(format!("pgpolyglot-search-{name}-{}", std::process::id()));
+    let policies = base.join("policies");
+    let index_dir = base.join("data");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("docs.toml"),
+        format!(
+            "tables = [\"public.docs\"]\n\n[search]\nstore = \"embedded\"\n\
+             columns = [\"title\", \"body\"]\npredicates = [\"like\", \"ilike\", \"regex\", \"fts\"]\n\
+             max_candidate_fraction = {fraction}\nmax_staleness = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    Fixture {
+        pg,
+        db,
+        name: name.to_string(),
+        policies,
+        index_dir,
+    }
+}
+
+impl Fixture {
+    async fn proxy(&self) -> ServerHandle {
+        let mut config = proxy_config(&self.pg.url("postgres", &self.name));
+        config.policies = self.policies.clone();
+        config.stores.embedded.dir = self.index_dir.clone();
+        config.change_feed.slot = format!("{}_slot", self.name);
+        config.change_feed.publication = format!("{}_pub", self.name);
+        config.change_feed.status_interval = Duration::from_millis(100);
+        proxy_with(config).await
+    }
+
+    async fn through(&self, proxy: &ServerHandle) -> tokio_postgres::Client {
+        let url = format!(
+            "host=127.0.0.1 port={} user=postgres dbname={}",
+            proxy.local_addr().port(),
+            self.name
+        );
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connecting through the proxy");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+/// Waits until the docs index is complete and the search feed has applied everything
+/// committed so far.
+async fn caught_up(proxy: &ServerHandle, db: &tokio_postgres::Client) {
+    let lsn: String = db
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let target: pgpolyglot::cdc::Lsn = lsn.parse().unwrap();
+    let search = &proxy.context().search;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = search
+            .table("public", "docs")
+            .is_some_and(|t| t.ready.load(Relaxed));
+        let applied = search.feed().map(|f| f.health().applied_lsn);
+        if ready && applied.is_some_and(|a| a >= target) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the search index did not catch up: ready={ready} applied={applied:?} target={target} status={:?}",
+            search.table("public", "docs").map(|t| t.status())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `count` generated statements through the proxy and directly; returns how many
+/// differed (each printed) — the caller asserts zero.
+async fn compare(
+    seed: u64,
+    count: usize,
+    proxied: &tokio_postgres::Client,
+    direct: &tokio_postgres::Client,
+) -> usize {
+    let mut rng = Rng(seed);
+    let mut differ = 0;
+    for _ in 0..count {
+        let sql = statement(&mut rng);
+        let want = outcome(direct, &sql).await;
+        let got = outcome(proxied, &sql).await;
+        if want != got {
+            differ += 1;
+            eprintln!("DIFFERS: {sql}\n  direct: {want:.400}\n  proxy:  {got:.400}");
+        }
+    }
+    differ
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_queries_match_postgres_before_and_after_writes() {
+    let f = fixture("search_parity", 0x5eed_0001, 0.5).await;
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let proxied = f.through(&proxy).await;
+    let counters = &proxy.context().search.counters;
+
+    let before = counters.narrowed.load(Relaxed);
+    let differ = compare(11, 400, &proxied, &f.db).await;
+    let narrowed = counters.narrowed.load(Relaxed) - before;
+    assert_eq!(differ, 0, "results differ from Postgres (see stderr)");
+    assert!(
+        narrowed >= 200,
+        "only {narrowed} of 400 statements were narrowed (too_many={}, reasons in /metrics)",
+        counters.too_many.load(Relaxed)
+    );
+    eprintln!("before writes: 400 statements, {narrowed} narrowed");
+
+    // Writes through the proxy (read back at once: the session's fence) and straight to
+    // Postgres (read back once the feed caught up).
+    let mut rng = Rng(0xfeed);
+    for i in 0..60 {
+        let id = 1 + rng.below(ROWS as usize) as i64;
+        let text = quote(&sentence(&mut rng, 2, 12));
+        let sql = match i % 4 {
+            0 => format!("UPDATE docs SET body = {text} WHERE id = {id}"),
+            1 => format!("UPDATE docs SET title = {text}, body = NULL WHERE id = {id}"),
+            2 => format!("DELETE FROM docs WHERE id = {id}"),
+            _ => format!(
+                "INSERT INTO docs VALUES ({}, {text}, {text}, 1)",
+                ROWS + 1 + i64::from(i)
+            ),
+        };
+        let through_proxy = i % 2 == 0;
+        let client = if through_proxy { &proxied } else { &f.db };
+        client.batch_execute(&sql).await.unwrap();
+        if through_proxy {
+            // Read-your-writes: the very next statement on this session must see it.
+            let check = "SELECT id, title FROM docs WHERE body ILIKE '%e%' AND title ILIKE '%a%' ORDER BY id";
+            assert_eq!(
+                outcome(&proxied, check).await,
+                outcome(&f.db, check).await,
+                "after {sql}"
+            );
+        }
+    }
+    caught_up(&proxy, &f.db).await;
+    let before = counters.narrowed.load(Relaxed);
+    let differ = compare(12, 300, &proxied, &f.db).await;
+    let narrowed_after = counters.narrowed.load(Relaxed) - before;
+    assert_eq!(
+        differ, 0,
+        "results differ from Postgres after writes (see stderr)"
+    );
+    assert!(
+        narrowed_after >= 150,
+        "only {narrowed_after} of 300 narrowed after writes"
+    );
+    eprintln!("after writes: 300 statements, {narrowed_after} narrowed");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_survives_a_restart_and_catches_up() {
+    let f = fixture("search_restart", 0x5eed_0002, 0.5).await;
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let first_backfill = proxy
+        .context()
+        .search
+        .counters
+        .backfilled_rows
+        .load(Relaxed);
+    assert!(first_backfill >= ROWS as u64, "backfilled {first_backfill}");
+    proxy.shutdown().await;
+
+    // Changes while no proxy runs: the slot keeps them.
+    f.db.batch_execute(
+        "UPDATE docs SET body = 'restart marker quokkaquokka' WHERE id <= 20;
+         DELETE FROM docs WHERE id BETWEEN 21 AND 40;
+         INSERT INTO docs VALUES (100001, 'late arrival', 'quokkaquokka again', 5);",
+    )
+    .await
+    .unwrap();
+
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let search = &proxy.context().search;
+    assert_eq!(
+        search.counters.backfilled_rows.load(Relaxed),
+        0,
+        "the index on disk should have been reused, not rebuilt"
+    );
+    let proxied = f.through(&proxy).await;
+    let before = search.counters.narrowed.load(Relaxed);
+    for sql in [
+        "SELECT id FROM docs WHERE body LIKE '%quokkaquokka%' ORDER BY id",
+        "SELECT id FROM docs WHERE to_tsvector('simple', body) @@ to_tsquery('simple', 'quokkaquokka') ORDER BY id",
+        "SELECT count(*) FROM docs WHERE body ~ 'marker' AND id < 100",
+    ] {
+        assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await, "{sql}");
+    }
+    assert_eq!(search.counters.narrowed.load(Relaxed) - before, 3);
+    assert_eq!(compare(21, 100, &proxied, &f.db).await, 0);
+
+    // TRUNCATE: the index is rebuilt, and meanwhile nothing is narrowed wrongly.
+    proxied
+        .batch_execute("TRUNCATE docs; INSERT INTO docs VALUES (1, 'only one', 'quokkaquokka', 1)")
+        .await
+        .unwrap();
+    let sql = "SELECT id FROM docs WHERE body LIKE '%quokka%' ORDER BY id";
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+    caught_up(&proxy, &f.db).await;
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+    assert!(search.counters.rebuilds.load(Relaxed) >= 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_candidates_and_bad_patterns_pass_through() {
+    let f = fixture("search_passthrough", 0x5eed_0003, 0.01).await;
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let proxied = f.through(&proxy).await;
+    let counters = &proxy.context().search.counters;
+    let before = counters.narrowed.load(Relaxed);
+    for sql in [
+        // Common word: more than 1 % of rows.
+        "SELECT count(*) FROM docs WHERE body ILIKE '%data%'",
+        // Too short to narrow.
+        "SELECT count(*) FROM docs WHERE body LIKE '%ca%'",
+        // Invalid regex: Postgres's own error.
+        "SELECT count(*) FROM docs WHERE body ~ 'quokka(' ",
+        "SELECT count(*) FROM docs WHERE body ~ 'zzzq{2,1}'",
+        // Trailing escape: Postgres's own error.
+        "SELECT count(*) FROM docs WHERE body LIKE 'quokka\\'",
+        // tsquery syntax error.
+        "SELECT count(*) FROM docs WHERE to_tsvector('english', body) @@ to_tsquery('english', 'quokka &')",
+        // Stop words only: Postgres's notice and no rows.
+        "SELECT count(*) FROM docs WHERE to_tsvector('english', body) @@ to_tsquery('english', 'the & a')",
+        // Inside a transaction block.
+        "BEGIN; SELECT count(*) FROM docs WHERE body LIKE '%quokka%'; COMMIT",
+    ] {
+        assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await, "{sql}");
+    }
+    let narrowed = counters.narrowed.load(Relaxed) - before;
+    assert!(
+        narrowed <= 1,
+        "{narrowed} narrowed (only the stop-word query may be)"
+    );
+    assert!(counters.too_many.load(Relaxed) >= 1);
+    proxy.shutdown().await;
+}
