@@ -47,6 +47,8 @@ mod pgbench;
 mod process;
 #[path = "load/report.rs"]
 mod report;
+#[path = "load/search.rs"]
+mod search;
 #[path = "load/targets.rs"]
 mod targets;
 
@@ -231,6 +233,9 @@ async fn interrupted() -> &'static str {
 }
 
 async fn run() -> BenchResult<()> {
+    if std::env::var("PGPOLYGLOT_BENCH_WORKLOADS").is_ok_and(|w| w.trim() == "search") {
+        return run_search().await;
+    }
     let knobs = Knobs::from_env()?;
     let load_before = process::load_average();
     let workloads = knobs.workloads.clone();
@@ -417,6 +422,31 @@ async fn prepare_database(
         done.push(key);
     }
     Ok(())
+}
+
+/// The text-search benchmark ([`search`]): its own tables, peers and report.
+async fn run_search() -> BenchResult<()> {
+    let out = env_or("PGPOLYGLOT_BENCH_OUT", "search")?;
+    eprintln!("load: starting PostgreSQL");
+    let pg = tokio::time::timeout(
+        PG_START_TIMEOUT,
+        EmbeddedPostgres::start(EmbeddedPgOptions {
+            extra_conf: vec![
+                ("max_connections".into(), "200".into()),
+                ("shared_buffers".into(), "1GB".into()),
+                ("synchronous_commit".into(), "on".into()),
+            ],
+            ..EmbeddedPgOptions::default()
+        }),
+    )
+    .await
+    .map_err(|_| format!("PostgreSQL did not start within {PG_START_TIMEOUT:?}"))?
+    .context(|| "starting the embedded PostgreSQL".to_string())?;
+    let env = TargetEnv {
+        pg_port: pg.port(),
+        run_as: process::unprivileged_user()?,
+    };
+    search::run(&pg, &env, &out).await
 }
 
 /// Starts the chosen targets. One that fails to start is left out with a note (its cells

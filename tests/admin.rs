@@ -631,7 +631,7 @@ async fn admin_console_authenticates_through_postgres() {
         pg_error(&e)
     );
     assert_eq!(rows(&admin, "show hot_keys").await.len(), 0);
-    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 10);
+    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 11);
 
     // psql prints the views as ordinary tables.
     let out = std::process::Command::new("psql")

@@ -46,6 +46,14 @@ pub trait Target {
     fn cache_summary(&self) -> Option<String> {
         None
     }
+    /// For a pgpolyglot with a search policy: (index complete, rows backfilled so far).
+    fn search_progress(&self) -> Option<(bool, u64)> {
+        None
+    }
+    /// For a pgpolyglot with a search policy: what the search store did, one line.
+    fn search_summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Every target the runner knows, in report order.
@@ -63,6 +71,8 @@ pub enum TargetKind {
     PgpolyglotCache,
     /// The same with `store = "redis"`: L1 plus a shared L2 in a redis-server of its own.
     PgpolyglotCacheRedis,
+    /// pgpolyglot with a search policy on the search benchmark's `docs` (embedded tantivy).
+    PgpolyglotSearch,
 }
 
 /// The cache target's policy: every key the statistics call hot is placed.
@@ -89,7 +99,7 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 8] = [
+    pub const ALL: [TargetKind; 9] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
@@ -98,6 +108,7 @@ impl TargetKind {
         TargetKind::PgpolyglotStatsOff,
         TargetKind::PgpolyglotCache,
         TargetKind::PgpolyglotCacheRedis,
+        TargetKind::PgpolyglotSearch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -110,6 +121,7 @@ impl TargetKind {
             TargetKind::PgpolyglotStatsOff => "pgpolyglot-stats-off",
             TargetKind::PgpolyglotCache => "pgpolyglot-cache",
             TargetKind::PgpolyglotCacheRedis => "pgpolyglot-cache-redis",
+            TargetKind::PgpolyglotSearch => "pgpolyglot-search",
         }
     }
 
@@ -160,6 +172,16 @@ impl TargetKind {
                 target.redis = Some(redis);
                 Box::new(target)
             }
+            TargetKind::PgpolyglotSearch => Box::new(
+                Pgpolyglot::start(
+                    env,
+                    "pgpolyglot-search",
+                    &[("docs.toml", crate::search::SEARCH_POLICY)],
+                    true,
+                    Some(crate::search::SEARCH_DB),
+                )
+                .await?,
+            ),
         };
         Ok(target)
     }
@@ -175,7 +197,8 @@ impl TargetKind {
             TargetKind::Pgpolyglot
             | TargetKind::PgpolyglotStatsOff
             | TargetKind::PgpolyglotCache
-            | TargetKind::PgpolyglotCacheRedis => Some(format!(
+            | TargetKind::PgpolyglotCacheRedis
+            | TargetKind::PgpolyglotSearch => Some(format!(
                 "pgpolyglot {} (in-process, release build)",
                 env!("CARGO_PKG_VERSION")
             )),
@@ -456,7 +479,11 @@ impl Pgpolyglot {
                     url: format!("redis://127.0.0.1:{port}/0"),
                     ..Default::default()
                 }),
-                ..Default::default()
+                // Search indexes live (and die) with the target's temporary directory.
+                embedded: pgpolyglot::config::EmbeddedSettings {
+                    dir: policy_dir.path().join("search-data"),
+                    ..Default::default()
+                },
             },
             stats: pgpolyglot::config::StatsSettings {
                 enabled: stats,
@@ -517,6 +544,23 @@ impl Target for Pgpolyglot {
         let ctx = self.handle.as_ref()?.context();
         ctx.cache.feed()?;
         Some(ctx.cache.apply_delay(true))
+    }
+    fn search_progress(&self) -> Option<(bool, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ctx = self.handle.as_ref()?.context();
+        let t = ctx.search.tables().into_iter().next()?;
+        Some((t.ready.load(Relaxed), t.progress().backfilled_rows))
+    }
+    fn search_summary(&self) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ctx = self.handle.as_ref()?.context();
+        let c = &ctx.search.counters;
+        Some(format!(
+            "pgpolyglot-search: {} statements narrowed ({} candidate keys in all), {} passed through with too many candidates",
+            c.narrowed.load(Relaxed),
+            c.candidates.load(Relaxed),
+            c.too_many.load(Relaxed)
+        ))
     }
     fn cache_summary(&self) -> Option<String> {
         use std::sync::atomic::Ordering::Relaxed;

@@ -7,5 +7,6 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod prometheus;
+pub mod search;
 pub mod table;
 pub mod views;

@@ -66,6 +66,7 @@ pub fn render(ctx: &ProxyContext) -> String {
         ctx.stats_view.as_ref().map_or(0, |h| h.dropped()),
     );
     cache_metrics(ctx, &mut out);
+    super::search::metrics(ctx, &mut out);
     out
 }
 

@@ -29,11 +29,13 @@ pub enum View {
     Placements,
     Clients,
     Plan,
+    /// `SHOW MIGRATIONS`: search index builds and their progress.
+    Migrations,
 }
 
 impl View {
     /// Every view name, as in `SHOW <NAME>` (lowercase) and `/api/<name>`.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "hot_keys",
         "queries",
         "routes",
@@ -42,6 +44,7 @@ impl View {
         "placements",
         "clients",
         "plan",
+        "migrations",
     ];
 
     /// The view called `name` (case-insensitive) with an optional table and limit.
@@ -60,6 +63,7 @@ impl View {
             "placements" => View::Placements,
             "clients" => View::Clients,
             "plan" => View::Plan,
+            "migrations" => View::Migrations,
             _ => return None,
         })
     }
@@ -76,6 +80,7 @@ pub fn render(ctx: &ProxyContext, view: &View) -> ResultTable {
         View::Policies => policies(ctx),
         View::Placements => placements(ctx),
         View::Clients => clients(ctx),
+        View::Migrations => super::search::migrations(ctx),
         View::Plan => {
             crate::placement::planner::plan_table(&ctx.policies.current(), snapshot.as_deref())
         }
@@ -261,7 +266,8 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
             .into(),
     ]);
     cache_rows(ctx, &mut t);
-    // Search stores the policies ask for: not serving yet (the search issue).
+    super::search::store_rows(ctx, &mut t);
+    // Stores the policies ask for that this build or configuration does not run.
     let set = ctx.policies.current();
     let mut wanted: Vec<&'static str> = Vec::new();
     for p in &set.policies {
@@ -271,7 +277,9 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
             }
         }
         if let Some(s) = &p.search {
-            wanted.push(s.store.name());
+            if s.store.name() != "embedded" {
+                wanted.push(s.store.name());
+            }
         }
     }
     wanted.sort_unstable();
@@ -284,7 +292,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
             ),
             _ => (
                 "search",
-                "named by a policy; this build routes text predicates to postgres",
+                "named by a policy; this build has no Elasticsearch client: those text predicates go to postgres un-narrowed",
             ),
         };
         t.push(vec![
@@ -448,6 +456,7 @@ fn placements(ctx: &ProxyContext) -> ResultTable {
         ("key", T::Text),
         ("store", T::Text),
         ("images", T::Int8),
+        ("status", T::Text),
     ]);
     let cache = &ctx.cache;
     let schema = cache.schema();
@@ -473,8 +482,10 @@ fn placements(ctx: &ProxyContext) -> ResultTable {
             key.into(),
             "memory".into(),
             (images as i64).into(),
+            "placed".into(),
         ]);
     }
+    super::search::placement_rows(ctx, &mut t);
     t
 }
 

@@ -386,6 +386,10 @@ fn help() -> ResultTable {
         ("SHOW PLACEMENTS", "keys and indexes placed in stores"),
         ("SHOW CLIENTS", "open client sessions"),
         (
+            "SHOW MIGRATIONS",
+            "search index builds: backfill progress, documents, state",
+        ),
+        (
             "SHOW PLAN",
             "what the policies and statistics would place now (dry run)",
         ),
