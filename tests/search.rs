@@ -304,6 +304,24 @@ async fn outcome(client: &tokio_postgres::Client, sql: &str) -> String {
     }
 }
 
+/// `EXPLAIN ROUTE <sql>`'s row: route, reason, policy, detail, ...
+async fn explain(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    let msgs = client
+        .simple_query(&format!("EXPLAIN ROUTE {sql}"))
+        .await
+        .unwrap();
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .expect("EXPLAIN ROUTE returns a row")
+}
+
 struct Fixture {
     pg: std::sync::Arc<EmbeddedPostgres>,
     db: tokio_postgres::Client,
@@ -438,6 +456,17 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
         counters.too_many.load(Relaxed)
     );
     eprintln!("before writes: 400 statements, {narrowed} narrowed");
+    let explained = explain(
+        &proxied,
+        "SELECT id FROM docs WHERE body LIKE '%quokka%' ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        &explained[..2],
+        ["search", "narrowed by search index"],
+        "{explained:?}"
+    );
+    assert!(explained[3].contains("candidate keys"), "{explained:?}");
 
     // Writes through the proxy (read back at once: the session's fence) and straight to
     // Postgres (read back once the feed caught up).
@@ -572,5 +601,26 @@ async fn too_many_candidates_and_bad_patterns_pass_through() {
         "{narrowed} narrowed (only the stop-word query may be)"
     );
     assert!(counters.too_many.load(Relaxed) >= 1);
+    for (sql, reason) in [
+        (
+            "SELECT count(*) FROM docs WHERE body ILIKE '%data%'",
+            "too many search candidates",
+        ),
+        (
+            "SELECT count(*) FROM docs WHERE body LIKE '%ca%'",
+            "not narrowable by search index",
+        ),
+        (
+            "SELECT count(*) FROM docs WHERE body ~ 'quokka('",
+            "not narrowable by search index",
+        ),
+    ] {
+        let explained = explain(&proxied, sql).await;
+        assert_eq!(
+            &explained[..2],
+            ["postgres", reason],
+            "{sql}: {explained:?}"
+        );
+    }
     proxy.shutdown().await;
 }

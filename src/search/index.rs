@@ -1,10 +1,12 @@
 //! One tantivy index per table, on local disk: the embedded search store.
 //!
 //! Documents are a row's key plus, per indexed column, its trigrams (folded, see
-//! [`super::terms`]) and the lexemes Postgres's own `to_tsvector` produced for each of
-//! [`FTS_CONFIGS`] — so `@@` narrowing uses exactly Postgres's parser, stemmer and stop words.
-//! All terms are raw (untokenized) multi-valued fields: the proxy computes them, tantivy only
-//! stores postings.
+//! [`super::terms`]) *with their positions* — trigram `i` starts at char `i`, so a literal
+//! run of a pattern is found as a phrase of its trigrams at consecutive positions, i.e. as a
+//! substring of the folded text, not merely as trigrams somewhere in it — and the lexemes
+//! Postgres's own `to_tsvector` produced for each of [`FTS_CONFIGS`], so `@@` narrowing uses
+//! exactly Postgres's parser, stemmer and stop words. The proxy computes every term; tantivy
+//! only stores postings.
 //!
 //! Every commit carries a [`Progress`] payload (layout, backfill position, feed position), so
 //! an index that survives a restart is reused when its layout still matches and a backfill
@@ -16,10 +18,21 @@ use super::SearchError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use tantivy::collector::{Count, DocSetCollector};
-use tantivy::query::{AllQuery, BooleanQuery, EmptyQuery, Occur, Query, RegexQuery, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, FAST, STORED, STRING};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, EnableScoring, Occur, PhraseQuery, Query, RegexQuery,
+    TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
+};
+use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
+use tantivy::{
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, TERMINATED,
+};
+
+/// Matches counted before the candidate search extrapolates whether it will end up with
+/// too many.
+const EXTRAPOLATE_AFTER: u64 = 256;
 
 /// Memory the writer may buffer before it flushes a segment.
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
@@ -42,7 +55,7 @@ pub struct Progress {
 }
 
 /// Where a predicate's terms are looked up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FieldKind {
     Trigram,
     /// Lexemes of [`FTS_CONFIGS`]`[i]`.
@@ -84,13 +97,18 @@ impl std::fmt::Debug for TableIndex {
 fn schema_for(table: &SearchTable) -> (Schema, Fields) {
     let mut b = Schema::builder();
     let key = b.add_text_field("key", STRING | STORED | FAST);
+    let positional = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TRIGRAM_TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    );
     let mut trigram = Vec::new();
     let mut lexeme = Vec::new();
     for i in 0..table.columns.len() {
         trigram.push(
             table
                 .has_trigrams()
-                .then(|| b.add_text_field(&format!("t{i}"), STRING)),
+                .then(|| b.add_text_field(&format!("t{i}"), positional.clone())),
         );
         let mut per = Vec::new();
         if table.has_lexemes() {
@@ -158,6 +176,9 @@ impl TableIndex {
                 (index, progress)
             }
         };
+        index
+            .tokenizers()
+            .register(TRIGRAM_TOKENIZER, TrigramTokenizer::default());
         let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
         let reader = index
             .reader_builder()
@@ -204,9 +225,7 @@ impl TableIndex {
             doc.add_text(self.fields.key, &d.key);
             for (i, text) in d.texts.iter().enumerate() {
                 if let (Some(text), Some(Some(field))) = (text, self.fields.trigram.get(i)) {
-                    for t in super::terms::trigrams(text) {
-                        doc.add_text(*field, &t);
-                    }
+                    doc.add_text(*field, text);
                 }
             }
             for (i, per) in d.lexemes.iter().enumerate() {
@@ -271,35 +290,53 @@ impl TableIndex {
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
-        if searcher.search(&query, &Count)? as u64 > limit {
-            return Ok(None);
-        }
-        let docs = searcher.search(&query, &DocSetCollector)?;
-        let mut by_segment: Vec<Vec<u32>> = vec![Vec::new(); searcher.segment_readers().len()];
-        for d in docs {
-            if let Some(v) = by_segment.get_mut(d.segment_ord as usize) {
-                v.push(d.doc_id);
-            }
-        }
+        // One pass that stops at the first match past `limit`, or earlier when the matches
+        // so far, extrapolated over the documents not reached yet, are clearly too many
+        // (documents are in insertion order, not in any order of their text). Giving up is
+        // always exact — the statement passes through — so a rough early estimate only
+        // trades a little narrowing for not paying most of a scan's cost to decide.
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let total: u64 = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| u64::from(s.max_doc()))
+            .sum();
         let mut keys = Vec::new();
         let mut text = String::new();
-        for (segment, ids) in by_segment.iter().enumerate() {
-            if ids.is_empty() {
-                continue;
-            }
-            let column = searcher
-                .segment_reader(segment as u32)
+        let mut count = 0u64;
+        let mut base = 0u64;
+        for segment in searcher.segment_readers() {
+            let mut scorer = weight.scorer(segment, 1.0)?;
+            let alive = segment.alive_bitset();
+            let column = segment
                 .fast_fields()
                 .str("key")?
                 .ok_or(SearchError::Unexpected("key column missing"))?;
-            for id in ids {
-                for ord in column.term_ords(*id) {
-                    text.clear();
-                    if column.ord_to_str(ord, &mut text)? {
-                        keys.push(text.clone());
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    count += 1;
+                    if count > limit {
+                        return Ok(None);
+                    }
+                    if count >= EXTRAPOLATE_AFTER {
+                        let seen = base + u64::from(doc) + 1;
+                        if count.saturating_mul(total)
+                            > limit.saturating_mul(2).saturating_mul(seen)
+                        {
+                            return Ok(None);
+                        }
+                    }
+                    for ord in column.term_ords(doc) {
+                        text.clear();
+                        if column.ord_to_str(ord, &mut text)? {
+                            keys.push(text.clone());
+                        }
                     }
                 }
+                doc = scorer.advance();
             }
+            base += u64::from(segment.max_doc());
         }
         keys.sort();
         keys.dedup();
@@ -319,6 +356,18 @@ fn to_query(req: &Requirement, field: Field) -> Result<Box<dyn Query>, SearchErr
             Term::from_field_text(field, t),
             IndexRecordOption::Basic,
         )),
+        Requirement::Substring(s) => {
+            let chars: Vec<char> = s.chars().collect();
+            let mut terms: Vec<Term> = chars
+                .windows(3)
+                .map(|w| Term::from_field_text(field, &w.iter().collect::<String>()))
+                .collect();
+            match terms.len() {
+                0 => Box::new(AllQuery),
+                1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
+                _ => Box::new(PhraseQuery::new(terms)),
+            }
+        }
         Requirement::Prefix(p) => {
             let pattern = format!("{}.*", regex_escape(p));
             Box::new(RegexQuery::from_pattern(&pattern, field)?)
@@ -338,6 +387,58 @@ fn to_query(req: &Requirement, field: Field) -> Result<Box<dyn Query>, SearchErr
     })
 }
 
+/// Name under which [`TrigramTokenizer`] is registered in every index.
+const TRIGRAM_TOKENIZER: &str = "pgpolyglot_trigram";
+
+/// Every trigram of the folded text at its char position. Runs on tantivy's indexing
+/// thread and reuses one token buffer, so indexing a row allocates one char vector, not a
+/// string per trigram.
+#[derive(Clone, Default)]
+struct TrigramTokenizer {
+    token: Token,
+}
+
+struct TrigramStream<'a> {
+    chars: Vec<char>,
+    next: usize,
+    token: &'a mut Token,
+}
+
+impl Tokenizer for TrigramTokenizer {
+    type TokenStream<'a> = TrigramStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> TrigramStream<'a> {
+        self.token.reset();
+        TrigramStream {
+            chars: text.chars().map(super::terms::fold).collect(),
+            next: 0,
+            token: &mut self.token,
+        }
+    }
+}
+
+impl TokenStream for TrigramStream<'_> {
+    fn advance(&mut self) -> bool {
+        let Some(window) = self.chars.get(self.next..self.next + 3) else {
+            return false;
+        };
+        self.token.text.clear();
+        self.token.text.extend(window);
+        self.token.position = self.next;
+        self.token.position_length = 1;
+        self.next += 1;
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
+    }
+}
+
 /// Escapes every character the term regex syntax could read as an operator.
 fn regex_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);
@@ -353,6 +454,18 @@ fn regex_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trigram_tokens_carry_char_positions() {
+        let mut t = TrigramTokenizer::default();
+        let mut s = t.token_stream("ÀbcD");
+        let mut got = Vec::new();
+        while s.advance() {
+            got.push((s.token().text.clone(), s.token().position));
+        }
+        assert_eq!(got, vec![("àbc".to_string(), 0), ("bcd".to_string(), 1)]);
+        assert!(!t.token_stream("ab").advance());
+    }
 
     #[test]
     fn escapes_regex_operators() {

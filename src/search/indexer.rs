@@ -34,6 +34,9 @@ use tracing::{info, warn};
 
 /// Rows per backfill batch.
 const BACKFILL_BATCH: i64 = 5000;
+/// How often a backfill commits (each commit waits for tantivy to finish indexing what was
+/// added; in between, reading the next batch from Postgres overlaps with indexing the last).
+const BACKFILL_COMMIT_EVERY: Duration = Duration::from_secs(2);
 /// Feed transactions taken together into one refetch and one commit.
 const FEED_BATCH: usize = 1024;
 /// How long a refetch waits for a just-delivered commit to become visible to snapshots.
@@ -49,6 +52,8 @@ struct Tracked {
     fed: HashMap<String, u32>,
     /// Start over: clear the index and backfill again.
     rebuild: bool,
+    /// Last commit of a backfill batch.
+    last_commit: Instant,
 }
 
 struct Worker {
@@ -426,7 +431,11 @@ impl Worker {
             t.progress.complete = true;
             t.fed.clear();
         }
-        ix.commit(&t.progress)?;
+        let committed = t.progress.complete || t.last_commit.elapsed() >= BACKFILL_COMMIT_EVERY;
+        if committed {
+            ix.commit(&t.progress)?;
+            t.last_commit = Instant::now();
+        }
         self.ctx
             .search
             .counters
@@ -438,7 +447,9 @@ impl Worker {
             t.shared.ready.store(true, Relaxed);
             t.shared.set_status("ready");
         } else {
-            info!(table = %meta.name, rows = t.progress.backfilled_rows, "search: backfilling");
+            if committed {
+                info!(table = %meta.name, rows = t.progress.backfilled_rows, "search: backfilling");
+            }
             t.shared
                 .set_status(format!("backfilling ({} rows)", t.progress.backfilled_rows));
         }
@@ -553,6 +564,7 @@ fn open_table(meta: SearchTable, root: &std::path::Path, source: &str) -> Tracke
         dirty: HashMap::new(),
         fed: HashMap::new(),
         rebuild: false,
+        last_commit: Instant::now(),
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Requirement {
     Term(String),
     /// The document holds a lexeme starting with this prefix (`'sup':*` in a tsquery).
     Prefix(String),
+    /// The document's folded text (see [`super::terms::fold`]) contains this run of at
+    /// least three chars: its trigrams at consecutive positions.
+    Substring(String),
     And(Vec<Requirement>),
     Or(Vec<Requirement>),
 }

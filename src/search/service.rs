@@ -16,6 +16,10 @@ use tokio::sync::watch;
 
 /// Distinct tsquery texts / regex patterns remembered.
 const NORMALIZED_CAPACITY: usize = 4096;
+/// How long "too many candidates" is remembered for a requirement: counting the matches of
+/// a common pattern costs a good part of the scan it would save, so a pattern that just
+/// proved too common passes through at once for a while (passing through is always exact).
+const TOO_MANY_MEMORY: Duration = Duration::from_secs(10);
 /// Longest wait for a normalization query before the statement passes through.
 const NORMALIZE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -92,6 +96,8 @@ pub struct SearchService {
     /// `(case-insensitive, pattern)` → whether Postgres accepts the regex.
     regexes: Mutex<HashMap<(bool, String), bool>>,
     side: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Hash of (table, requirement parts) → when it last gave too many candidates.
+    too_many_recently: Mutex<HashMap<u64, std::time::Instant>>,
     /// The change feed's `status_interval` in ms (bounds an unnoticed stall).
     pub(super) status_interval_ms: AtomicU64,
 }
@@ -158,6 +164,49 @@ impl SearchService {
             return Err(Reason::FeedNotFresh);
         }
         Ok(h.applied_lsn)
+    }
+
+    /// Candidate keys for `parts` of `table`, or `None` when there are more than the policy
+    /// allows (remembered for [`TOO_MANY_MEMORY`]).
+    pub fn candidates(
+        &self,
+        table: &IndexedTable,
+        parts: &[(usize, super::index::FieldKind, Requirement)],
+    ) -> Result<Option<Vec<String>>, super::SearchError> {
+        use std::hash::{Hash, Hasher};
+        let Some(index) = table.index.as_ref() else {
+            return Ok(None);
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (table.meta.oid, parts).hash(&mut h);
+        let key = h.finish();
+        let now = std::time::Instant::now();
+        {
+            let mut recent = self
+                .too_many_recently
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match recent.get(&key) {
+                Some(at) if now.duration_since(*at) < TOO_MANY_MEMORY => return Ok(None),
+                Some(_) => {
+                    recent.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let limit = (table.meta.policy.max_candidate_fraction * index.num_docs() as f64) as u64;
+        let found = index.candidates(parts, limit)?;
+        if found.is_none() {
+            let mut recent = self
+                .too_many_recently
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= NORMALIZED_CAPACITY {
+                recent.retain(|_, at| now.duration_since(*at) < TOO_MANY_MEMORY);
+            }
+            recent.insert(key, now);
+        }
+        Ok(found)
     }
 
     /// What `func(config, text)` requires of the lexemes, from Postgres's own normalization

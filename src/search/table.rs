@@ -208,7 +208,7 @@ async fn describe(
         }
     }
     let layout_text = format!(
-        "v1|{oid}|{filenode}|{key_column}|{key_type}|{:?}|{:?}|{:?}",
+        "v2|{oid}|{filenode}|{key_column}|{key_type}|{:?}|{:?}|{:?}",
         policy
             .columns
             .iter()

@@ -97,10 +97,11 @@ impl Runs {
         self.current.pop();
     }
 
-    /// Ends the current run, recording its trigrams.
+    /// Ends the current run, recording it when it has a trigram.
     fn end(&mut self) {
-        for window in self.current.windows(3) {
-            self.terms.push(Requirement::Term(window.iter().collect()));
+        if self.current.len() >= 3 {
+            self.terms
+                .push(Requirement::Substring(self.current.iter().collect()));
         }
         self.current.clear();
     }
@@ -346,14 +347,52 @@ mod tests {
         )
     }
 
-    fn satisfied(req: &Requirement, grams: &HashSet<String>) -> bool {
+    /// `Substring` runs as the trigrams they imply, so the unit tables below can state
+    /// requirements as trigram lists.
+    fn expand(req: Requirement) -> Requirement {
+        match req {
+            Requirement::Substring(s) => requirement::and(
+                trigram_windows(&s)
+                    .into_iter()
+                    .map(Requirement::Term)
+                    .collect(),
+            ),
+            Requirement::And(v) => requirement::and(v.into_iter().map(expand).collect()),
+            Requirement::Or(v) => requirement::or(v.into_iter().map(expand).collect()),
+            other => other,
+        }
+    }
+
+    fn trigram_windows(s: &str) -> Vec<String> {
+        let c: Vec<char> = s.chars().collect();
+        c.windows(3).map(|w| w.iter().collect()).collect()
+    }
+
+    fn like_requirement(pattern: &str, escape: Option<char>, ci: bool) -> Requirement {
+        expand(super::like_requirement(pattern, escape, ci))
+    }
+
+    fn regex_requirement(pattern: &str, ci: bool) -> Requirement {
+        expand(super::regex_requirement(pattern, ci))
+    }
+
+    /// Whether a document with this text satisfies `req` (substrings checked on the
+    /// folded text itself, which is what consecutive trigram positions mean).
+    fn satisfied(req: &Requirement, text: &str) -> bool {
+        let folded: String = text.chars().map(fold).collect();
+        let grams: HashSet<String> = trigrams(text).into_iter().collect();
+        satisfied_in(req, &grams, &folded)
+    }
+
+    fn satisfied_in(req: &Requirement, grams: &HashSet<String>, folded: &str) -> bool {
         match req {
             Requirement::True => true,
             Requirement::False => false,
             Requirement::Term(t) => grams.contains(t),
             Requirement::Prefix(p) => grams.iter().any(|g| g.starts_with(p.as_str())),
-            Requirement::And(v) => v.iter().all(|r| satisfied(r, grams)),
-            Requirement::Or(v) => v.iter().any(|r| satisfied(r, grams)),
+            Requirement::Substring(s) => folded.contains(s.as_str()),
+            Requirement::And(v) => v.iter().all(|r| satisfied_in(r, grams, folded)),
+            Requirement::Or(v) => v.iter().any(|r| satisfied_in(r, grams, folded)),
         }
     }
 
@@ -806,11 +845,10 @@ mod tests {
                 continue;
             }
             matched += 1;
-            let req = like_requirement(&pattern, escape, ci);
+            let req = super::like_requirement(&pattern, escape, ci);
             narrowed += usize::from(req.is_constrained());
-            let grams: HashSet<String> = trigrams(&text).into_iter().collect();
             assert!(
-                satisfied(&req, &grams),
+                satisfied(&req, &text),
                 "text {text:?} pattern {pattern:?} escape {escape:?} ci {ci}: {req:?}"
             );
         }
@@ -1018,11 +1056,10 @@ mod tests {
                 continue;
             }
             matched += 1;
-            let req = regex_requirement(&pattern, ci);
+            let req = super::regex_requirement(&pattern, ci);
             narrowed += usize::from(req.is_constrained());
-            let grams: HashSet<String> = trigrams(&text).into_iter().collect();
             assert!(
-                satisfied(&req, &grams),
+                satisfied(&req, &text),
                 "text {text:?} pattern {pattern:?} ci {ci}: {req:?}"
             );
         }

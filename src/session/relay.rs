@@ -258,7 +258,11 @@ where
             && ctx.search.may_narrow()
         {
             if let Some(n) = search_serve::try_narrow(&buf, state, ctx, shared).await {
-                state.on_narrowed(&n.classified, ctx, shared);
+                if n.explain {
+                    shared.tracker.query(None, crate::stats::Route::Postgres);
+                } else {
+                    state.on_narrowed(&n.classified, ctx, shared);
+                }
                 wr.write_all(&n.frame)
                     .await
                     .map_err(SessionError::UpstreamIo)?;

@@ -28,13 +28,76 @@ use crate::sql::{
 use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// A Query replaced by its narrowed form.
+/// A Query replaced by its narrowed form (or by the answer to `EXPLAIN ROUTE` of one).
 pub struct Narrowed {
     /// Bytes of the client's buffer the original Query took.
     pub consumed: usize,
     /// The Query message to send instead.
     pub frame: BytesMut,
     pub classified: Classified,
+    /// The frame answers `EXPLAIN ROUTE` (track it as a plain Postgres query).
+    pub explain: bool,
+}
+
+/// `EXPLAIN ROUTE <text-predicate statement>`: runs every check [`try_narrow`] would (the
+/// index lookup included, nothing sent) and answers with the verdict, as
+/// [`super::explain`] does for the router's own decisions.
+async fn try_explain(
+    target: &[u8],
+    total: usize,
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Option<Narrowed> {
+    let sql = std::str::from_utf8(target).ok()?;
+    let classified = ctx.classifier.classify(sql);
+    if classified.shape.text_predicates.is_empty() {
+        return None;
+    }
+    let mut decision = {
+        fs.refresh_keys(ctx);
+        let view = SessionView {
+            in_transaction: shared.in_transaction_block(),
+            pipelined: !shared.tracker.is_idle(),
+            policy_database: fs.policy_database(),
+        };
+        router::decide(Some(&classified.shape), view, fs.policies())
+    };
+    if decision.reason == Reason::IndexNotReady {
+        match narrow(sql, &classified, fs, ctx, shared).await {
+            Ok((_, candidates)) => {
+                decision.route = crate::stats::Route::Search;
+                decision.reason = Reason::Narrowed;
+                decision.detail = format!(
+                    "the search index narrows it to {candidates} candidate keys; Postgres runs it restricted to them"
+                );
+            }
+            Err(reason) => {
+                decision.reason = reason;
+                decision.detail = why_not(reason).to_string();
+            }
+        }
+    }
+    let frame =
+        super::explain::as_query(&super::explain::explain_table(Some(&classified), &decision));
+    Some(Narrowed {
+        consumed: total,
+        frame,
+        classified,
+        explain: true,
+    })
+}
+
+/// One sentence per reason a text predicate was not narrowed.
+fn why_not(reason: Reason) -> &'static str {
+    match reason {
+        Reason::IndexNotReady => "the table's index is not built (backfilling, rebuilding, or its store is unavailable)",
+        Reason::FeedNotFresh => "the search store's change feed is not streaming or lags beyond the policy's max_staleness",
+        Reason::Fenced => "this session wrote, and the index has not applied its writes yet",
+        Reason::TooManyCandidates => "the index narrows it to more than the policy's max_candidate_fraction of the rows",
+        Reason::NotNarrowable => "no predicate the index can narrow exactly (pattern without three literal characters in a row, cast, ESCAPE, configuration, unresolved table name, or settings)",
+        _ => "see the reason",
+    }
 }
 
 /// Tries to narrow the simple Query at the start of `buf`.
@@ -54,13 +117,20 @@ pub async fn try_narrow(
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
     let total = 1 + len;
     let body = buf.get(HEADER_LEN..total)?;
-    let sql = std::str::from_utf8(body.strip_suffix(&[0])?).ok()?;
+    let text = body.strip_suffix(&[0])?;
+    if let Some(target) = super::explain::explain_route_target(text) {
+        return try_explain(target, total, fs, ctx, shared).await;
+    }
+    let sql = std::str::from_utf8(text).ok()?;
     let classified = ctx.classifier.classify(sql);
     if classified.shape.text_predicates.is_empty() {
         return None;
     }
     match narrow(sql, &classified, fs, ctx, shared).await {
-        Ok(new_sql) => {
+        Ok((new_sql, candidates)) => {
+            let counters = &ctx.search.counters;
+            counters.narrowed.fetch_add(1, Relaxed);
+            counters.candidates.fetch_add(candidates as u64, Relaxed);
             let mut frame = BytesMut::with_capacity(new_sql.len() + HEADER_LEN + 1);
             frame.put_u8(b'Q');
             frame.put_u32((new_sql.len() + 5) as u32);
@@ -70,6 +140,7 @@ pub async fn try_narrow(
                 consumed: total,
                 frame,
                 classified,
+                explain: false,
             })
         }
         Err(reason) => {
@@ -79,14 +150,15 @@ pub async fn try_narrow(
     }
 }
 
-/// Every check, then the candidates and the rewritten statement; `Err` names what failed.
+/// Every check, then the candidates and the rewritten statement (and how many candidates);
+/// `Err` names what failed.
 async fn narrow(
     sql: &str,
     classified: &Classified,
     fs: &mut FrontendState,
     ctx: &ProxyContext,
     shared: &SharedState,
-) -> Result<String, Reason> {
+) -> Result<(String, usize), Reason> {
     let shape = &classified.shape;
     let view = SessionView {
         in_transaction: false,
@@ -127,9 +199,7 @@ async fn narrow(
         FenceCheck::Met => {}
         FenceCheck::Requested | FenceCheck::Waiting => return Err(Reason::Fenced),
     }
-    let index = table.index.as_ref().ok_or(Reason::IndexNotReady)?;
-    let limit = (table.meta.policy.max_candidate_fraction * index.num_docs() as f64) as u64;
-    let keys = match index.candidates(&parts, limit) {
+    let keys = match search.candidates(&table, &parts) {
         Ok(Some(keys)) => keys,
         Ok(None) => {
             search.counters.too_many.fetch_add(1, Relaxed);
@@ -142,12 +212,7 @@ async fn narrow(
     };
     let out = rewrite::restrict(sql, &table.meta.key_column, &table.meta.key_type, &keys)
         .ok_or(Reason::NotNarrowable)?;
-    search.counters.narrowed.fetch_add(1, Relaxed);
-    search
-        .counters
-        .candidates
-        .fetch_add(keys.len() as u64, Relaxed);
-    Ok(out)
+    Ok((out, keys.len()))
 }
 
 /// One SELECT over one table, nothing that could make the first WHERE another query's or
