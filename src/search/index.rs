@@ -34,8 +34,10 @@ use tantivy::{
 /// too many.
 const EXTRAPOLATE_AFTER: u64 = 256;
 
-/// Memory the writer may buffer before it flushes a segment.
-const WRITER_HEAP: usize = 64 * 1024 * 1024;
+/// Memory the writer may buffer before it flushes a segment (split between its threads).
+const WRITER_HEAP: usize = 128 * 1024 * 1024;
+/// Indexing threads: a backfill keeps two busy while Postgres computes the next batch.
+const WRITER_THREADS: usize = 2;
 
 /// What a commit records, as JSON in the commit payload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -179,7 +181,7 @@ impl TableIndex {
         index
             .tokenizers()
             .register(TRIGRAM_TOKENIZER, TrigramTokenizer::default());
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
+        let writer = index.writer_with_num_threads(WRITER_THREADS, WRITER_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -209,7 +211,7 @@ impl TableIndex {
         self.add_locked(&w, docs)
     }
 
-    /// Adds documents whose keys are not in the index yet (backfill).
+    /// Adds documents without removing any (backfill of keys not indexed yet).
     pub fn add(&self, docs: &[IndexDoc]) -> Result<(), SearchError> {
         let w = self.writer();
         self.add_locked(&w, docs)

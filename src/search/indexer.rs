@@ -416,13 +416,22 @@ impl Worker {
         };
         let read = docs.len();
         let last = docs.last().map(|d| d.key.clone());
-        // The feed already indexed a newer version of these.
-        let keep: Vec<IndexDoc> = docs
-            .into_iter()
-            .filter(|d| t.fed.get(&d.key).is_none_or(|x| snapshot.sees(*x)))
-            .collect();
-        let keys: Vec<String> = keep.iter().map(|d| d.key.clone()).collect();
-        ix.replace(&keys, &keep)?;
+        // Keys the feed indexed this run: skipped when the feed's row is newer than the
+        // batch's, replaced otherwise. Other keys are simply added: no document of theirs
+        // exists unless the feed indexed one before a restart, and then the older of two
+        // documents only adds candidates until the key's next change replaces both.
+        let mut fresh = Vec::with_capacity(docs.len());
+        let mut seen_by_feed = Vec::new();
+        for d in docs {
+            match t.fed.get(&d.key) {
+                None => fresh.push(d),
+                Some(x) if snapshot.sees(*x) => seen_by_feed.push(d),
+                Some(_) => {}
+            }
+        }
+        let keys: Vec<String> = seen_by_feed.iter().map(|d| d.key.clone()).collect();
+        ix.replace(&keys, &seen_by_feed)?;
+        ix.add(&fresh)?;
         t.progress.backfilled_rows += read as u64;
         if let Some(last) = last {
             t.progress.after_key = Some(last);
