@@ -416,6 +416,21 @@ async fn caught_up(proxy: &ServerHandle, db: &tokio_postgres::Client) {
     }
 }
 
+/// The index holds one document per row (no duplicates left by a rebuild or a backfill).
+async fn assert_one_document_per_row(proxy: &ServerHandle, db: &tokio_postgres::Client) {
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM docs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let t = proxy.context().search.table("public", "docs").unwrap();
+    let docs = t.index.as_ref().unwrap().num_docs();
+    assert_eq!(
+        docs, rows as u64,
+        "documents in the index vs rows in the table"
+    );
+}
+
 /// Runs `count` generated statements through the proxy and directly; returns how many
 /// differed (each printed) — the caller asserts zero.
 async fn compare(
@@ -443,6 +458,7 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
     let f = fixture("search_parity", 0x5eed_0001, 0.5).await;
     let proxy = f.proxy().await;
     caught_up(&proxy, &f.db).await;
+    assert_one_document_per_row(&proxy, &f.db).await;
     let proxied = f.through(&proxy).await;
     let counters = &proxy.context().search.counters;
 
@@ -497,6 +513,7 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
         }
     }
     caught_up(&proxy, &f.db).await;
+    assert_one_document_per_row(&proxy, &f.db).await;
     let before = counters.narrowed.load(Relaxed);
     let differ = compare(12, 300, &proxied, &f.db).await;
     let narrowed_after = counters.narrowed.load(Relaxed) - before;
@@ -515,15 +532,27 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_survives_a_restart_and_catches_up() {
     let f = fixture("search_restart", 0x5eed_0002, 0.5).await;
+    // More rows than one backfill batch (5,000), with keys whose text order differs from
+    // their numeric order, so batches must follow the key's own order.
+    f.db.batch_execute(
+        "INSERT INTO docs SELECT g, 'filler ' || g, 'filler text ' || g, 0 FROM generate_series(10001, 22000) g",
+    )
+    .await
+    .unwrap();
     let proxy = f.proxy().await;
     caught_up(&proxy, &f.db).await;
+    assert_one_document_per_row(&proxy, &f.db).await;
     let first_backfill = proxy
         .context()
         .search
         .counters
         .backfilled_rows
         .load(Relaxed);
-    assert!(first_backfill >= ROWS as u64, "backfilled {first_backfill}");
+    assert_eq!(first_backfill, ROWS as u64 + 12_000, "rows backfilled");
+    let sql = "SELECT id FROM docs WHERE body LIKE '%filler text 21999%' ORDER BY id";
+    let proxied = f.through(&proxy).await;
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+    drop(proxied);
     proxy.shutdown().await;
 
     // Changes while no proxy runs: the slot keeps them.
@@ -565,6 +594,7 @@ async fn the_index_survives_a_restart_and_catches_up() {
     caught_up(&proxy, &f.db).await;
     assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
     assert!(search.counters.rebuilds.load(Relaxed) >= 1);
+    assert_one_document_per_row(&proxy, &f.db).await;
     proxy.shutdown().await;
 }
 

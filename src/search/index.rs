@@ -246,7 +246,11 @@ impl TableIndex {
 
     /// Drops every document (a rebuild starts).
     pub fn clear(&self) -> Result<(), SearchError> {
-        self.writer().delete_all_documents()?;
+        let mut w = self.writer();
+        // Documents still in the indexing threads are not in any segment yet, and
+        // `delete_all_documents` only drops segments: discard the uncommitted work first.
+        w.rollback()?;
+        w.delete_all_documents()?;
         Ok(())
     }
 

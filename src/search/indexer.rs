@@ -486,7 +486,7 @@ impl Worker {
         let sql = format!(
             "{} WHERE {} = ANY($1::text::{}[])",
             select_list(meta),
-            quote_ident(&meta.key_column),
+            src_column(&meta.key_column),
             meta.key_type
         );
         let literal = array_text(keys);
@@ -510,7 +510,7 @@ impl Worker {
         meta: &SearchTable,
         after: Option<&str>,
     ) -> Result<(Snapshot, Vec<IndexDoc>), SearchError> {
-        let key = quote_ident(&meta.key_column);
+        let key = src_column(&meta.key_column);
         let client = side(&mut self.client, &self.ctx).await?;
         match after {
             None => {
@@ -589,23 +589,40 @@ fn search_feed_settings(ctx: &ProxyContext) -> crate::config::ChangeFeedSettings
     s
 }
 
-/// `SELECT key::text, columns.., lexemes.. FROM table`.
+/// `SELECT src.key::text AS c0, columns.., lexemes.. FROM table AS src`. Every output
+/// column gets a name of its own and every reference is qualified with `src`: an output
+/// column named like the key would otherwise be what `ORDER BY "id"` sorts by (its text,
+/// not the key's order).
 fn select_list(meta: &SearchTable) -> String {
-    let mut cols = vec![format!("{}::text", quote_ident(&meta.key_column))];
+    let mut cols = vec![src_column(&meta.key_column) + "::text"];
     for c in &meta.columns {
-        cols.push(format!("{}::text", quote_ident(c)));
+        cols.push(src_column(c) + "::text");
     }
     if meta.has_lexemes() {
         for c in &meta.columns {
             for cfg in FTS_CONFIGS {
                 cols.push(format!(
                     "tsvector_to_array(to_tsvector('{cfg}'::regconfig, {}))",
-                    quote_ident(c)
+                    src_column(c)
                 ));
             }
         }
     }
-    format!("SELECT {} FROM {}", cols.join(", "), meta.name.quoted())
+    let named: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} AS c{i}"))
+        .collect();
+    format!(
+        "SELECT {} FROM {} AS src",
+        named.join(", "),
+        meta.name.quoted()
+    )
+}
+
+/// `src."column"`.
+fn src_column(column: &str) -> String {
+    format!("src.{}", quote_ident(column))
 }
 
 /// An array literal (`{"a","b"}`) of key texts, for `$1::text::<type>[]`.
