@@ -40,6 +40,7 @@
 //! - [`context`]: what all sessions share (config, TLS, cancel table, classifier, metrics).
 //! - [`admin`]: the metric registry and the HTTP endpoint (`/health`, `/metrics`).
 //! - [`embedded_pg`]: a throwaway PostgreSQL from the system's binaries, for `demo` and tests.
+//! - [`es_server`]: throwaway Elasticsearch-API servers (osmem-server, noida-db) for tests and benchmarks.
 //! - [`demo`]: `pgpolyglot demo`.
 
 pub mod admin;
@@ -50,6 +51,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod embedded_pg;
+pub mod es_server;
 pub mod placement;
 pub mod protocol;
 pub mod router;

@@ -1,21 +1,27 @@
-//! Text predicates narrowed by the embedded search store (tantivy), against real PostgreSQL:
-//! every generated query gives through the proxy exactly what it gives straight from
-//! Postgres (rows, order, command tags, errors), before and after writes made through the
-//! proxy and straight to Postgres; most of them were actually narrowed (the counter moved),
-//! so a proxy that relayed everything could not pass; the index survives a proxy restart and
-//! picks up what changed while the proxy was down.
+//! Text predicates narrowed by the search stores — embedded tantivy, and Elasticsearch as
+//! spoken by two independent ES-API servers (osmem-server, noida-db) — against real
+//! PostgreSQL: every generated query gives through the proxy exactly what it gives straight
+//! from Postgres (rows, order, command tags, errors), before and after writes made through
+//! the proxy and straight to Postgres; most of them were actually narrowed (the counter
+//! moved), so a proxy that relayed everything could not pass; the index survives a proxy
+//! restart and picks up what changed while the proxy was down; a search server killed in
+//! the middle of a workload fails no query, and once it is back the index is rebuilt and
+//! used again.
 
 mod common;
 
 use common::*;
+use pgpolyglot::es_server::{EsKind, EsServer};
 use pgpolyglot::server::ServerHandle;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio_postgres::SimpleQueryMessage;
 
-/// Rows in the generated corpus.
+/// Rows in the generated corpus (noida-db gets fewer: it is slow beyond a few thousand
+/// documents).
 const ROWS: i64 = 3000;
+const NOIDA_ROWS: i64 = 1000;
 
 /// A deterministic generator (xorshift64*), so a failure can be replayed.
 struct Rng(u64);
@@ -137,12 +143,12 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn corpus_sql(seed: u64) -> String {
+fn corpus_sql(seed: u64, rows: i64) -> String {
     let mut rng = Rng(seed);
     let mut sql = String::from(
         "CREATE TABLE docs (id bigint PRIMARY KEY, title text, body text, n int NOT NULL);\n",
     );
-    for chunk in (1..=ROWS).collect::<Vec<_>>().chunks(500) {
+    for chunk in (1..=rows).collect::<Vec<_>>().chunks(500) {
         sql.push_str("INSERT INTO docs VALUES ");
         let rows: Vec<String> = chunk
             .iter()
@@ -328,6 +334,9 @@ struct Fixture {
     name: String,
     policies: PathBuf,
     index_dir: PathBuf,
+    rows: i64,
+    /// The Elasticsearch-API server's URL when the policy uses `store = "elasticsearch"`.
+    elastic: Option<String>,
 }
 
 impl Drop for Fixture {
@@ -338,8 +347,23 @@ impl Drop for Fixture {
 }
 
 async fn fixture(name: &str, seed: u64, fraction: f64) -> Fixture {
+    fixture_on(name, seed, fraction, ROWS, None).await
+}
+
+async fn fixture_on(
+    name: &str,
+    seed: u64,
+    fraction: f64,
+    rows: i64,
+    elastic: Option<String>,
+) -> Fixture {
     let pg = shared_cluster().await;
-    let db = database_with(&pg, name, &corpus_sql(seed)).await;
+    let db = database_with(&pg, name, &corpus_sql(seed, rows)).await;
+    let store = if elastic.is_some() {
+        "elasticsearch"
+    } else {
+        "embedded"
+    };
     let base =
         std::env::temp_dir().join(format!("pgpolyglot-search-{name}-{}", std::process::id()));
     let policies = base.join("policies");
@@ -348,7 +372,7 @@ async fn fixture(name: &str, seed: u64, fraction: f64) -> Fixture {
     std::fs::write(
         policies.join("docs.toml"),
         format!(
-            "tables = [\"public.docs\"]\n\n[search]\nstore = \"embedded\"\n\
+            "tables = [\"public.docs\"]\n\n[search]\nstore = \"{store}\"\n\
              columns = [\"title\", \"body\"]\npredicates = [\"like\", \"ilike\", \"regex\", \"fts\"]\n\
              max_candidate_fraction = {fraction}\nmax_staleness = \"2s\"\n"
         ),
@@ -360,6 +384,8 @@ async fn fixture(name: &str, seed: u64, fraction: f64) -> Fixture {
         name: name.to_string(),
         policies,
         index_dir,
+        rows,
+        elastic,
     }
 }
 
@@ -368,6 +394,14 @@ impl Fixture {
         let mut config = proxy_config(&self.pg.url("postgres", &self.name));
         config.policies = self.policies.clone();
         config.stores.embedded.dir = self.index_dir.clone();
+        config.stores.elasticsearch =
+            self.elastic
+                .clone()
+                .map(|url| pgpolyglot::config::ElasticsearchSettings {
+                    url,
+                    index_prefix: format!("test-{}", self.name),
+                    ..Default::default()
+                });
         config.change_feed.slot = format!("{}_slot", self.name);
         config.change_feed.publication = format!("{}_pub", self.name);
         config.change_feed.status_interval = Duration::from_millis(100);
@@ -456,6 +490,40 @@ async fn compare(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_queries_match_postgres_before_and_after_writes() {
     let f = fixture("search_parity", 0x5eed_0001, 0.5).await;
+    parity(&f, "tantivy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_queries_match_postgres_on_osmem_server() {
+    let es = EsServer::start(EsKind::Osmem).await.expect("osmem-server");
+    let f = fixture_on(
+        "search_parity_osmem",
+        0x5eed_0001,
+        0.5,
+        ROWS,
+        Some(es.url()),
+    )
+    .await;
+    parity(&f, EsKind::Osmem.name()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_queries_match_postgres_on_noida_db() {
+    let es = EsServer::start(EsKind::Noida).await.expect("noida-db");
+    let f = fixture_on(
+        "search_parity_noida",
+        0x5eed_0004,
+        0.5,
+        NOIDA_ROWS,
+        Some(es.url()),
+    )
+    .await;
+    parity(&f, EsKind::Noida.name()).await;
+}
+
+/// 400 generated statements, 60 writes (half through the proxy, read back at once), 300
+/// more statements: no difference from Postgres, and at least half narrowed each time.
+async fn parity(f: &Fixture, store: &str) {
     let proxy = f.proxy().await;
     caught_up(&proxy, &f.db).await;
     assert_one_document_per_row(&proxy, &f.db).await;
@@ -465,13 +533,16 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
     let before = counters.narrowed.load(Relaxed);
     let differ = compare(11, 400, &proxied, &f.db).await;
     let narrowed = counters.narrowed.load(Relaxed) - before;
-    assert_eq!(differ, 0, "results differ from Postgres (see stderr)");
+    assert_eq!(
+        differ, 0,
+        "{store}: results differ from Postgres (see stderr)"
+    );
     assert!(
         narrowed >= 200,
-        "only {narrowed} of 400 statements were narrowed (too_many={}, reasons in /metrics)",
+        "{store}: only {narrowed} of 400 statements were narrowed (too_many={}, reasons in /metrics)",
         counters.too_many.load(Relaxed)
     );
-    eprintln!("before writes: 400 statements, {narrowed} narrowed");
+    eprintln!("{store}, before writes: 400 statements, {narrowed} narrowed");
     let explained = explain(
         &proxied,
         "SELECT id FROM docs WHERE body LIKE '%quokka%' ORDER BY id",
@@ -488,7 +559,7 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
     // Postgres (read back once the feed caught up).
     let mut rng = Rng(0xfeed);
     for i in 0..60 {
-        let id = 1 + rng.below(ROWS as usize) as i64;
+        let id = 1 + rng.below(f.rows as usize) as i64;
         let text = quote(&sentence(&mut rng, 2, 12));
         let sql = match i % 4 {
             0 => format!("UPDATE docs SET body = {text} WHERE id = {id}"),
@@ -496,7 +567,7 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
             2 => format!("DELETE FROM docs WHERE id = {id}"),
             _ => format!(
                 "INSERT INTO docs VALUES ({}, {text}, {text}, 1)",
-                ROWS + 1 + i64::from(i)
+                f.rows + 1 + i64::from(i)
             ),
         };
         let through_proxy = i % 2 == 0;
@@ -519,13 +590,13 @@ async fn generated_queries_match_postgres_before_and_after_writes() {
     let narrowed_after = counters.narrowed.load(Relaxed) - before;
     assert_eq!(
         differ, 0,
-        "results differ from Postgres after writes (see stderr)"
+        "{store}: results differ from Postgres after writes (see stderr)"
     );
     assert!(
         narrowed_after >= 150,
-        "only {narrowed_after} of 300 narrowed after writes"
+        "{store}: only {narrowed_after} of 300 narrowed after writes"
     );
-    eprintln!("after writes: 300 statements, {narrowed_after} narrowed");
+    eprintln!("{store}, after writes: 300 statements, {narrowed_after} narrowed");
     proxy.shutdown().await;
 }
 
@@ -652,5 +723,122 @@ async fn too_many_candidates_and_bad_patterns_pass_through() {
             "{sql}: {explained:?}"
         );
     }
+    proxy.shutdown().await;
+}
+
+/// The search server dies in the middle of a workload: no statement fails or differs (they
+/// pass through), writes made meanwhile are not lost once it is back (the index is rebuilt
+/// and used again), and a proxy restart reuses what the server holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_server_killed_mid_workload_fails_no_query() {
+    let es = std::sync::Arc::new(tokio::sync::Mutex::new(
+        EsServer::start(EsKind::Osmem).await.expect("osmem-server"),
+    ));
+    let url = es.lock().await.url();
+    let f = fixture_on("search_es_down", 0x5eed_0005, 0.5, ROWS, Some(url)).await;
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let proxied = f.through(&proxy).await;
+    let search = &proxy.context().search;
+    let counters = &search.counters;
+    let before = counters.narrowed.load(Relaxed);
+    assert_eq!(compare(51, 100, &proxied, &f.db).await, 0);
+    assert!(counters.narrowed.load(Relaxed) - before >= 50);
+
+    // Killed while statements run.
+    let killer = {
+        let es = std::sync::Arc::clone(&es);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            es.lock().await.kill().await;
+        })
+    };
+    assert_eq!(
+        compare(52, 200, &proxied, &f.db).await,
+        0,
+        "while the server died"
+    );
+    killer.await.unwrap();
+    assert_eq!(
+        compare(53, 100, &proxied, &f.db).await,
+        0,
+        "while the server is down"
+    );
+    assert!(counters.store_errors.load(Relaxed) >= 1);
+    let explained = explain(
+        &proxied,
+        "SELECT id FROM docs WHERE body LIKE '%quokka%' ORDER BY id",
+    )
+    .await;
+    assert_eq!(explained[0], "postgres", "{explained:?}");
+    assert!(
+        explained[1] == "search store unavailable" || explained[1] == "index not ready",
+        "{explained:?}"
+    );
+
+    // Writes while it is down, through the proxy and straight to Postgres.
+    proxied
+        .batch_execute(
+            "UPDATE docs SET body = 'written while the store was down quokkaquokka' WHERE id <= 10;
+             DELETE FROM docs WHERE id BETWEEN 11 AND 20",
+        )
+        .await
+        .unwrap();
+    f.db.batch_execute("INSERT INTO docs VALUES (900001, 'direct', 'quokkaquokka direct', 1)")
+        .await
+        .unwrap();
+    let sql = "SELECT id FROM docs WHERE body LIKE '%quokkaquokka%' ORDER BY id";
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+
+    // Back (empty: osmem keeps nothing): rebuilt, then narrowing again, nothing lost.
+    es.lock()
+        .await
+        .restart()
+        .await
+        .expect("osmem-server restarts");
+    caught_up(&proxy, &f.db).await;
+    assert!(
+        !search
+            .table("public", "docs")
+            .unwrap()
+            .store_down
+            .load(Relaxed),
+        "store still marked down after the rebuild"
+    );
+    let before = counters.narrowed.load(Relaxed);
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+    assert_eq!(
+        compare(54, 100, &proxied, &f.db).await,
+        0,
+        "after the server came back"
+    );
+    assert!(
+        counters.narrowed.load(Relaxed) - before >= 50,
+        "the index is not used again after the server came back"
+    );
+    assert_one_document_per_row(&proxy, &f.db).await;
+    drop(proxied);
+    proxy.shutdown().await;
+
+    // A new proxy reuses the server's index (no backfill) and catches up.
+    f.db.batch_execute("UPDATE docs SET title = 'after restart quokkaquokka' WHERE id = 30")
+        .await
+        .unwrap();
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    assert_eq!(
+        proxy
+            .context()
+            .search
+            .counters
+            .backfilled_rows
+            .load(Relaxed),
+        0,
+        "the server's index should have been reused"
+    );
+    let proxied = f.through(&proxy).await;
+    let sql = "SELECT id FROM docs WHERE title LIKE '%quokkaquokka%' ORDER BY id";
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+    assert_eq!(compare(55, 100, &proxied, &f.db).await, 0);
     proxy.shutdown().await;
 }

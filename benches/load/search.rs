@@ -185,21 +185,43 @@ pub async fn run(pg: &EmbeddedPostgres, env: &TargetEnv, out_name: &str) -> Benc
             Err(e) => eprintln!("load: {} failed to start: {e}", kind.name()),
         }
     }
-    let started = Instant::now();
-    let search = TargetKind::PgpolyglotSearch.start(env).await?;
-    let deadline = started + Duration::from_secs(3600);
-    loop {
-        match search.search_progress() {
-            Some((true, _)) => break,
-            Some((false, n)) if Instant::now() > deadline => {
-                return Err(format!("the index was not built within an hour ({n} rows)"))
+    // Each search target builds its index alone (timed), one after the other.
+    let kinds: Vec<TargetKind> = std::env::var("PGPOLYGLOT_BENCH_SEARCH_STORES")
+        .unwrap_or_else(|_| "embedded,osmem".into())
+        .split(',')
+        .map(|s| match s.trim() {
+            "embedded" => Ok(TargetKind::PgpolyglotSearch),
+            "osmem" => Ok(TargetKind::PgpolyglotSearchOsmem),
+            other => Err(format!(
+                "PGPOLYGLOT_BENCH_SEARCH_STORES: unknown store {other:?} (embedded, osmem)"
+            )),
+        })
+        .collect::<BenchResult<_>>()?;
+    let mut searches: Vec<(Box<dyn Target>, f64)> = Vec::new();
+    for kind in kinds {
+        let started = Instant::now();
+        let search = kind.start(env).await?;
+        let deadline = started + Duration::from_secs(3600);
+        loop {
+            match search.search_progress() {
+                Some((true, _)) => break,
+                Some((false, n)) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{}: the index was not built within an hour ({n} rows)",
+                        kind.name()
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
+        let backfill_s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "load: {}: index built: {rows} rows in {backfill_s:.1} s = {:.0} rows/s",
+            kind.name(),
+            rows as f64 / backfill_s
+        );
+        searches.push((search, backfill_s));
     }
-    let backfill_s = started.elapsed().as_secs_f64();
-    let backfill_rate = rows as f64 / backfill_s;
-    eprintln!("load: index built: {rows} rows in {backfill_s:.1} s = {backfill_rate:.0} rows/s");
 
     // (label, port, table for trgm queries, table for fts queries)
     let mut columns: Vec<(String, u16, &str, &str)> = vec![
@@ -210,7 +232,10 @@ pub async fn run(pg: &EmbeddedPostgres, env: &TargetEnv, out_name: &str) -> Benc
     for t in &running {
         columns.push((format!("{} (seq scan)", t.name()), t.port(), "docs", "docs"));
     }
-    columns.push(("pgpolyglot-search".into(), search.port(), "docs", "docs"));
+    let first_search = columns.len();
+    for (search, _) in &searches {
+        columns.push((search.name().to_string(), search.port(), "docs", "docs"));
+    }
 
     let mut clients = Vec::new();
     for (_, port, _, _) in &columns {
@@ -240,8 +265,8 @@ pub async fn run(pg: &EmbeddedPostgres, env: &TargetEnv, out_name: &str) -> Benc
                 row.push(None);
                 continue;
             }
-            let scans =
-                label.contains("seq scan") || (!q.selective && label == "pgpolyglot-search");
+            let scans = label.contains("seq scan")
+                || (!q.selective && label.starts_with("pgpolyglot-search"));
             let n = if scans { (iters / 4).max(3) } else { iters };
             let words = if q.selective { &rare } else { &common };
             let mut sample = Vec::with_capacity(n);
@@ -263,18 +288,25 @@ pub async fn run(pg: &EmbeddedPostgres, env: &TargetEnv, out_name: &str) -> Benc
         }
         results.push(row);
     }
-    let narrowed = search.search_summary().unwrap_or_default();
+    let summaries: Vec<String> = searches
+        .iter()
+        .filter_map(|(s, _)| s.search_summary())
+        .collect();
+    let builds: Vec<(String, f64)> = searches
+        .iter()
+        .map(|(s, secs)| (s.name().to_string(), *secs))
+        .collect();
     drop(clients);
-    drop(search);
+    drop(searches);
     drop(running);
 
     let md = markdown(
         &columns,
+        first_search,
         &results,
         rows,
-        backfill_s,
-        backfill_rate,
-        &narrowed,
+        &builds,
+        &summaries.join("\n\n"),
     );
     println!("{md}");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
@@ -286,16 +318,16 @@ pub async fn run(pg: &EmbeddedPostgres, env: &TargetEnv, out_name: &str) -> Benc
 
 fn markdown(
     columns: &[(String, u16, &str, &str)],
+    first_search: usize,
     results: &[Vec<Option<Cell>>],
     rows: u64,
-    backfill_s: f64,
-    backfill_rate: f64,
+    builds: &[(String, f64)],
     narrowed: &str,
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Text search: pgpolyglot (embedded tantivy) vs Postgres\n"
+        "# Text search: pgpolyglot (embedded tantivy; Elasticsearch API on osmem-server 0.1.6) vs Postgres\n"
     );
     let _ = writeln!(
         md,
@@ -303,10 +335,18 @@ fn markdown(
         crate::process::utc_now(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let _ = writeln!(
-        md,
-        "Backfill into tantivy (policy columns `title`, `body`; trigrams + `english` and `simple` lexemes): {rows} rows in {backfill_s:.1} s = **{backfill_rate:.0} rows/s**.\n"
-    );
+    for (name, secs) in builds {
+        let store = if name.ends_with("osmem") {
+            "the Elasticsearch store (osmem-server 0.1.6)"
+        } else {
+            "tantivy"
+        };
+        let _ = writeln!(
+            md,
+            "Backfill of `{name}` into {store} (policy columns `title`, `body`; trigrams + `english` and `simple` lexemes): {rows} rows in {secs:.1} s = **{:.0} rows/s**.\n",
+            rows as f64 / secs
+        );
+    }
     let _ = writeln!(md, "p50 / p99 in ms (iterations):\n");
     let mut head = String::from("| query |");
     let mut rule = String::from("|---|");
@@ -314,8 +354,10 @@ fn markdown(
         let _ = write!(head, " {label} |");
         rule.push_str("---:|");
     }
-    head.push_str(" search vs seq scan (p50) | search vs GIN (p50) |");
-    rule.push_str("---:|---:|");
+    for (label, ..) in &columns[first_search..] {
+        let _ = write!(head, " {label} vs seq scan (p50) | {label} vs GIN (p50) |");
+        rule.push_str("---:|---:|");
+    }
     let _ = writeln!(md, "{head}\n{rule}");
     for (q, row) in QUERIES.iter().zip(results) {
         let mut line = format!("| {} |", q.label);
@@ -328,14 +370,17 @@ fn markdown(
             }
         }
         let p50 = |i: usize| row.get(i).and_then(|c| c.as_ref()).map(|c| c.p50);
-        let search = row.last().and_then(|c| c.as_ref()).map(|c| c.p50);
         let gin = if q.gin == "trgm" { p50(1) } else { p50(2) };
-        let ratio = |base: Option<f64>| match (base, search) {
-            (Some(b), Some(s)) if s > 0.0 && b >= s => format!("{:.1}× faster", b / s),
-            (Some(b), Some(s)) if b > 0.0 => format!("{:.1}× slower", s / b),
-            _ => "—".into(),
-        };
-        let _ = writeln!(line, " {} | {} |", ratio(p50(0)), ratio(gin));
+        for si in first_search..columns.len() {
+            let search = p50(si);
+            let ratio = |base: Option<f64>| match (base, search) {
+                (Some(b), Some(s)) if s > 0.0 && b >= s => format!("{:.1}× faster", b / s),
+                (Some(b), Some(s)) if b > 0.0 => format!("{:.1}× slower", s / b),
+                _ => "—".into(),
+            };
+            let _ = write!(line, " {} | {} |", ratio(p50(0)), ratio(gin));
+        }
+        line.push('\n');
         md.push_str(&line);
     }
     let _ = writeln!(md, "\n{narrowed}\n");

@@ -73,6 +73,7 @@ pub enum TargetKind {
     PgpolyglotCacheRedis,
     /// pgpolyglot with a search policy on the search benchmark's `docs` (embedded tantivy).
     PgpolyglotSearch,
+    PgpolyglotSearchOsmem,
 }
 
 /// The cache target's policy: every key the statistics call hot is placed.
@@ -99,7 +100,7 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 9] = [
+    pub const ALL: [TargetKind; 10] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
@@ -109,6 +110,7 @@ impl TargetKind {
         TargetKind::PgpolyglotCache,
         TargetKind::PgpolyglotCacheRedis,
         TargetKind::PgpolyglotSearch,
+        TargetKind::PgpolyglotSearchOsmem,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +124,7 @@ impl TargetKind {
             TargetKind::PgpolyglotCache => "pgpolyglot-cache",
             TargetKind::PgpolyglotCacheRedis => "pgpolyglot-cache-redis",
             TargetKind::PgpolyglotSearch => "pgpolyglot-search",
+            TargetKind::PgpolyglotSearchOsmem => "pgpolyglot-search-osmem",
         }
     }
 
@@ -182,6 +185,26 @@ impl TargetKind {
                 )
                 .await?,
             ),
+            TargetKind::PgpolyglotSearchOsmem => {
+                use pgpolyglot::es_server::{EsKind, EsServer};
+                let es = EsServer::start(EsKind::Osmem)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let policy = crate::search::SEARCH_POLICY
+                    .replace("store = \"embedded\"", "store = \"elasticsearch\"");
+                let mut t = Pgpolyglot::start_full(
+                    env,
+                    "pgpolyglot-search-osmem",
+                    &[("docs.toml", &policy)],
+                    true,
+                    Some(crate::search::SEARCH_DB),
+                    None,
+                    Some(es.url()),
+                )
+                .await?;
+                t.elastic = Some(es);
+                Box::new(t)
+            }
         };
         Ok(target)
     }
@@ -198,7 +221,8 @@ impl TargetKind {
             | TargetKind::PgpolyglotStatsOff
             | TargetKind::PgpolyglotCache
             | TargetKind::PgpolyglotCacheRedis
-            | TargetKind::PgpolyglotSearch => Some(format!(
+            | TargetKind::PgpolyglotSearch
+            | TargetKind::PgpolyglotSearchOsmem => Some(format!(
                 "pgpolyglot {} (in-process, release build)",
                 env!("CARGO_PKG_VERSION")
             )),
@@ -386,6 +410,8 @@ pub struct Pgpolyglot {
     _policies: TempDir,
     /// The redis-server of the L1+Redis target (stopped with it).
     redis: Option<RedisServer>,
+    /// The Elasticsearch-API server of the search-on-Elasticsearch target (stopped with it).
+    elastic: Option<pgpolyglot::es_server::EsServer>,
 }
 
 /// A redis-server of the benchmark's own (no persistence), for the L1+Redis target.
@@ -433,7 +459,7 @@ impl Pgpolyglot {
         stats: bool,
         policy_db: Option<&str>,
     ) -> BenchResult<Pgpolyglot> {
-        Self::start_full(env, name, policies, stats, policy_db, None).await
+        Self::start_full(env, name, policies, stats, policy_db, None, None).await
     }
 
     /// A cache target on the benchmark database whose Redis tier is the server on `redis`.
@@ -443,7 +469,7 @@ impl Pgpolyglot {
         policies: &[(&str, &str)],
         redis: Option<u16>,
     ) -> BenchResult<Pgpolyglot> {
-        Self::start_full(env, name, policies, true, Some(crate::DB), redis).await
+        Self::start_full(env, name, policies, true, Some(crate::DB), redis, None).await
     }
 
     async fn start_full(
@@ -453,6 +479,7 @@ impl Pgpolyglot {
         stats: bool,
         policy_db: Option<&str>,
         redis: Option<u16>,
+        elastic: Option<String>,
     ) -> BenchResult<Pgpolyglot> {
         let policy_dir = work_dir("pgpolyglot-bench-policies-", None)?;
         for (file, text) in policies {
@@ -484,6 +511,11 @@ impl Pgpolyglot {
                     dir: policy_dir.path().join("search-data"),
                     ..Default::default()
                 },
+                elasticsearch: elastic.map(|url| pgpolyglot::config::ElasticsearchSettings {
+                    url,
+                    index_prefix: format!("bench-{name}"),
+                    ..Default::default()
+                }),
             },
             stats: pgpolyglot::config::StatsSettings {
                 enabled: stats,
@@ -529,6 +561,7 @@ impl Pgpolyglot {
             handle: Some(handle),
             _policies: policy_dir,
             redis: None,
+            elastic: None,
         })
     }
 }
@@ -556,10 +589,12 @@ impl Target for Pgpolyglot {
         let ctx = self.handle.as_ref()?.context();
         let c = &ctx.search.counters;
         Some(format!(
-            "pgpolyglot-search: {} statements narrowed ({} candidate keys in all), {} passed through with too many candidates",
+            "{}: {} statements narrowed ({} candidate keys in all), {} passed through with too many candidates, {} store errors",
+            self.name,
             c.narrowed.load(Relaxed),
             c.candidates.load(Relaxed),
-            c.too_many.load(Relaxed)
+            c.too_many.load(Relaxed),
+            c.store_errors.load(Relaxed)
         ))
     }
     fn cache_summary(&self) -> Option<String> {

@@ -3,11 +3,13 @@
 //! its `/metrics` lines. Reads published state and atomics only.
 
 use super::table::{Cell, ColumnType as T, ResultTable};
+use crate::config::policy::SearchStoreKind;
 use crate::context::ProxyContext;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// `SHOW STORES` rows: the embedded index store and the feed that keeps it fresh.
+/// `SHOW STORES` rows: each search store in use (embedded tantivy, Elasticsearch) and the
+/// feed that keeps them fresh.
 pub fn store_rows(ctx: &ProxyContext, t: &mut ResultTable) {
     let search = &ctx.search;
     let tables = search.tables();
@@ -15,15 +17,56 @@ pub fn store_rows(ctx: &ProxyContext, t: &mut ResultTable) {
         return;
     }
     let c = &search.counters;
-    let ready = tables.iter().filter(|x| x.ready.load(Relaxed)).count();
+    for kind in [SearchStoreKind::Embedded, SearchStoreKind::Elasticsearch] {
+        let mine: Vec<_> = tables
+            .iter()
+            .filter(|x| x.meta.policy.store == kind)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ready = mine.iter().filter(|x| x.ready.load(Relaxed)).count();
+        let down = mine.iter().filter(|x| x.store_down.load(Relaxed)).count();
+        let (role, location) = match kind {
+            SearchStoreKind::Embedded => (
+                "search (tantivy)",
+                ctx.config.stores.embedded.dir.display().to_string(),
+            ),
+            SearchStoreKind::Elasticsearch => (
+                "search (Elasticsearch API)",
+                ctx.config
+                    .stores
+                    .elasticsearch
+                    .as_ref()
+                    .map_or_else(|| "not configured".to_string(), |e| e.url.clone()),
+            ),
+        };
+        let state = if down > 0 {
+            "down"
+        } else if ready > 0 {
+            "up"
+        } else {
+            "not serving"
+        };
+        t.push(vec![
+            kind.name().into(),
+            role.into(),
+            location.into(),
+            state.into(),
+            format!(
+                "{ready} of {} indexes ready, {down} unavailable",
+                mine.len()
+            )
+            .into(),
+        ]);
+    }
     t.push(vec![
-        "embedded".into(),
-        "search (tantivy)".into(),
-        ctx.config.stores.embedded.dir.display().to_string().into(),
-        if ready > 0 { "up" } else { "not serving" }.into(),
+        "search (all stores)".into(),
+        "narrowing".into(),
+        Cell::Null,
+        "counters".into(),
         format!(
-            "{ready} of {} indexes ready; {} narrowed, {} candidates handed to postgres, {} too many; {} rows backfilled, {} re-read from the feed, {} rebuilds, {} errors",
-            tables.len(),
+            "{} narrowed, {} candidates handed to postgres, {} too many; {} rows backfilled, {} re-read from the feed, {} rebuilds, {} indexer errors, {} store errors",
             c.narrowed.load(Relaxed),
             c.candidates.load(Relaxed),
             c.too_many.load(Relaxed),
@@ -31,6 +74,7 @@ pub fn store_rows(ctx: &ProxyContext, t: &mut ResultTable) {
             c.refetched_rows.load(Relaxed),
             c.rebuilds.load(Relaxed),
             c.errors.load(Relaxed),
+            c.store_errors.load(Relaxed),
         )
         .into(),
     ]);
@@ -83,6 +127,8 @@ pub fn migrations(ctx: &ProxyContext) -> ResultTable {
         let p = x.progress();
         let state = if x.index.is_none() {
             "not indexed"
+        } else if x.store_down.load(Relaxed) {
+            "store unavailable"
         } else if x.ready.load(Relaxed) {
             "ready"
         } else {
@@ -155,6 +201,11 @@ pub fn metrics(ctx: &ProxyContext, out: &mut String) {
             "Indexer steps that failed and were retried.",
             &c.errors,
         ),
+        (
+            "pgpolyglot_search_store_errors_total",
+            "Search store calls that failed (the table's text predicates went to Postgres).",
+            &c.store_errors,
+        ),
     ] {
         line(out, name, "counter", help, v.load(Relaxed));
     }
@@ -175,6 +226,10 @@ pub fn metrics(ctx: &ProxyContext, out: &mut String) {
             "pgpolyglot_search_index_backfilled_rows",
             "Rows the table's current backfill has read.",
         ),
+        (
+            "pgpolyglot_search_index_store_down",
+            "1 while the table's search store is unavailable (broken or being re-validated).",
+        ),
     ];
     for (i, (name, help)) in labelled.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -182,7 +237,8 @@ pub fn metrics(ctx: &ProxyContext, out: &mut String) {
             let value = match i {
                 0 => u64::from(x.ready.load(Relaxed)),
                 1 => x.index.as_ref().map_or(0, |ix| ix.num_docs()),
-                _ => x.progress().backfilled_rows,
+                2 => x.progress().backfilled_rows,
+                _ => u64::from(x.store_down.load(Relaxed)),
             };
             let label = x.meta.name.to_string().replace(['\\', '"', '\n'], "_");
             let _ = writeln!(out, "{name}{{table=\"{label}\"}} {value}");

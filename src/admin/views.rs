@@ -277,7 +277,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
             }
         }
         if let Some(s) = &p.search {
-            if s.store.name() != "embedded" {
+            if s.store.name() == "elasticsearch" && ctx.config.stores.elasticsearch.is_none() {
                 wanted.push(s.store.name());
             }
         }
@@ -292,7 +292,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
             ),
             _ => (
                 "search",
-                "named by a policy; this build has no Elasticsearch client: those text predicates go to postgres un-narrowed",
+                "named by a policy but [stores.elasticsearch] is not configured: those text predicates go to postgres un-narrowed",
             ),
         };
         t.push(vec![

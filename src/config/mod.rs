@@ -95,6 +95,43 @@ pub struct StoresSettings {
     pub redis: Option<RedisSettings>,
     /// `[stores.embedded]`: the on-disk search indexes (tantivy).
     pub embedded: EmbeddedSettings,
+    /// `[stores.elasticsearch]`: the search store of policies with `store =
+    /// "elasticsearch"`. Without it those policies' tables are not indexed (`SHOW
+    /// PLACEMENTS` says so) and their text predicates go to Postgres.
+    pub elasticsearch: Option<ElasticsearchSettings>,
+}
+
+/// `[stores.elasticsearch]`: an Elasticsearch 8 / OpenSearch 2+ server (REST API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchSettings {
+    /// `http[s]://[user:password@]host:port` (basic auth from the URL; https via rustls
+    /// with the webpki roots). Default `http://127.0.0.1:9200`.
+    pub url: String,
+    /// Prefix of every index the proxy creates (`<prefix>-<schema>.<table>-<oid>-<tag>`,
+    /// the tag naming the upstream and slot). Default `pgpolyglot`.
+    pub index_prefix: String,
+    /// Longest wait for a candidate search; a slower one passes the statement through and
+    /// opens the circuit until the store is re-validated. Default `1s`.
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+    /// Longest wait for an indexing call (`_bulk`, `_refresh`, index creation). Default `30s`.
+    #[serde(with = "duration::serde_str")]
+    pub write_timeout: Duration,
+    /// Backfill throttle: rows read from Postgres per second, per index. Default 20000.
+    pub backfill_rows_per_second: u32,
+}
+
+impl Default for ElasticsearchSettings {
+    fn default() -> Self {
+        ElasticsearchSettings {
+            url: "http://127.0.0.1:9200".into(),
+            index_prefix: "pgpolyglot".into(),
+            timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(30),
+            backfill_rows_per_second: 20_000,
+        }
+    }
 }
 
 /// `[stores.embedded]`.

@@ -70,10 +70,13 @@ pub enum Reason {
     NotNarrowable,
     /// The index narrows less than the policy's `max_candidate_fraction`.
     TooManyCandidates,
+    /// The search store did not answer (down, too slow, or being re-validated after a
+    /// failure): Postgres answers the statement as written.
+    StoreUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InTransaction,
         Reason::Pipelined,
         Reason::Unclassified,
@@ -95,6 +98,7 @@ impl Reason {
         Reason::Narrowed,
         Reason::NotNarrowable,
         Reason::TooManyCandidates,
+        Reason::StoreUnavailable,
     ];
 
     /// Position in [`Reason::ALL`] (metric array index).
@@ -135,6 +139,7 @@ impl Reason {
             Reason::Narrowed => "narrowed by search index",
             Reason::NotNarrowable => "not narrowable by search index",
             Reason::TooManyCandidates => "too many search candidates",
+            Reason::StoreUnavailable => "search store unavailable",
         }
     }
 }

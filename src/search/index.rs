@@ -13,9 +13,10 @@
 //! resumes where it stopped.
 
 use super::requirement::Requirement;
+pub use super::store::{FieldKind, IndexDoc, Progress};
+use super::store::{Part, SearchIndex, StoreFuture, WriteOrder};
 use super::table::{SearchTable, FTS_CONFIGS};
 use super::SearchError;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tantivy::query::{
@@ -38,41 +39,6 @@ const EXTRAPOLATE_AFTER: u64 = 256;
 const WRITER_HEAP: usize = 128 * 1024 * 1024;
 /// Indexing threads: a backfill keeps two busy while Postgres computes the next batch.
 const WRITER_THREADS: usize = 2;
-
-/// What a commit records, as JSON in the commit payload.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// [`SearchTable::layout`] the documents were built for.
-    pub layout: u64,
-    /// Which upstream and slot the index follows (`system identifier/database/slot`); an
-    /// index built from another server or feed is rebuilt.
-    pub source: String,
-    /// The backfill finished: every row is indexed.
-    pub complete: bool,
-    /// Backfill position: rows with keys up to this one (in the key type's order) are
-    /// indexed. `None` before the first batch.
-    pub after_key: Option<String>,
-    /// Rows the backfill has read.
-    pub backfilled_rows: u64,
-}
-
-/// Where a predicate's terms are looked up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FieldKind {
-    Trigram,
-    /// Lexemes of [`FTS_CONFIGS`]`[i]`.
-    Lexeme(usize),
-}
-
-/// One row as the index sees it.
-#[derive(Debug, Clone, Default)]
-pub struct IndexDoc {
-    pub key: String,
-    /// Per indexed column: its text (NULL indexes nothing).
-    pub texts: Vec<Option<String>>,
-    /// Per indexed column, per [`FTS_CONFIGS`] entry: the lexemes.
-    pub lexemes: Vec<Vec<Vec<String>>>,
-}
 
 struct Fields {
     key: Field,
@@ -351,6 +317,68 @@ impl TableIndex {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+}
+
+/// The embedded store's calls are synchronous (local disk, tantivy's own threads): each
+/// future is ready when first polled.
+impl SearchIndex for TableIndex {
+    fn store(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn replace<'a>(
+        &'a self,
+        keys: &'a [String],
+        docs: &'a [IndexDoc],
+        _order: WriteOrder,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(TableIndex::replace(self, keys, docs)))
+    }
+
+    fn add<'a>(&'a self, docs: &'a [IndexDoc]) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(TableIndex::add(self, docs)))
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(TableIndex::clear(self)))
+    }
+
+    fn commit<'a>(&'a self, progress: &'a Progress) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(TableIndex::commit(self, progress)))
+    }
+
+    fn validate<'a>(&'a self, _progress: &'a Progress) -> StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Ok(self.dir.is_dir())))
+    }
+
+    fn num_docs(&self) -> u64 {
+        TableIndex::num_docs(self)
+    }
+
+    fn candidates<'a>(
+        &'a self,
+        parts: &'a [Part],
+        limit: u64,
+    ) -> StoreFuture<'a, Option<Vec<String>>> {
+        Box::pin(std::future::ready(TableIndex::candidates(
+            self, parts, limit,
+        )))
+    }
+
+    fn destroy(&self) -> StoreFuture<'_, ()> {
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 }
 

@@ -14,9 +14,18 @@
 //!   snapshot, throttled to `backfill_rows_per_second`, committed with its position (resumed
 //!   after a restart). A backfilled row is skipped when the feed already indexed that key from
 //!   a transaction the batch's snapshot does not see (the feed's row is newer).
+//! - **Store failure**: a table whose store call fails is *broken*: its text predicates go
+//!   to Postgres, its pending changes are dropped, and a marker file in the embedded
+//!   store's directory records that it owes a rebuild (so a restart does not trust an index
+//!   that missed acknowledged changes). Once the store answers again the index is re-created
+//!   and backfilled. The feed is acknowledged past a broken table's changes only when its
+//!   marker is on disk. A store that failed a session's search is re-validated (its
+//!   committed progress read back) before sessions use it again.
 
-use super::index::{IndexDoc, Progress, TableIndex};
+use super::elastic::{ElasticClient, ElasticIndex};
+use super::index::TableIndex;
 use super::service::IndexedTable;
+use super::store::{IndexDoc, Progress, SearchIndex, WriteOrder};
 use super::table::{self, SearchTable, FTS_CONFIGS};
 use super::{SearchError, TABLE_REFRESH};
 use crate::cache::store::Snapshot;
@@ -41,6 +50,8 @@ const BACKFILL_COMMIT_EVERY: Duration = Duration::from_secs(2);
 const FEED_BATCH: usize = 1024;
 /// How long a refetch waits for a just-delivered commit to become visible to snapshots.
 const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
+/// How often a failed store is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// The indexer's own view of one table.
 struct Tracked {
@@ -54,6 +65,14 @@ struct Tracked {
     rebuild: bool,
     /// Last commit of a backfill batch.
     last_commit: Instant,
+    /// Newest feed LSN among the changes in `dirty` (the version their documents carry).
+    dirty_lsn: u64,
+    /// A store call failed: not used, and rebuilt once the store answers again.
+    broken: bool,
+    /// When a broken or suspect store is tried next.
+    next_check: Instant,
+    /// Where the "owes a rebuild" marker of this index lives.
+    marker: Option<std::path::PathBuf>,
 }
 
 struct Worker {
@@ -65,6 +84,11 @@ struct Worker {
     last_refresh: Option<Instant>,
     /// When the last backfill batch may be followed by the next.
     backfill_due: Instant,
+    /// The Elasticsearch client, once `[stores.elasticsearch]` is needed.
+    elastic: Option<ElasticClient>,
+    /// A broken table's marker could not be written: the feed is not acknowledged until it
+    /// has been rebuilt.
+    hold_ack: bool,
 }
 
 pub(super) async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
@@ -76,6 +100,8 @@ pub(super) async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bo
         source: None,
         last_refresh: None,
         backfill_due: Instant::now(),
+        elastic: None,
+        hold_ack: false,
     };
     loop {
         if *shutdown.borrow() {
@@ -172,10 +198,14 @@ impl Worker {
                 }
             }
         }
-        self.apply_rebuilds()?;
+        self.check_stores().await;
+        self.apply_rebuilds().await;
         self.apply_dirty().await?;
+        self.hold_ack = self.tables.values().any(|t| t.broken && t.marker.is_none());
         if let (Some(lsn), Some(feed)) = (end_lsn, self.ctx.search.feed.get()) {
-            feed.ack(lsn);
+            if !self.hold_ack {
+                feed.ack(lsn);
+            }
         }
         if Instant::now() >= self.backfill_due {
             if let Some(oid) = self.backfill_candidate() {
@@ -215,7 +245,6 @@ impl Worker {
             self.source = Some(format!("{system}/{}/{slot}", self.ctx.upstream.database));
         }
         let source = self.source.clone().unwrap_or_default();
-        let root = self.ctx.config.stores.embedded.dir.clone();
         let mut next: HashMap<u32, Tracked> = HashMap::new();
         for meta in loaded {
             let oid = meta.oid;
@@ -223,18 +252,19 @@ impl Worker {
                 // Kept as it is unless it changed, or its index could not be opened (retried).
                 Some(t)
                     if t.shared.meta == meta
-                        && (t.shared.index.is_some()
-                            || meta.unusable.is_some()
-                            || meta.policy.store != SearchStoreKind::Embedded) =>
+                        && (t.shared.index.is_some() || meta.unusable.is_some()) =>
                 {
                     next.insert(oid, t);
                 }
                 old => {
                     if let Some(old) = old {
-                        info!(table = %meta.name, "search: table layout or policy changed; rebuilding its index");
-                        drop(old);
+                        if old.shared.index.is_some() {
+                            info!(table = %meta.name, "search: table layout or policy changed; rebuilding its index");
+                        }
+                        destroy_if_moved(&old, &meta).await;
                     }
-                    next.insert(oid, open_table(meta, &root, &source));
+                    let t = self.open_table(meta, &source).await;
+                    next.insert(oid, t);
                 }
             }
         }
@@ -242,9 +272,12 @@ impl Worker {
         for (_, t) in self.tables.drain() {
             if let Some(ix) = &t.shared.index {
                 info!(table = %t.shared.meta.name, "search: no policy covers the table any more; dropping its index");
-                let dir = ix.dir.clone();
-                drop(t);
-                let _ = std::fs::remove_dir_all(dir);
+                if let Err(e) = ix.destroy().await {
+                    warn!(table = %t.shared.meta.name, error = %e, "search: could not drop the index");
+                }
+                if let Some(m) = &t.marker {
+                    let _ = std::fs::remove_file(m);
+                }
             }
         }
         self.tables = next;
@@ -296,9 +329,10 @@ impl Worker {
             else {
                 continue;
             };
-            if t.shared.index.is_none() {
+            if t.shared.index.is_none() || t.broken {
                 continue;
             }
+            t.dirty_lsn = t.dirty_lsn.max(tx.end_lsn.0);
             match ch.kind {
                 ChangeKind::Truncate | ChangeKind::Invalidate => t.rebuild = true,
                 ChangeKind::Insert | ChangeKind::Update | ChangeKind::Delete => {
@@ -324,25 +358,80 @@ impl Worker {
         }
     }
 
-    fn apply_rebuilds(&mut self) -> Result<(), SearchError> {
-        for t in self.tables.values_mut() {
-            if !t.rebuild {
+    /// Clears the indexes that start over (truncate, feed reset) and commits them empty.
+    async fn apply_rebuilds(&mut self) {
+        let oids: Vec<u32> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.rebuild && !t.broken)
+            .map(|(o, _)| *o)
+            .collect();
+        for oid in oids {
+            let Some(t) = self.tables.get_mut(&oid) else {
                 continue;
-            }
+            };
             t.rebuild = false;
             t.dirty.clear();
             t.fed.clear();
-            let Some(ix) = &t.shared.index else { continue };
+            let Some(ix) = t.shared.index.clone() else {
+                continue;
+            };
             self.ctx.search.counters.rebuilds.fetch_add(1, Relaxed);
             t.shared.ready.store(false, Relaxed);
-            ix.clear()?;
-            t.progress.complete = false;
-            t.progress.after_key = None;
-            t.progress.backfilled_rows = 0;
-            ix.commit(&t.progress)?;
-            publish_progress(t);
+            match start_over(ix.as_ref(), &mut t.progress).await {
+                Ok(()) => {
+                    publish_progress(t);
+                    t.shared.set_status("backfill pending");
+                }
+                Err(e) => break_table(&self.ctx, t, &e),
+            }
         }
-        Ok(())
+    }
+
+    /// Tries broken stores again (re-creating their index), and re-validates stores a
+    /// session's search found failing.
+    async fn check_stores(&mut self) {
+        let now = Instant::now();
+        for t in self.tables.values_mut() {
+            let Some(ix) = t.shared.index.clone() else {
+                continue;
+            };
+            if now < t.next_check {
+                continue;
+            }
+            if t.broken {
+                match start_over(ix.as_ref(), &mut t.progress).await {
+                    Ok(()) => {
+                        info!(table = %t.shared.meta.name, store = ix.store(), "search: store answers again; index re-created, backfilling");
+                        t.broken = false;
+                        t.dirty.clear();
+                        t.fed.clear();
+                        t.dirty_lsn = 0;
+                        if let Some(m) = &t.marker {
+                            let _ = std::fs::remove_file(m);
+                        }
+                        t.shared.store_down.store(false, Relaxed);
+                        t.shared.set_status("backfill pending");
+                        publish_progress(t);
+                    }
+                    Err(_) => t.next_check = now + STORE_RETRY,
+                }
+            } else if t.shared.store_down.load(Relaxed) {
+                match ix.validate(&t.progress).await {
+                    Ok(true) => {
+                        info!(table = %t.shared.meta.name, store = ix.store(), "search: store re-validated; in use again");
+                        t.shared.store_down.store(false, Relaxed);
+                    }
+                    Ok(false) => {
+                        let e = SearchError::Elastic(
+                            "the index no longer holds what was committed".into(),
+                        );
+                        break_table(&self.ctx, t, &e);
+                    }
+                    Err(_) => t.next_check = now + STORE_RETRY,
+                }
+            }
+        }
     }
 
     /// Re-reads every dirty key and replaces its documents.
@@ -350,7 +439,7 @@ impl Worker {
         let oids: Vec<u32> = self
             .tables
             .iter()
-            .filter(|(_, t)| !t.dirty.is_empty() && t.shared.index.is_some())
+            .filter(|(_, t)| !t.dirty.is_empty() && t.shared.index.is_some() && !t.broken)
             .map(|(o, _)| *o)
             .collect();
         for oid in oids {
@@ -372,9 +461,19 @@ impl Worker {
             let Some(t) = self.tables.get_mut(&oid) else {
                 continue;
             };
-            let Some(ix) = &t.shared.index else { continue };
-            ix.replace(&keys, &docs)?;
-            ix.commit(&t.progress)?;
+            let Some(ix) = t.shared.index.clone() else {
+                continue;
+            };
+            let order = WriteOrder::Feed(t.dirty_lsn);
+            let written = async {
+                ix.replace(&keys, &docs, order).await?;
+                ix.commit(&t.progress).await
+            }
+            .await;
+            if let Err(e) = written {
+                break_table(&self.ctx, t, &e);
+                continue;
+            }
             if !t.progress.complete {
                 for (k, x) in t.dirty.drain() {
                     t.fed.insert(k, x);
@@ -395,7 +494,7 @@ impl Worker {
         }
         self.tables
             .iter()
-            .filter(|(_, t)| t.shared.index.is_some() && !t.progress.complete)
+            .filter(|(_, t)| t.shared.index.is_some() && !t.progress.complete && !t.broken)
             .find(|(_, t)| status.tables.contains(&t.shared.meta.name))
             .map(|(o, _)| *o)
     }
@@ -411,7 +510,7 @@ impl Worker {
         let Some(t) = self.tables.get_mut(&oid) else {
             return Ok(());
         };
-        let Some(ix) = &t.shared.index else {
+        let Some(ix) = t.shared.index.clone() else {
             return Ok(());
         };
         let read = docs.len();
@@ -430,19 +529,34 @@ impl Worker {
             }
         }
         let keys: Vec<String> = seen_by_feed.iter().map(|d| d.key.clone()).collect();
-        ix.replace(&keys, &seen_by_feed)?;
-        ix.add(&fresh)?;
-        t.progress.backfilled_rows += read as u64;
+        let mut next = t.progress.clone();
+        next.backfilled_rows += read as u64;
         if let Some(last) = last {
-            t.progress.after_key = Some(last);
+            next.after_key = Some(last);
         }
         if (read as i64) < BACKFILL_BATCH {
-            t.progress.complete = true;
+            next.complete = true;
+        }
+        let committed = next.complete || t.last_commit.elapsed() >= BACKFILL_COMMIT_EVERY;
+        let written = async {
+            ix.replace(&keys, &seen_by_feed, WriteOrder::Backfill)
+                .await?;
+            ix.add(&fresh).await?;
+            if committed {
+                ix.commit(&next).await?;
+            }
+            Ok::<_, SearchError>(())
+        }
+        .await;
+        if let Err(e) = written {
+            break_table(&self.ctx, t, &e);
+            return Ok(());
+        }
+        t.progress = next;
+        if t.progress.complete {
             t.fed.clear();
         }
-        let committed = t.progress.complete || t.last_commit.elapsed() >= BACKFILL_COMMIT_EVERY;
         if committed {
-            ix.commit(&t.progress)?;
             t.last_commit = Instant::now();
         }
         self.ctx
@@ -463,14 +577,15 @@ impl Worker {
                 .set_status(format!("backfilling ({} rows)", t.progress.backfilled_rows));
         }
         // Throttle: a batch of n rows earns n / rate seconds.
-        let rate = f64::from(
-            self.ctx
-                .config
-                .stores
-                .embedded
-                .backfill_rows_per_second
-                .max(1),
-        );
+        let stores = &self.ctx.config.stores;
+        let rate = match meta.policy.store {
+            SearchStoreKind::Embedded => stores.embedded.backfill_rows_per_second,
+            SearchStoreKind::Elasticsearch => stores
+                .elasticsearch
+                .as_ref()
+                .map_or(20_000, |e| e.backfill_rows_per_second),
+        };
+        let rate = f64::from(rate.max(1));
         let budget = Duration::from_secs_f64(read as f64 / rate);
         self.backfill_due = started + budget;
         Ok(())
@@ -532,48 +647,141 @@ impl Worker {
     }
 }
 
-fn open_table(meta: SearchTable, root: &std::path::Path, source: &str) -> Tracked {
-    let mut status = String::from("opening");
-    let mut opened = None;
-    if let Some(why) = &meta.unusable {
-        status = format!("not indexed: {why}");
-    } else if meta.policy.store != SearchStoreKind::Embedded {
-        status = "not indexed: store \"elasticsearch\" is not implemented in this build".into();
-    } else {
-        match TableIndex::open(&super::index::dir_for(root, &meta), &meta, source) {
-            Ok(found) => opened = Some(found),
-            Err(e) => status = format!("not indexed: {e}"),
+/// Empties an index and commits it with its backfill position reset.
+async fn start_over(ix: &dyn SearchIndex, progress: &mut Progress) -> Result<(), SearchError> {
+    progress.complete = false;
+    progress.after_key = None;
+    progress.backfilled_rows = 0;
+    ix.clear().await?;
+    ix.commit(progress).await
+}
+
+/// A broken table: its pending changes are dropped, sessions pass through, and a marker
+/// records that the index owes a rebuild (read at the next start).
+fn break_table(ctx: &ProxyContext, t: &mut Tracked, e: &SearchError) {
+    if !t.broken {
+        warn!(table = %t.shared.meta.name, error = %e, "search: store failed; text predicates go to postgres until it answers again and the index is rebuilt");
+    }
+    ctx.search.counters.store_errors.fetch_add(1, Relaxed);
+    t.broken = true;
+    t.rebuild = false;
+    t.dirty.clear();
+    t.fed.clear();
+    t.next_check = Instant::now() + STORE_RETRY;
+    t.shared.ready.store(false, Relaxed);
+    t.shared.store_down.store(true, Relaxed);
+    t.shared.set_status(format!("store unavailable: {e}"));
+    if let Some(m) = &t.marker {
+        let written = m
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(m, format!("{e}\n")));
+        if let Err(io) = written {
+            warn!(table = %t.shared.meta.name, error = %io, "search: cannot record that the index owes a rebuild; holding the feed's acknowledgement");
+            t.marker = None;
         }
     }
-    let (index, progress) = match opened {
-        Some((ix, p)) => (Some(ix), p),
-        None => (None, Progress::default()),
-    };
-    let resumed = progress.after_key.is_some() || progress.complete;
-    if index.is_some() {
-        info!(table = %meta.name, resumed, complete = progress.complete, rows = progress.backfilled_rows, "search: index opened");
-        status = if progress.complete {
-            "ready".into()
-        } else {
-            "backfill pending".into()
-        };
-    } else {
-        warn!(table = %meta.name, %status, "search: table not indexed");
+}
+
+/// Drops the old index of a table whose policy moved it to another store.
+async fn destroy_if_moved(old: &Tracked, meta: &SearchTable) {
+    if old.shared.meta.policy.store == meta.policy.store {
+        return;
     }
-    let shared = Arc::new(IndexedTable {
-        ready: std::sync::atomic::AtomicBool::new(index.is_some() && progress.complete),
-        meta,
-        index,
-        progress: Mutex::new(progress.clone()),
-        status: Mutex::new(status),
-    });
-    Tracked {
-        shared,
-        progress,
-        dirty: HashMap::new(),
-        fed: HashMap::new(),
-        rebuild: false,
-        last_commit: Instant::now(),
+    if let Some(ix) = &old.shared.index {
+        if let Err(e) = ix.destroy().await {
+            warn!(table = %meta.name, error = %e, "search: could not drop the index of the store the policy left");
+        }
+    }
+}
+
+impl Worker {
+    async fn open_table(&mut self, meta: SearchTable, source: &str) -> Tracked {
+        let root = self.ctx.config.stores.embedded.dir.clone();
+        let mut status = String::from("opening");
+        let mut opened: Option<(Arc<dyn SearchIndex>, Progress)> = None;
+        if let Some(why) = &meta.unusable {
+            status = format!("not indexed: {why}");
+        } else {
+            let result = match meta.policy.store {
+                SearchStoreKind::Embedded => {
+                    TableIndex::open(&super::index::dir_for(&root, &meta), &meta, source)
+                        .map(|(ix, p)| (Arc::new(ix) as Arc<dyn SearchIndex>, p))
+                }
+                SearchStoreKind::Elasticsearch => match self.elastic_client() {
+                    Ok(client) => ElasticIndex::open(&client, &meta, source)
+                        .await
+                        .map(|(ix, p)| (Arc::new(ix) as Arc<dyn SearchIndex>, p)),
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(found) => opened = Some(found),
+                Err(e) => status = format!("not indexed: {e}"),
+            }
+        }
+        let (index, progress) = match opened {
+            Some((ix, p)) => (Some(ix), p),
+            None => (None, Progress::default()),
+        };
+        let marker = index.as_ref().map(|ix| {
+            let tag = xxhash_rust::xxh3::xxh3_64(ix.location().as_bytes());
+            root.join(format!("owes-rebuild-{tag:016x}"))
+        });
+        let owes_rebuild = marker.as_ref().is_some_and(|m| m.exists());
+        let resumed = progress.after_key.is_some() || progress.complete;
+        if let Some(ix) = &index {
+            info!(table = %meta.name, store = ix.store(), location = %ix.location(), resumed, complete = progress.complete, rows = progress.backfilled_rows, owes_rebuild, "search: index opened");
+            status = if progress.complete && !owes_rebuild {
+                "ready".into()
+            } else {
+                "backfill pending".into()
+            };
+        } else {
+            warn!(table = %meta.name, %status, "search: table not indexed");
+        }
+        let shared = Arc::new(IndexedTable {
+            ready: std::sync::atomic::AtomicBool::new(
+                index.is_some() && progress.complete && !owes_rebuild,
+            ),
+            store_down: std::sync::atomic::AtomicBool::new(false),
+            meta,
+            index,
+            progress: Mutex::new(progress.clone()),
+            status: Mutex::new(status),
+        });
+        Tracked {
+            shared,
+            progress,
+            dirty: HashMap::new(),
+            fed: HashMap::new(),
+            // An index that missed acknowledged changes starts over (the marker goes once
+            // the rebuild has begun).
+            rebuild: false,
+            last_commit: Instant::now(),
+            dirty_lsn: 0,
+            broken: owes_rebuild,
+            next_check: Instant::now(),
+            marker,
+        }
+    }
+
+    fn elastic_client(&mut self) -> Result<ElasticClient, SearchError> {
+        if let Some(c) = &self.elastic {
+            return Ok(c.clone());
+        }
+        let settings = self
+            .ctx
+            .config
+            .stores
+            .elasticsearch
+            .as_ref()
+            .ok_or_else(|| {
+                SearchError::Elastic("[stores.elasticsearch] is not configured".into())
+            })?;
+        let client = ElasticClient::new(settings)?;
+        self.elastic = Some(client.clone());
+        Ok(client)
     }
 }
 

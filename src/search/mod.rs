@@ -2,7 +2,7 @@
 //! inverted index, answered by Postgres.
 //!
 //! ```text
-//! policies ─▶ tables (catalog: key, text columns, layout) ─▶ index per table (tantivy)
+//! policies ─▶ tables (catalog: key, text columns, layout) ─▶ index per table (tantivy | ES)
 //! change feed (own slot) ─▶ indexer ─▶ refetch changed keys in a checked snapshot ─▶ index
 //!                           indexer ─▶ backfill in key order, resumable ─────────────▶ index
 //! session ─▶ requirement (trigrams / lexemes) ─▶ candidate keys ─▶ rewritten statement ─▶ Postgres
@@ -19,16 +19,20 @@
 //! - [`terms`]: trigrams of text, and what LIKE/ILIKE/regex patterns require of them.
 //! - [`tsquery`]: what a tsquery (as Postgres normalized it) requires of the lexemes.
 //! - [`table`]: which tables are indexed, read from the catalog, and their layout.
-//! - [`index`]: one tantivy index per table on local disk: documents, commits, candidates.
+//! - [`store`]: what every search store does for a table ([`store::SearchIndex`]).
+//! - [`index`]: the embedded store: one tantivy index per table on local disk.
+//! - [`elastic`]: the external store: one Elasticsearch/OpenSearch index per table.
 //! - [`indexer`]: the background task that applies the change feed and runs backfills.
 //! - [`rewrite`]: the statement Postgres runs instead.
 //! - [`service`]: what sessions call, and the gates they pass.
 
+pub mod elastic;
 pub mod index;
 mod indexer;
 pub mod requirement;
 pub mod rewrite;
 pub mod service;
+pub mod store;
 pub mod table;
 pub mod terms;
 pub mod tsquery;
@@ -55,6 +59,8 @@ pub enum SearchError {
     Index(#[from] tantivy::TantivyError),
     #[error("index directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("elasticsearch: {0}")]
+    Elastic(String),
     #[error("unexpected answer from the upstream: {0}")]
     Unexpected(&'static str),
     #[error("timed out: {0}")]

@@ -1,11 +1,10 @@
 //! The search service sessions consult: indexed tables, the gates a narrowing must pass, and
 //! the normalizations only Postgres can do (tsquery parsing, regex validity), cached.
 
-use super::index::{Progress, TableIndex};
 use super::requirement::Requirement;
+use super::store::{Part, Progress, SearchIndex};
 use super::table::SearchTable;
 use crate::cdc::{FeedHandle, FeedState, Lsn, TableName};
-use crate::config::policy::SearchStoreKind;
 use crate::context::ProxyContext;
 use crate::router::Reason;
 use std::collections::HashMap;
@@ -30,10 +29,14 @@ type TsQueryKey = (String, &'static str, String);
 #[derive(Debug)]
 pub struct IndexedTable {
     pub meta: SearchTable,
-    /// The index, when the table is indexable and its directory could be opened.
-    pub index: Option<TableIndex>,
+    /// The index, when the table is indexable and its store could be opened.
+    pub index: Option<Arc<dyn SearchIndex>>,
     /// Every row is indexed and every change the feed delivered is applied.
     pub ready: AtomicBool,
+    /// A store call failed: sessions pass through until the indexer has re-validated the
+    /// store (a circuit breaker, so a dead server costs one failed call, not one per
+    /// statement).
+    pub store_down: AtomicBool,
     /// Last committed progress (for `SHOW PLACEMENTS`, metrics and the dashboard).
     pub progress: Mutex<Progress>,
     /// Why it is not indexed (unusable, store not available, last error).
@@ -78,6 +81,9 @@ pub struct SearchCounters {
     pub rebuilds: AtomicU64,
     /// Indexer steps that failed (retried).
     pub errors: AtomicU64,
+    /// Store calls that failed (searches and writes); each one sends the table's text
+    /// predicates to Postgres until the store is re-validated.
+    pub store_errors: AtomicU64,
 }
 
 #[derive(Default)]
@@ -147,10 +153,10 @@ impl SearchService {
     /// Whether `table` may narrow now: its index is complete and the feed fresh within the
     /// policy's bound. Returns the feed position every index has applied.
     pub fn gate(&self, table: &IndexedTable) -> Result<Lsn, Reason> {
-        if table.meta.policy.store != SearchStoreKind::Embedded
-            || table.index.is_none()
-            || !table.ready.load(Relaxed)
-        {
+        if table.index.is_some() && table.store_down.load(Relaxed) {
+            return Err(Reason::StoreUnavailable);
+        }
+        if table.index.is_none() || !table.ready.load(Relaxed) {
             return Err(Reason::IndexNotReady);
         }
         let feed = self.feed.get().ok_or(Reason::FeedNotFresh)?;
@@ -168,10 +174,10 @@ impl SearchService {
 
     /// Candidate keys for `parts` of `table`, or `None` when there are more than the policy
     /// allows (remembered for [`TOO_MANY_MEMORY`]).
-    pub fn candidates(
+    pub async fn candidates(
         &self,
         table: &IndexedTable,
-        parts: &[(usize, super::index::FieldKind, Requirement)],
+        parts: &[Part],
     ) -> Result<Option<Vec<String>>, super::SearchError> {
         use std::hash::{Hash, Hasher};
         let Some(index) = table.index.as_ref() else {
@@ -195,7 +201,14 @@ impl SearchService {
             }
         }
         let limit = (table.meta.policy.max_candidate_fraction * index.num_docs() as f64) as u64;
-        let found = index.candidates(parts, limit)?;
+        let found = match index.candidates(parts, limit).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.counters.store_errors.fetch_add(1, Relaxed);
+                table.store_down.store(true, Relaxed);
+                return Err(e);
+            }
+        };
         if found.is_none() {
             let mut recent = self
                 .too_many_recently

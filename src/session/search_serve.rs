@@ -17,8 +17,8 @@ use crate::config::policy::PredicateKind;
 use crate::context::ProxyContext;
 use crate::protocol::frames::HEADER_LEN;
 use crate::router::{self, Reason, SessionView};
-use crate::search::index::FieldKind;
 use crate::search::requirement::{self as req, Requirement};
+use crate::search::store::FieldKind;
 use crate::search::table::FTS_CONFIGS;
 use crate::search::{rewrite, terms};
 use crate::sql::{
@@ -95,6 +95,7 @@ fn why_not(reason: Reason) -> &'static str {
         Reason::FeedNotFresh => "the search store's change feed is not streaming or lags beyond the policy's max_staleness",
         Reason::Fenced => "this session wrote, and the index has not applied its writes yet",
         Reason::TooManyCandidates => "the index narrows it to more than the policy's max_candidate_fraction of the rows",
+        Reason::StoreUnavailable => "the search store did not answer or is being re-validated after a failure",
         Reason::NotNarrowable => "no predicate the index can narrow exactly (pattern without three literal characters in a row, cast, ESCAPE, configuration, unresolved table name, or settings)",
         _ => "see the reason",
     }
@@ -199,15 +200,15 @@ async fn narrow(
         FenceCheck::Met => {}
         FenceCheck::Requested | FenceCheck::Waiting => return Err(Reason::Fenced),
     }
-    let keys = match search.candidates(&table, &parts) {
+    let keys = match search.candidates(&table, &parts).await {
         Ok(Some(keys)) => keys,
         Ok(None) => {
             search.counters.too_many.fetch_add(1, Relaxed);
             return Err(Reason::TooManyCandidates);
         }
         Err(e) => {
-            tracing::warn!(error = %e, "search: candidate lookup failed; passing through");
-            return Err(Reason::IndexNotReady);
+            tracing::warn!(table = %table.meta.name, error = %e, "search: candidate lookup failed; passing through until the store is re-validated");
+            return Err(Reason::StoreUnavailable);
         }
     };
     let out = rewrite::restrict(sql, &table.meta.key_column, &table.meta.key_type, &keys)
