@@ -21,7 +21,8 @@
 //! versioned tombstones behind. Searches see what the last `_refresh` (the commit) made
 //! visible; the commit's [`Progress`] is kept in the mapping's `_meta`, which is how a
 //! restart resumes and how a server that came back empty (or an index deleted behind the
-//! proxy's back) is noticed and rebuilt.
+//! proxy's back) is noticed and rebuilt: every `_bulk` and commit first reads `_meta` back
+//! and refuses to write to an index that does not hold what this proxy committed.
 
 use super::requirement::Requirement;
 use super::store::{FieldKind, IndexDoc, Part, Progress, SearchIndex, StoreFuture, WriteOrder};
@@ -202,6 +203,8 @@ pub struct ElasticIndex {
     trigrams: bool,
     lexemes: bool,
     docs: AtomicU64,
+    /// The progress the index's `_meta` should hold (what this proxy last wrote there).
+    expected: std::sync::Mutex<Option<Progress>>,
 }
 
 impl ElasticIndex {
@@ -219,11 +222,13 @@ impl ElasticIndex {
             trigrams: table.has_trigrams(),
             lexemes: table.has_lexemes(),
             docs: AtomicU64::new(0),
+            expected: std::sync::Mutex::new(None),
         };
         let found = ix.committed().await?;
         let progress = match found {
             Some(p) if p.layout == table.layout && p.source == source => {
                 ix.refresh_count().await?;
+                ix.expect(&p);
                 p
             }
             _ => {
@@ -313,7 +318,31 @@ impl ElasticIndex {
             )
             .await?;
         self.docs.store(0, Relaxed);
+        self.expect(progress);
         Ok(())
+    }
+
+    fn expect(&self, progress: &Progress) {
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
+    }
+
+    /// Fails unless the server still holds the index this proxy created and last committed:
+    /// a server that restarted empty would otherwise auto-create it, with a dynamic mapping,
+    /// on the next `_bulk`.
+    async fn check_ours(&self) -> Result<(), SearchError> {
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if expected.is_some() && self.committed().await? == expected {
+            Ok(())
+        } else {
+            Err(SearchError::Elastic(format!(
+                "index {} no longer holds what this proxy committed",
+                self.name
+            )))
+        }
     }
 
     async fn delete_index(&self) -> Result<(), SearchError> {
@@ -380,6 +409,10 @@ impl ElasticIndex {
     /// Sends `ops` (action line, optional source line) as few `_bulk` requests; version
     /// conflicts and deletes of absent documents are expected, anything else fails.
     async fn bulk(&self, ops: Vec<(Value, Option<Value>)>) -> Result<(), SearchError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.check_ours().await?;
         let mut body = String::new();
         for (action, source) in ops {
             body.push_str(&action.to_string());
@@ -613,6 +646,7 @@ impl SearchIndex for ElasticIndex {
 
     fn commit<'a>(&'a self, progress: &'a Progress) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            self.check_ours().await?;
             self.client
                 .ok(
                     reqwest::Method::POST,
@@ -629,6 +663,7 @@ impl SearchIndex for ElasticIndex {
                     self.client.write_timeout,
                 )
                 .await?;
+            self.expect(progress);
             self.refresh_count().await
         })
     }
