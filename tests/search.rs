@@ -600,6 +600,189 @@ async fn parity(f: &Fixture, store: &str) {
     proxy.shutdown().await;
 }
 
+/// A generated statement with its string literals (but text search configurations, which
+/// stay literal) turned into `$n` parameters, as an application would write it.
+fn parameterize(sql: &str) -> (String, Vec<String>) {
+    let chars: Vec<char> = sql.chars().collect();
+    let (mut out, mut params) = (String::new(), Vec::new());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '\'' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let (mut value, mut j) = (String::new(), i + 1);
+        loop {
+            if chars[j] == '\'' {
+                if chars.get(j + 1) == Some(&'\'') {
+                    value.push('\'');
+                    j += 2;
+                    continue;
+                }
+                break;
+            }
+            value.push(chars[j]);
+            j += 1;
+        }
+        if value == "english" || value == "simple" {
+            out.extend(&chars[i..=j]);
+        } else {
+            params.push(value);
+            out.push_str(&format!("${}", params.len()));
+        }
+        i = j + 1;
+    }
+    (out, params)
+}
+
+/// What a client sees of one extended-protocol query: rows (each value by its type), the
+/// row count, or the error. `unnamed`: one Parse/Bind/Describe/Execute/Sync batch on the
+/// unnamed statement with declared `text` parameters (tokio-postgres's `query_typed`);
+/// otherwise a named statement prepared first, then Bind/Execute/Sync (`query`).
+async fn outcome_extended(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[String],
+    unnamed: bool,
+) -> String {
+    use tokio_postgres::types::{ToSql, Type};
+    let result = if unnamed {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .iter()
+            .map(|p| (p as &(dyn ToSql + Sync), Type::TEXT))
+            .collect();
+        client.query_typed(sql, &typed).await
+    } else {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        client.query(sql, &refs).await
+    };
+    match result {
+        Ok(rows) => {
+            let mut out = String::new();
+            for r in &rows {
+                let vals: Vec<String> = (0..r.len())
+                    .map(|i| match *r.columns()[i].type_() {
+                        Type::INT4 => format!("{:?}", r.get::<_, Option<i32>>(i)),
+                        Type::INT8 => format!("{:?}", r.get::<_, Option<i64>>(i)),
+                        _ => format!("{:?}", r.get::<_, Option<String>>(i)),
+                    })
+                    .collect();
+                out.push_str(&format!("{vals:?}\n"));
+            }
+            out.push_str(&format!("-- {}\n", rows.len()));
+            out
+        }
+        Err(e) => format!("ERROR {}", pg_error(&e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_protocol_statements_are_narrowed_with_bound_patterns() {
+    let f = fixture("search_extended", 0x5eed_0005, 0.5).await;
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let proxied = f.through(&proxy).await;
+    let counters = &proxy.context().search.counters;
+    for (seed, unnamed) in [(31, true), (32, false)] {
+        let mut rng = Rng(seed);
+        let before = counters.narrowed.load(Relaxed);
+        let mut differ = 0;
+        for _ in 0..200 {
+            let (sql, params) = parameterize(&statement(&mut rng));
+            let want = outcome_extended(&f.db, &sql, &params, unnamed).await;
+            let got = outcome_extended(&proxied, &sql, &params, unnamed).await;
+            if want != got {
+                differ += 1;
+                eprintln!("DIFFERS: {sql} {params:?}\n  direct: {want:.400}\n  proxy:  {got:.400}");
+            }
+        }
+        let narrowed = counters.narrowed.load(Relaxed) - before;
+        let style = if unnamed { "unnamed" } else { "named" };
+        eprintln!("extended ({style}): 200 statements, {narrowed} narrowed");
+        assert_eq!(
+            differ, 0,
+            "{style}: results differ from Postgres (see stderr)"
+        );
+        assert!(narrowed >= 100, "{style}: only {narrowed} of 200 narrowed");
+    }
+    // The proxy's own statement never outlives a batch, and the client's statements are
+    // the client's: the unnamed one still holds the client's text.
+    let leftover = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '%pgpolyglot%'";
+    assert_eq!(
+        outcome(&proxied, leftover).await,
+        outcome(&f.db, leftover).await
+    );
+    assert!(outcome(&proxied, leftover).await.contains("[Some(\"0\")]"));
+    let sql = "SELECT id FROM docs WHERE body ILIKE $1 ORDER BY id";
+    let pattern = vec!["%quokka%".to_string()];
+    let narrowed = counters.narrowed.load(Relaxed);
+    assert_eq!(
+        outcome_extended(&proxied, sql, &pattern, true).await,
+        outcome_extended(&f.db, sql, &pattern, true).await
+    );
+    assert_eq!(counters.narrowed.load(Relaxed), narrowed + 1);
+    // A write through the proxy, then the same statement: read-your-writes holds.
+    proxied
+        .execute(
+            "UPDATE docs SET body = 'a quokka appears' WHERE id = 7",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome_extended(&proxied, sql, &pattern, false).await,
+        outcome_extended(&f.db, sql, &pattern, false).await
+    );
+    // Once the index has the write, the session's fence is met and narrowing resumes.
+    caught_up(&proxy, &f.db).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let narrowed = counters.narrowed.load(Relaxed);
+        assert_eq!(
+            outcome_extended(&proxied, sql, &pattern, true).await,
+            outcome_extended(&f.db, sql, &pattern, true).await
+        );
+        if counters.narrowed.load(Relaxed) > narrowed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "narrowing did not resume after the write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A pattern declared bpchar is not narrowed (Postgres would drop its trailing blanks on
+    // the way to text), nor a NULL pattern; both still answer as Postgres does.
+    let blank = "%quokka appears ".to_string();
+    let null: Option<String> = None;
+    let sql = "SELECT id FROM docs WHERE body LIKE $1 ORDER BY id";
+    let narrowed = counters.narrowed.load(Relaxed);
+    let mut seen = Vec::new();
+    for client in [&proxied, &f.db] {
+        let ids = |rows: Vec<tokio_postgres::Row>| -> Vec<i64> {
+            rows.iter().map(|r| r.get(0)).collect()
+        };
+        let bpchar = client
+            .query_typed(sql, &[(&blank, tokio_postgres::types::Type::BPCHAR)])
+            .await
+            .map(ids)
+            .map_err(|e| pg_error(&e));
+        let nulls = client
+            .query_typed(sql, &[(&null, tokio_postgres::types::Type::TEXT)])
+            .await
+            .map(ids)
+            .map_err(|e| pg_error(&e));
+        seen.push((bpchar, nulls));
+    }
+    eprintln!("bpchar and NULL patterns: {:?}", seen[1]);
+    assert_eq!(seen[1], (Ok(vec![7]), Ok(vec![])), "direct");
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(counters.narrowed.load(Relaxed), narrowed);
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_survives_a_restart_and_catches_up() {
     let f = fixture("search_restart", 0x5eed_0002, 0.5).await;

@@ -19,6 +19,7 @@ use super::table::{SearchTable, FTS_CONFIGS};
 use super::SearchError;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, EnableScoring, Occur, PhraseQuery, Query, RegexQuery,
     TermQuery,
@@ -226,6 +227,16 @@ impl TableIndex {
             .map_err(|_| SearchError::Unexpected("progress does not serialize"))?;
         {
             let mut w = self.writer();
+            // While a backfill runs, segments are not merged: merging a growing index over
+            // and over (every level rewrites every trigram position) took most of the two
+            // cores at a million rows. The commit that completes the backfill brings the
+            // default policy back, which merges the backfill's segments in the background
+            // while the index already serves.
+            if progress.complete {
+                w.set_merge_policy(Box::<LogMergePolicy>::default());
+            } else {
+                w.set_merge_policy(Box::new(NoMergePolicy));
+            }
             let mut prepared = w.prepare_commit()?;
             prepared.set_payload(&payload);
             prepared.commit()?;

@@ -11,7 +11,8 @@
 //! changed), the settings its text values depend on, whether unqualified table names still
 //! resolve as the catalog says, and the freshness fence of its own writes.
 
-use super::bind::{parse_param_types, Bind};
+use super::batch::{frame_at, ExtendedBatch};
+use super::bind::Bind;
 use super::state::{FrontendState, PreparedStatement, SharedState};
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
 use crate::cache::response::{self, OutputColumn};
@@ -19,7 +20,6 @@ use crate::cache::store::{CachedRow, EntryKey};
 use crate::cache::Gate;
 use crate::cdc::Lsn;
 use crate::context::ProxyContext;
-use crate::protocol::frames::{read_cstr, HEADER_LEN};
 use crate::protocol::startup::StartupMessage;
 use crate::router::{self, Reason, SessionView};
 use crate::sql::{Classified, KeyRef, OtherCommand, Projection, SetCommand, Shape, StatementKind};
@@ -247,17 +247,6 @@ pub struct Served {
     pub response: BytesMut,
 }
 
-/// A complete frame at the start of `buf`: (type, body, total length).
-fn frame_at(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let header = buf.get(..HEADER_LEN)?;
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len < 4 {
-        return None;
-    }
-    let total = 1 + len;
-    Some((header[0], buf.get(HEADER_LEN..total)?, total))
-}
-
 /// Tries to answer the batch at the start of `buf` from the cache.
 pub async fn try_serve(
     buf: &[u8],
@@ -320,64 +309,34 @@ async fn serve_extended(
     shared: &SharedState,
 ) -> Option<Served> {
     let start = Instant::now();
-    let mut at = 0;
+    let batch = ExtendedBatch::read(buf)?;
+    let bind = batch.bind;
     // A leading Parse: its statement, unless Postgres would refuse the name.
     let mut parsed: Option<(&[u8], Arc<PreparedStatement>, usize)> = None;
-    let (first, first_body, first_len) = frame_at(buf)?;
-    if first == b'P' {
-        let (name, rest) = read_cstr(first_body)?;
-        let (sql, rest) = read_cstr(rest)?;
-        let types = parse_param_types(rest);
-        if rest.len() != 2 + 4 * types.len() || !shared.client_encoding_utf8.load(Relaxed) {
+    if let Some(p) = &batch.parse {
+        if !shared.client_encoding_utf8.load(Relaxed) || !shared.tracker.virtual_room(p.name) {
             return None;
         }
-        if !shared.tracker.virtual_room(name) {
-            return None;
-        }
-        let sql = std::str::from_utf8(sql).ok()?;
+        let sql = std::str::from_utf8(p.sql).ok()?;
         let classified = ctx.classifier.classify(sql);
         parsed = Some((
-            name,
+            p.name,
             Arc::new(PreparedStatement {
                 sql: Arc::from(sql),
                 classified,
-                param_types: types,
+                param_types: p.types.clone(),
             }),
-            first_len,
+            p.frame.len(),
         ));
-        at = first_len;
     }
-    let (typ, bind_body, len) = frame_at(&buf[at..])?;
-    if typ != b'B' {
-        return None;
-    }
-    let bind = Bind::parse(bind_body)?;
-    at += len;
-    let mut describe = false;
-    let (mut typ, mut body, mut len) = frame_at(&buf[at..])?;
-    if typ == b'D' {
-        let (kind, rest) = body.split_first()?;
-        if *kind != b'P' || read_cstr(rest)?.0 != bind.portal {
-            return None;
-        }
-        describe = true;
-        at += len;
-        (typ, body, len) = frame_at(&buf[at..])?;
-    }
-    if typ != b'E' {
-        return None;
-    }
-    let (portal, rest) = read_cstr(body)?;
-    if portal != bind.portal || rest.len() != 4 {
-        return None;
-    }
-    let max_rows = i32::from_be_bytes(rest.try_into().ok()?);
-    at += len;
-    let (typ, _, len) = frame_at(&buf[at..])?;
-    if typ != b'S' {
-        return None;
-    }
-    at += len;
+    let describe = match batch.describe {
+        None => false,
+        Some(d) if !d.statement => true,
+        // ParameterDescription is not imitated.
+        Some(_) => return None,
+    };
+    let max_rows = batch.max_rows;
+    let at = batch.len;
 
     let stmt = match &parsed {
         Some((name, stmt, _)) if *name == bind.statement => Arc::clone(stmt),

@@ -9,6 +9,7 @@
 //! the proxy's certificate; such clients need `channel_binding=disable`.)
 
 pub mod admin;
+pub mod batch;
 pub mod bind;
 pub mod cache_serve;
 pub mod error;

@@ -15,7 +15,7 @@
 
 use super::cache_serve::{self, CacheSession};
 use super::error::SessionError;
-use super::search_serve;
+use super::search_serve::{self, Track};
 use super::state::{FrontendState, SharedState};
 use super::tracker::tag_rows;
 use crate::context::ProxyContext;
@@ -251,17 +251,17 @@ where
                 continue;
             }
         }
-        // A text-predicate Query the search store can narrow: send its narrowed form.
+        // A text-predicate Query or batch the search store can narrow: send its narrowed form.
         if shared.authenticated.load(Relaxed)
             && scanner.at_boundary()
             && !buf.is_empty()
             && ctx.search.may_narrow()
         {
             if let Some(n) = search_serve::try_narrow(&buf, state, ctx, shared).await {
-                if n.explain {
-                    shared.tracker.query(None, crate::stats::Route::Postgres);
-                } else {
-                    state.on_narrowed(&n.classified, ctx, shared);
+                match &n.track {
+                    Track::Explain => shared.tracker.query(None, crate::stats::Route::Postgres),
+                    Track::Query(classified) => state.on_narrowed(classified, ctx, shared),
+                    Track::Tracked => {}
                 }
                 wr.write_all(&n.frame)
                     .await
@@ -431,7 +431,7 @@ where
             }
         }
         loop {
-            // A ParseComplete answering a Parse the proxy injected: not forwarded.
+            // A ParseComplete / CloseComplete answering the proxy's own message: not forwarded.
             let mut drop_frame: Option<usize> = None;
             let scanned = scanner.scan(&mut buf, backend_wants, |typ, body| {
                 match typ {
@@ -454,13 +454,11 @@ where
                             done.record(ctx);
                         }
                     }
-                    b'1' | b'3' => {
-                        // A ParseComplete answering a Parse the proxy injected is dropped.
-                        let injected = shared.tracker.statement_op_completed();
-                        if injected && typ == b'1' {
-                            drop_frame = Some(body.len() + HEADER_LEN);
-                            return false;
-                        }
+                    // A ParseComplete / CloseComplete answering a message the proxy
+                    // injected is dropped.
+                    b'1' | b'3' if shared.tracker.statement_op_completed() => {
+                        drop_frame = Some(body.len() + HEADER_LEN);
+                        return false;
                     }
                     b'I' | b's' => {
                         if let Some(done) = shared.tracker.completion(0, false) {

@@ -8,11 +8,20 @@
 //! answered from the index itself. Anything else returns `None` (and the reason is kept for
 //! the router's count) and the Query is relayed unchanged.
 //!
-//! Extended-protocol statements are relayed unchanged: a Parse may be bound many times, and
-//! baking one moment's candidates into it would go stale.
+//! In the extended protocol the client's statements are never changed (a statement may be
+//! bound many times, and one moment's candidates would go stale in it). A batch
+//! `[Parse] Bind [Describe] Execute Sync` whose statement can be narrowed with the
+//! values bound (patterns may be `$n`) binds the client's portal to a statement of the
+//! proxy's own instead ([`PRIVATE_STATEMENT`], the restricted text with the client's declared
+//! parameter types, so Postgres infers the same types and the portal describes the same
+//! columns), closed again before Sync; the answers to the proxy's Parse and Closes are not
+//! forwarded.
 
+use super::batch::ExtendedBatch;
+use super::bind::{Bind, Param};
 use super::cache_serve::FenceCheck;
-use super::state::{FrontendState, SharedState};
+use super::state::{FrontendState, PreparedStatement, SharedState};
+use super::statements::PRIVATE_STATEMENT;
 use crate::config::policy::PredicateKind;
 use crate::context::ProxyContext;
 use crate::protocol::frames::HEADER_LEN;
@@ -27,16 +36,33 @@ use crate::sql::{
 };
 use bytes::{BufMut, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
-/// A Query replaced by its narrowed form (or by the answer to `EXPLAIN ROUTE` of one).
+/// Parameter types a pattern may be bound as: unspecified (Postgres infers `text` beside a
+/// text column), `text`, `varchar`. (`bpchar` would drop trailing blanks from the pattern.)
+const PATTERN_PARAM_TYPES: [u32; 3] = [0, 25, 1043];
+
+/// Bound parameters and the types their statement declared.
+type Bound<'a, 'b> = Option<(&'b Bind<'a>, &'b [u32])>;
+
+/// Messages replaced by their narrowed form (or by the answer to `EXPLAIN ROUTE`).
 pub struct Narrowed {
-    /// Bytes of the client's buffer the original Query took.
+    /// Bytes of the client's buffer the original messages took.
     pub consumed: usize,
-    /// The Query message to send instead.
+    /// The messages to send instead.
     pub frame: BytesMut,
-    pub classified: Classified,
-    /// The frame answers `EXPLAIN ROUTE` (track it as a plain Postgres query).
-    pub explain: bool,
+    /// What the relay still has to track for them.
+    pub track: Track,
+}
+
+/// How a narrowed frame is accounted for.
+pub enum Track {
+    /// It answers `EXPLAIN ROUTE`: a plain Postgres query.
+    Explain,
+    /// A narrowed simple Query, tracked as the original statement on the search route.
+    Query(Classified),
+    /// An extended-protocol batch: every message was tracked when it was rewritten.
+    Tracked,
 }
 
 /// `EXPLAIN ROUTE <text-predicate statement>`: runs every check [`try_narrow`] would (the
@@ -64,7 +90,7 @@ async fn try_explain(
         router::decide(Some(&classified.shape), view, fs.policies())
     };
     if decision.reason == Reason::IndexNotReady {
-        match narrow(sql, &classified, fs, ctx, shared).await {
+        match narrow(sql, &classified, None, fs, ctx, shared).await {
             Ok((_, candidates)) => {
                 decision.route = crate::stats::Route::Search;
                 decision.reason = Reason::Narrowed;
@@ -83,8 +109,7 @@ async fn try_explain(
     Some(Narrowed {
         consumed: total,
         frame,
-        classified,
-        explain: true,
+        track: Track::Explain,
     })
 }
 
@@ -101,23 +126,34 @@ fn why_not(reason: Reason) -> &'static str {
     }
 }
 
-/// Tries to narrow the simple Query at the start of `buf`.
+/// Tries to narrow the simple Query or extended-protocol batch at the start of `buf`.
 pub async fn try_narrow(
     buf: &[u8],
     fs: &mut FrontendState,
     ctx: &ProxyContext,
     shared: &SharedState,
 ) -> Option<Narrowed> {
-    if shared.in_transaction_block() || !shared.tracker.is_idle() || !fs.policy_database() {
+    if shared.in_transaction_block()
+        || !shared.tracker.is_idle()
+        || !fs.policy_database()
+        || !shared.client_encoding_utf8.load(Relaxed)
+    {
         return None;
     }
-    let header = buf.get(..HEADER_LEN)?;
-    if header[0] != b'Q' || !shared.client_encoding_utf8.load(Relaxed) {
-        return None;
+    match *buf.first()? {
+        b'Q' => narrow_query(buf, fs, ctx, shared).await,
+        b'P' | b'B' => narrow_batch(buf, fs, ctx, shared).await,
+        _ => None,
     }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    let total = 1 + len;
-    let body = buf.get(HEADER_LEN..total)?;
+}
+
+async fn narrow_query(
+    buf: &[u8],
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Option<Narrowed> {
+    let (_, body, total) = super::batch::frame_at(buf)?;
     let text = body.strip_suffix(&[0])?;
     if let Some(target) = super::explain::explain_route_target(text) {
         return try_explain(target, total, fs, ctx, shared).await;
@@ -127,21 +163,15 @@ pub async fn try_narrow(
     if classified.shape.text_predicates.is_empty() {
         return None;
     }
-    match narrow(sql, &classified, fs, ctx, shared).await {
+    match narrow(sql, &classified, None, fs, ctx, shared).await {
         Ok((new_sql, candidates)) => {
-            let counters = &ctx.search.counters;
-            counters.narrowed.fetch_add(1, Relaxed);
-            counters.candidates.fetch_add(candidates as u64, Relaxed);
+            count_narrowed(ctx, candidates);
             let mut frame = BytesMut::with_capacity(new_sql.len() + HEADER_LEN + 1);
-            frame.put_u8(b'Q');
-            frame.put_u32((new_sql.len() + 5) as u32);
-            frame.put_slice(new_sql.as_bytes());
-            frame.put_u8(0);
+            put_message(&mut frame, b'Q', |f| put_cstr(f, new_sql.as_bytes()));
             Some(Narrowed {
                 consumed: total,
                 frame,
-                classified,
-                explain: false,
+                track: Track::Query(classified),
             })
         }
         Err(reason) => {
@@ -151,11 +181,144 @@ pub async fn try_narrow(
     }
 }
 
+fn count_narrowed(ctx: &ProxyContext, candidates: usize) {
+    let counters = &ctx.search.counters;
+    counters.narrowed.fetch_add(1, Relaxed);
+    counters.candidates.fetch_add(candidates as u64, Relaxed);
+}
+
+/// `[Parse] Bind [Describe] Execute Sync` on a text-predicate statement, sent as
+/// `[Parse] Close(private) Parse(private, narrowed) Bind(portal, private) [Describe]
+/// Execute Close(private) Sync`. Every message is tracked here as the relay would have
+/// tracked the original (the client's Parse and Bind as they are, the Execute on the
+/// search route); the private ones only so that their answers are dropped.
+async fn narrow_batch(
+    buf: &[u8],
+    fs: &mut FrontendState,
+    ctx: &ProxyContext,
+    shared: &SharedState,
+) -> Option<Narrowed> {
+    let batch = ExtendedBatch::read(buf)?;
+    let bind = batch.bind;
+    let stmt = match &batch.parse {
+        Some(p) => {
+            let sql = std::str::from_utf8(p.sql).ok()?;
+            let classified = ctx.classifier.classify(sql);
+            if classified.shape.text_predicates.is_empty() {
+                return None;
+            }
+            Arc::new(PreparedStatement {
+                sql: Arc::from(sql),
+                classified,
+                param_types: p.types.clone(),
+            })
+        }
+        None => shared.tracker.statement(bind.statement)?,
+    };
+    let classified = &stmt.classified;
+    if classified.shape.text_predicates.is_empty() {
+        return None;
+    }
+    // Postgres would reject a Bind whose counts do not fit, naming the statement: the
+    // client must see its own statement's name in that error, so such a Bind is relayed.
+    let param_count = stmt
+        .param_types
+        .len()
+        .max(usize::from(classified.shape.max_param));
+    if bind.param_count() != param_count || !bind.param_formats_valid() {
+        return None;
+    }
+    let bound = Some((&bind, &*stmt.param_types));
+    let (new_sql, candidates) = match narrow(&stmt.sql, classified, bound, fs, ctx, shared).await {
+        Ok(narrowed) => narrowed,
+        Err(reason) => {
+            fs.cache.last_reason = Some(reason);
+            return None;
+        }
+    };
+    count_narrowed(ctx, candidates);
+
+    let mut frame = BytesMut::with_capacity(batch.len + new_sql.len() + 128);
+    if let Some(p) = &batch.parse {
+        // As the relay does for any Parse: a statement of that name only the proxy has goes
+        // to Postgres first (so a clash is Postgres's own error).
+        if !p.name.is_empty() {
+            if let Some(earlier) = shared.tracker.materialize(p.name) {
+                frame.extend_from_slice(&earlier);
+            }
+        }
+        frame.extend_from_slice(p.frame);
+        fs.on_parse(&p.frame[HEADER_LEN..], ctx, shared);
+    }
+    put_close_private(&mut frame, shared);
+    put_message(&mut frame, b'P', |f| {
+        put_cstr(f, PRIVATE_STATEMENT);
+        put_cstr(f, new_sql.as_bytes());
+        f.put_u16(stmt.param_types.len() as u16);
+        for t in stmt.param_types.iter() {
+            f.put_u32(*t);
+        }
+    });
+    shared.tracker.private_sent();
+    let after_names = bind.portal.len() + bind.statement.len() + 2;
+    put_message(&mut frame, b'B', |f| {
+        put_cstr(f, bind.portal);
+        put_cstr(f, PRIVATE_STATEMENT);
+        f.put_slice(&batch.bind_body[after_names..]);
+    });
+    fs.on_bind(batch.bind_body, ctx, shared);
+    if let Some(describe) = batch.describe {
+        // A Describe of the client's statement goes to that statement, which Postgres must
+        // then have (the relay's rule for any message naming a statement).
+        if describe.statement {
+            if let Some(earlier) = shared.tracker.materialize(bind.statement) {
+                frame.extend_from_slice(&earlier);
+            }
+        }
+        frame.extend_from_slice(describe.frame);
+    }
+    frame.extend_from_slice(batch.execute);
+    fs.on_narrowed_execute(classified, ctx, shared);
+    put_close_private(&mut frame, shared);
+    put_message(&mut frame, b'S', |_| {});
+    shared.tracker.sync();
+    Some(Narrowed {
+        consumed: batch.len,
+        frame,
+        track: Track::Tracked,
+    })
+}
+
+/// `Close` of the proxy's own statement (closing one that does not exist is no error).
+fn put_close_private(frame: &mut BytesMut, shared: &SharedState) {
+    put_message(frame, b'C', |f| {
+        f.put_u8(b'S');
+        put_cstr(f, PRIVATE_STATEMENT);
+    });
+    shared.tracker.private_sent();
+}
+
+/// A message of type `typ` whose body `body` writes.
+fn put_message(frame: &mut BytesMut, typ: u8, body: impl FnOnce(&mut BytesMut)) {
+    frame.put_u8(typ);
+    let at = frame.len();
+    frame.put_u32(0);
+    body(frame);
+    let len = (frame.len() - at) as u32;
+    frame[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(frame: &mut BytesMut, s: &[u8]) {
+    frame.put_slice(s);
+    frame.put_u8(0);
+}
+
 /// Every check, then the candidates and the rewritten statement (and how many candidates);
 /// `Err` names what failed.
 async fn narrow(
     sql: &str,
     classified: &Classified,
+    bound: Bound<'_, '_>,
     fs: &mut FrontendState,
     ctx: &ProxyContext,
     shared: &SharedState,
@@ -188,7 +351,7 @@ async fn narrow(
         if p.table != first.table {
             return Err(Reason::NotNarrowable);
         }
-        if let Some(part) = part_for(p, classified, &table.meta, ctx).await {
+        if let Some(part) = part_for(p, classified, bound, &table.meta, ctx).await {
             parts.push(part);
         }
     }
@@ -250,19 +413,40 @@ fn unqualified_is_public(ctx: &ProxyContext, fs: &FrontendState, name: &str) -> 
     )
 }
 
-/// A string literal's value (not a parameter, not opaque).
-fn literal_text<'a>(classified: &'a Classified, v: &KeyValue) -> Option<&'a str> {
+/// A string literal's value (not opaque), or a text parameter's bound value.
+fn literal_text<'a>(
+    classified: &'a Classified,
+    v: &KeyValue,
+    bound: Bound<'a, '_>,
+) -> Option<&'a str> {
     match classified.key(v)? {
         KeyRef::Literal(Literal::String(s)) => Some(s),
+        KeyRef::Param(n) => {
+            let (bind, types) = bound?;
+            let declared = usize::from(n)
+                .checked_sub(1)
+                .and_then(|i| types.get(i))
+                .copied()
+                .unwrap_or(0);
+            if !PATTERN_PARAM_TYPES.contains(&declared) {
+                return None;
+            }
+            // A text value's binary form is its text (in client_encoding, UTF8 here).
+            match bind.param(n)? {
+                Param::Text(v) | Param::Binary(v) => std::str::from_utf8(v).ok(),
+                Param::Null => None,
+            }
+        }
         _ => None,
     }
 }
 
 /// What the index can require for one predicate; `None` when it narrows nothing (the
 /// predicate stays in the statement either way).
-async fn part_for(
+async fn part_for<'a>(
     p: &TextPredicate,
-    classified: &Classified,
+    classified: &'a Classified,
+    bound: Bound<'a, '_>,
     meta: &crate::search::table::SearchTable,
     ctx: &ProxyContext,
 ) -> Option<(usize, FieldKind, Requirement)> {
@@ -282,13 +466,13 @@ async fn part_for(
     if p.pattern_cast.as_deref().is_some_and(|c| c != "text") {
         return None;
     }
-    let pattern = literal_text(classified, &p.pattern)?;
+    let pattern = literal_text(classified, &p.pattern, bound)?;
     match &p.op {
         TextOp::Like | TextOp::ILike => {
             let escape = match &p.escape {
                 None => Some('\\'),
                 Some(e) => {
-                    let e = literal_text(classified, e)?;
+                    let e = literal_text(classified, e, bound)?;
                     let mut chars = e.chars();
                     match (chars.next(), chars.next()) {
                         (None, _) => None,
@@ -312,8 +496,8 @@ async fn part_for(
             let TsVectorSource::ToTsvector { config: Some(vc) } = &ft.vector else {
                 return None;
             };
-            let vector_config = literal_text(classified, vc)?;
-            let query_config = literal_text(classified, ft.query_config.as_ref()?)?;
+            let vector_config = literal_text(classified, vc, None)?;
+            let query_config = literal_text(classified, ft.query_config.as_ref()?, None)?;
             if vector_config != query_config {
                 return None;
             }

@@ -156,6 +156,21 @@ impl FrontendState {
             .query(Some(Arc::clone(&classified.shape)), Route::Search);
     }
 
+    /// The Execute of a batch the search store narrowed (its Parse and Bind were tracked as
+    /// the client sent them): tracked on the search route.
+    pub fn on_narrowed_execute(
+        &mut self,
+        classified: &Classified,
+        ctx: &ProxyContext,
+        shared: &SharedState,
+    ) {
+        self.cache.last_reason = None;
+        ctx.metrics.route_reasons[router::Reason::Narrowed.index()].fetch_add(1, Relaxed);
+        shared
+            .tracker
+            .execute(Some(Arc::clone(&classified.shape)), Route::Search);
+    }
+
     /// Records the keys a statement names (a served one too: it stays hot).
     pub fn record_keys(
         &self,

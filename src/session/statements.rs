@@ -36,7 +36,15 @@ enum Op {
     Close(Box<[u8]>),
     /// A Close of a portal: answered by CloseComplete too, changes no statement.
     ClosePortal,
+    /// A Parse or Close of the proxy's own statement (see [`PRIVATE_STATEMENT`]): changes no
+    /// statement of the client's, and its answer is not for the client.
+    Private,
 }
+
+/// The statement name the proxy prepares for itself (a narrowed text-predicate statement
+/// bound instead of the client's). It is closed before every Parse of it and after its
+/// Execute, so it outlives a batch only when that batch failed.
+pub const PRIVATE_STATEMENT: &[u8] = b"__pgpolyglot_narrowed__";
 
 #[derive(Debug)]
 struct Pending {
@@ -68,7 +76,7 @@ fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) 
         Op::Close(name) => {
             map.remove(name);
         }
-        Op::ClosePortal => {}
+        Op::ClosePortal | Op::Private => {}
     }
 }
 
@@ -150,6 +158,11 @@ impl StatementBook {
         self.sent(batch, op);
     }
 
+    /// A Parse or Close of [`PRIVATE_STATEMENT`] was sent by the proxy.
+    pub fn private_sent(&mut self, batch: u64) {
+        self.sent(batch, Op::Private);
+    }
+
     /// SQL-level `DEALLOCATE name` / `DEALLOCATE ALL` / `DISCARD ALL`: applied at once to
     /// both views (they are rare, and a failed one leaves at worst a statement unclassified).
     pub fn forget(&mut self, name: Option<&[u8]>) {
@@ -173,12 +186,13 @@ impl StatementBook {
     }
 
     /// ParseComplete or CloseComplete: the oldest unanswered op took effect. True when
-    /// that op was a Parse the proxy injected (its answer is not for the client).
+    /// that op was sent by the proxy (a Parse it injected, or an op on its own statement):
+    /// its answer is not for the client.
     pub fn completed(&mut self) -> bool {
         match self.pending.pop_front() {
             Some(p) => {
                 apply(&mut self.confirmed, &p.op);
-                matches!(p.op, Op::Parse(_, _, true))
+                matches!(p.op, Op::Parse(_, _, true) | Op::Private)
             }
             None => false,
         }
@@ -317,6 +331,25 @@ mod tests {
         assert!(b.virtual_room(b""));
         b.forget(None);
         assert!(b.virtual_room(b"one more"));
+    }
+
+    #[test]
+    fn private_ops_are_answered_to_the_proxy_and_change_no_statement() {
+        let mut b = StatementBook::default();
+        b.parse_sent(0, b"s", stmt("SELECT 1"));
+        b.private_sent(0);
+        b.private_sent(0);
+        b.close_sent(0, None);
+        b.private_sent(0);
+        assert!(!b.completed()); // the client's Parse
+        assert!(b.completed()); // Close of the private statement
+        assert!(b.completed()); // its Parse
+        assert!(!b.completed()); // the client's portal Close
+        b.batch_done(0); // the trailing private Close was skipped (an error)
+        assert_eq!(sql_of(&b, b"s").as_deref(), Some("SELECT 1"));
+        assert!(b.lookup(PRIVATE_STATEMENT).is_none());
+        b.parse_sent(1, b"t", stmt("SELECT 2"));
+        assert!(!b.completed());
     }
 
     #[test]

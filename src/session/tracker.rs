@@ -241,6 +241,14 @@ impl StatementTracker {
         })
     }
 
+    /// A Parse or Close of the proxy's own statement was forwarded.
+    pub fn private_sent(&self) {
+        self.with(|s| {
+            let batch = s.batches_sent;
+            s.book.private_sent(batch)
+        })
+    }
+
     /// SQL-level DEALLOCATE (`Some(name)`) or DEALLOCATE ALL / DISCARD ALL (`None`).
     pub fn forget_statements(&self, name: Option<&[u8]>) {
         self.with(|s| s.book.forget(name))
@@ -251,7 +259,7 @@ impl StatementTracker {
         self.with(|s| s.book.lookup(name).cloned())
     }
 
-    /// ParseComplete or CloseComplete arrived. True when it answers a Parse the proxy
+    /// ParseComplete or CloseComplete arrived. True when it answers a message the proxy
     /// injected (the client must not see it).
     pub fn statement_op_completed(&self) -> bool {
         self.with(|s| s.book.completed())
