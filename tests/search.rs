@@ -639,7 +639,8 @@ fn parameterize(sql: &str) -> (String, Vec<String>) {
 /// What a client sees of one extended-protocol query: rows (each value by its type), the
 /// row count, or the error. `unnamed`: one Parse/Bind/Describe/Execute/Sync batch on the
 /// unnamed statement with declared `text` parameters (tokio-postgres's `query_typed`);
-/// otherwise a named statement prepared first, then Bind/Execute/Sync (`query`).
+/// otherwise a named statement prepared first (Parse/Describe/Sync), then
+/// Bind/Execute/Sync (`query`).
 async fn outcome_extended(
     client: &tokio_postgres::Client,
     sql: &str,
@@ -705,7 +706,16 @@ async fn extended_protocol_statements_are_narrowed_with_bound_patterns() {
             differ, 0,
             "{style}: results differ from Postgres (see stderr)"
         );
-        assert!(narrowed >= 100, "{style}: only {narrowed} of 200 narrowed");
+        if unnamed {
+            assert!(narrowed >= 100, "{style}: only {narrowed} of 200 narrowed");
+        } else {
+            // A statement prepared in an earlier batch is relayed as it is: Postgres fixed
+            // its result type and parameter types when it parsed it.
+            assert_eq!(
+                narrowed, 0,
+                "{style}: Bind of an earlier statement narrowed"
+            );
+        }
     }
     // The proxy's own statement never outlives a batch, and the client's statements are
     // the client's: the unnamed one still holds the client's text.
@@ -732,8 +742,8 @@ async fn extended_protocol_statements_are_narrowed_with_bound_patterns() {
         .await
         .unwrap();
     assert_eq!(
-        outcome_extended(&proxied, sql, &pattern, false).await,
-        outcome_extended(&f.db, sql, &pattern, false).await
+        outcome_extended(&proxied, sql, &pattern, true).await,
+        outcome_extended(&f.db, sql, &pattern, true).await
     );
     // Once the index has the write, the session's fence is met and narrowing resumes.
     caught_up(&proxy, &f.db).await;

@@ -10,7 +10,7 @@
 //!
 //! In the extended protocol the client's statements are never changed (a statement may be
 //! bound many times, and one moment's candidates would go stale in it). A batch
-//! `[Parse] Bind [Describe] Execute Sync` whose statement can be narrowed with the
+//! `Parse Bind [Describe] Execute Sync` whose statement can be narrowed with the
 //! values bound (patterns may be `$n`) binds the client's portal to a statement of the
 //! proxy's own instead ([`PRIVATE_STATEMENT`], the restricted text with the client's declared
 //! parameter types, so Postgres infers the same types and the portal describes the same
@@ -187,8 +187,8 @@ fn count_narrowed(ctx: &ProxyContext, candidates: usize) {
     counters.candidates.fetch_add(candidates as u64, Relaxed);
 }
 
-/// `[Parse] Bind [Describe] Execute Sync` on a text-predicate statement, sent as
-/// `[Parse] Close(private) Parse(private, narrowed) Bind(portal, private) [Describe]
+/// `Parse Bind [Describe] Execute Sync` on a text-predicate statement, sent as
+/// `Parse Close(private) Parse(private, narrowed) Bind(portal, private) [Describe]
 /// Execute Close(private) Sync`. Every message is tracked here as the relay would have
 /// tracked the original (the client's Parse and Bind as they are, the Execute on the
 /// search route); the private ones only so that their answers are dropped.
@@ -200,25 +200,23 @@ async fn narrow_batch(
 ) -> Option<Narrowed> {
     let batch = ExtendedBatch::read(buf)?;
     let bind = batch.bind;
-    let stmt = match &batch.parse {
-        Some(p) => {
-            let sql = std::str::from_utf8(p.sql).ok()?;
-            let classified = ctx.classifier.classify(sql);
-            if classified.shape.text_predicates.is_empty() {
-                return None;
-            }
-            Arc::new(PreparedStatement {
-                sql: Arc::from(sql),
-                classified,
-                param_types: p.types.clone(),
-            })
-        }
-        None => shared.tracker.statement(bind.statement)?,
-    };
-    let classified = &stmt.classified;
-    if classified.shape.text_predicates.is_empty() {
+    // Only a batch that prepares its own statement: Postgres fixes a statement's result
+    // columns, parameter types and name resolution when it parses it, so re-parsing an
+    // older statement's text now could answer where Postgres would refuse (a table changed
+    // since: "cached plan must not change result type") or read its parameters as other
+    // types; and the statement the book remembers may no longer exist in Postgres.
+    let p = batch.parse.as_ref()?;
+    let sql = std::str::from_utf8(p.sql).ok()?;
+    let classified = ctx.classifier.classify(sql);
+    if classified.shape.text_predicates.is_empty() || !shared.tracker.private_name_free() {
         return None;
     }
+    let stmt = Arc::new(PreparedStatement {
+        sql: Arc::from(sql),
+        classified,
+        param_types: p.types.clone(),
+    });
+    let classified = &stmt.classified;
     // Postgres would reject a Bind whose counts do not fit, naming the statement: the
     // client must see its own statement's name in that error, so such a Bind is relayed.
     let param_count = stmt
@@ -239,17 +237,16 @@ async fn narrow_batch(
     count_narrowed(ctx, candidates);
 
     let mut frame = BytesMut::with_capacity(batch.len + new_sql.len() + 128);
-    if let Some(p) = &batch.parse {
-        // As the relay does for any Parse: a statement of that name only the proxy has goes
-        // to Postgres first (so a clash is Postgres's own error).
-        if !p.name.is_empty() {
-            if let Some(earlier) = shared.tracker.materialize(p.name) {
-                frame.extend_from_slice(&earlier);
-            }
+    // As the relay does for any Parse: a statement of that name only the proxy has goes to
+    // Postgres first (so a clash is Postgres's own error). From here on the client's
+    // statement is one Postgres has, so its Describe needs nothing more.
+    if !p.name.is_empty() {
+        if let Some(earlier) = shared.tracker.materialize(p.name) {
+            frame.extend_from_slice(&earlier);
         }
-        frame.extend_from_slice(p.frame);
-        fs.on_parse(&p.frame[HEADER_LEN..], ctx, shared);
     }
+    frame.extend_from_slice(p.frame);
+    fs.on_parse(&p.frame[HEADER_LEN..], ctx, shared);
     put_close_private(&mut frame, shared);
     put_message(&mut frame, b'P', |f| {
         put_cstr(f, PRIVATE_STATEMENT);
@@ -268,13 +265,6 @@ async fn narrow_batch(
     });
     fs.on_bind(batch.bind_body, ctx, shared);
     if let Some(describe) = batch.describe {
-        // A Describe of the client's statement goes to that statement, which Postgres must
-        // then have (the relay's rule for any message naming a statement).
-        if describe.statement {
-            if let Some(earlier) = shared.tracker.materialize(bind.statement) {
-                frame.extend_from_slice(&earlier);
-            }
-        }
         frame.extend_from_slice(describe.frame);
     }
     frame.extend_from_slice(batch.execute);

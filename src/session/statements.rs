@@ -158,6 +158,17 @@ impl StatementBook {
         self.sent(batch, op);
     }
 
+    /// Whether the proxy may use [`PRIVATE_STATEMENT`]: no statement of the client's can
+    /// have that name (the book knows every name, and none is it), and the answers it
+    /// waits for are few enough that pairing them is not about to be given up.
+    pub fn private_name_free(&self) -> bool {
+        !self.names_unknown
+            && self.pending.len() < MAX_STATEMENTS / 2
+            && !self.view.contains_key(PRIVATE_STATEMENT)
+            && !self.confirmed.contains_key(PRIVATE_STATEMENT)
+            && !self.virtuals.contains_key(PRIVATE_STATEMENT)
+    }
+
     /// A Parse or Close of [`PRIVATE_STATEMENT`] was sent by the proxy.
     pub fn private_sent(&mut self, batch: u64) {
         self.sent(batch, Op::Private);
@@ -350,6 +361,13 @@ mod tests {
         assert!(b.lookup(PRIVATE_STATEMENT).is_none());
         b.parse_sent(1, b"t", stmt("SELECT 2"));
         assert!(!b.completed());
+        assert!(b.private_name_free());
+        b.parse_sent(2, PRIVATE_STATEMENT, stmt("SELECT 3"));
+        assert!(!b.private_name_free());
+        b.forget(None);
+        assert!(b.private_name_free());
+        b.no_virtual_names();
+        assert!(!b.private_name_free());
     }
 
     #[test]

@@ -241,6 +241,12 @@ impl StatementTracker {
         })
     }
 
+    /// Whether the proxy may prepare its own statement now (see
+    /// [`StatementBook::private_name_free`]).
+    pub fn private_name_free(&self) -> bool {
+        self.with(|s| s.book.private_name_free())
+    }
+
     /// A Parse or Close of the proxy's own statement was forwarded.
     pub fn private_sent(&self) {
         self.with(|s| {
