@@ -302,10 +302,46 @@ async fn cached_answers_are_byte_identical_to_postgres() {
             "SELECT * FROM public.t WHERE id = '3'",
             "SELECT s AS label, tstz, id, id AS again FROM t WHERE id = 1",
             "SELECT * FROM t WHERE id = 4",
+            // IN lists ordered by the key: each key once, missing ones skipped.
+            "SELECT * FROM t WHERE id IN (3, 4, 1, 2, 1) ORDER BY id",
+            "SELECT id, s FROM t WHERE id IN (2, 1) ORDER BY t.id DESC",
         ] {
             let served = simple_until_served(&fx, &mut p, sql).await;
             let direct = d.simple_query(sql).await.unwrap();
             assert_same(&format!("{label}: {sql}"), &served, &direct);
+        }
+        // Without ORDER BY the row order is the plan's: Postgres answers.
+        let unordered = "SELECT * FROM t WHERE id IN (1, 2)";
+        let before = fx.hits();
+        assert_same(
+            &format!("{label}: {unordered}"),
+            &p.simple_query(unordered).await.unwrap(),
+            &d.simple_query(unordered).await.unwrap(),
+        );
+        assert_eq!(fx.hits(), before, "an unordered IN list was served");
+        let in_sql = "SELECT * FROM t WHERE id IN ($1, $2, $3) ORDER BY id DESC";
+        assert_same(
+            "prepare IN",
+            &prepare(&mut p, "s_in", in_sql, &[]).await,
+            &prepare(&mut d, "s_in", in_sql, &[]).await,
+        );
+        let (k1, k3, k4) = (1i32.to_be_bytes(), 3i32.to_be_bytes(), 4i32.to_be_bytes());
+        let in_params: Vec<Option<&[u8]>> = vec![Some(&k1), Some(&k4), Some(&k3)];
+        let served = within(&format!("{label}: IN list served"), 30, async {
+            loop {
+                let before = fx.hits();
+                let m = bind_execute(&mut p, "s_in", &in_params, &[1], &[1], true).await;
+                if fx.hits() > before {
+                    return m;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let direct = bind_execute(&mut d, "s_in", &in_params, &[1], &[1], true).await;
+        assert_same(&format!("{label}: IN list, binary"), &served, &direct);
+        for c in [&mut p, &mut d] {
+            c.simple_query("DEALLOCATE s_in").await.unwrap();
         }
         // Extended protocol on a statement Postgres prepared: text and binary parameters,
         // text, binary and mixed results, with and without Describe.

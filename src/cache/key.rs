@@ -8,7 +8,7 @@
 //! strict: integers in range, strings for string columns only, UUIDs in the two spellings
 //! that cannot be ambiguous.
 
-use crate::session::bind::{oid, Param};
+use crate::session::bind::{declared_type, oid, Bind, Param};
 use crate::sql::{KeyRef, Literal};
 
 /// Key column types the cache serves.
@@ -74,6 +74,22 @@ impl KeyType {
             }
             KeyType::Text => Some(text.to_string()),
             KeyType::Uuid => canonical_uuid(text),
+        }
+    }
+
+    /// The key `key` of a statement names: written in its text, or bound in `bind` (with
+    /// the parameter types its Parse declared).
+    pub fn of_statement(
+        self,
+        key: KeyRef<'_>,
+        bind: Option<(&Bind<'_>, &[u32])>,
+    ) -> Option<String> {
+        match key {
+            KeyRef::Param(n) => {
+                let (b, types) = bind?;
+                self.from_param(b.param(n)?, declared_type(types, n))
+            }
+            written => self.from_literal(written),
         }
     }
 

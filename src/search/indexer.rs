@@ -45,7 +45,9 @@ use tracing::{info, warn};
 const BACKFILL_BATCH: i64 = 5000;
 /// How often a backfill commits (each commit waits for tantivy to finish indexing what was
 /// added; in between, reading the next batch from Postgres overlaps with indexing the last).
-const BACKFILL_COMMIT_EVERY: Duration = Duration::from_secs(2);
+/// Each commit also closes a segment per indexing thread, and segments are not merged
+/// until the backfill completes: fewer commits, fewer segments for the first searches.
+const BACKFILL_COMMIT_EVERY: Duration = Duration::from_secs(10);
 /// Feed transactions taken together into one refetch and one commit.
 const FEED_BATCH: usize = 1024;
 /// How long a refetch waits for a just-delivered commit to become visible to snapshots.

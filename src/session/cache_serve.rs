@@ -14,15 +14,17 @@
 use super::batch::{frame_at, ExtendedBatch};
 use super::bind::Bind;
 use super::state::{FrontendState, PreparedStatement, SharedState};
+use crate::cache::key::KeyType;
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
 use crate::cache::response::{self, OutputColumn};
+use crate::cache::schema::TableMeta;
 use crate::cache::store::{CachedRow, EntryKey};
-use crate::cache::Gate;
+use crate::cache::{CacheService, Gate};
 use crate::cdc::Lsn;
 use crate::context::ProxyContext;
 use crate::protocol::startup::StartupMessage;
 use crate::router::{self, Reason, SessionView};
-use crate::sql::{Classified, KeyRef, OtherCommand, Projection, SetCommand, Shape, StatementKind};
+use crate::sql::{Classified, OtherCommand, Projection, SetCommand, Shape, StatementKind};
 use crate::stats::Route;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
@@ -367,7 +369,7 @@ async fn serve_extended(
         }
     };
     let formats = response::column_formats(&result_formats, plan.columns.len())?;
-    let nrows = usize::from(plan.row().is_some());
+    let nrows = plan.rows().count();
     if max_rows > 0 && (max_rows as usize) <= nrows {
         // Postgres would suspend the portal; not worth imitating.
         return None;
@@ -402,13 +404,12 @@ async fn serve_extended(
 }
 
 fn write_rows(out: &mut BytesMut, plan: &Plan, formats: &[i16]) -> usize {
-    match plan.row() {
-        Some(row) => {
-            response::data_row(out, row, &plan.columns, formats);
-            1
-        }
-        None => 0,
+    let mut n = 0;
+    for row in plan.rows() {
+        response::data_row(out, row, &plan.columns, formats);
+        n += 1;
     }
+    n
 }
 
 /// Counts a served statement as the relay counts relayed ones.
@@ -436,7 +437,8 @@ fn account(
 struct Plan {
     meta: Arc<crate::cache::schema::TableMeta>,
     columns: Vec<OutputColumn>,
-    image: Image,
+    /// One per distinct key, in the order Postgres returns the rows.
+    images: Vec<Image>,
 }
 
 /// Where the row comes from.
@@ -448,12 +450,56 @@ enum Image {
 }
 
 impl Plan {
-    fn row(&self) -> Option<&CachedRow> {
-        match &self.image {
+    /// The rows, in order (keys without a row have none).
+    fn rows(&self) -> impl Iterator<Item = &CachedRow> {
+        self.images.iter().filter_map(|i| match i {
             Image::Stored(e) => e.row.as_ref(),
             Image::Shared(r) => r.as_ref(),
-        }
+        })
     }
+}
+
+/// Distinct keys an `IN` list may name for the cache to answer it.
+const MAX_IN_KEYS: usize = 64;
+
+/// The distinct keys of a point read in the order Postgres returns their rows. Several keys
+/// need `ORDER BY <key>`: without it the order is the plan's (key order from an index scan,
+/// heap order from a bitmap or sequential scan), which the proxy cannot know. Text keys sort
+/// by collation, which the proxy does not reproduce: only one distinct text key is served.
+fn ordered_keys(
+    classified: &Classified,
+    p: &crate::sql::PointRead,
+    key_type: KeyType,
+    bind: Option<(&Bind<'_>, &[u32])>,
+) -> Result<Vec<String>, Reason> {
+    let mut keys = p
+        .keys
+        .iter()
+        .map(|k| {
+            classified
+                .key(k)
+                .and_then(|k| key_type.of_statement(k, bind))
+        })
+        .collect::<Option<Vec<String>>>()
+        .ok_or(Reason::NotServable)?;
+    match key_type {
+        // Canonical integer keys are plain decimals.
+        KeyType::Int2 | KeyType::Int4 | KeyType::Int8 => {
+            keys.sort_by_key(|k| k.parse::<i64>().ok())
+        }
+        // Canonical uuids are lowercase hex: text order is byte order, as uuid_cmp's.
+        KeyType::Uuid | KeyType::Text => keys.sort(),
+    }
+    keys.dedup();
+    if keys.len() > 1
+        && (p.order_by_key.is_none() || key_type == KeyType::Text || keys.len() > MAX_IN_KEYS)
+    {
+        return Err(Reason::NotServable);
+    }
+    if p.order_by_key == Some(true) {
+        keys.reverse();
+    }
+    Ok(keys)
 }
 
 /// Runs every check; `Err` names the one that failed.
@@ -476,7 +522,7 @@ async fn plan(
         return Err(decision.reason);
     }
     let p = shape.point_read.as_ref().ok_or(Reason::NotPointRead)?;
-    if p.keys.len() != 1 || p.key_cast.is_some() || p.limit.is_some() {
+    if p.key_cast.is_some() || p.limit.is_some() {
         return Err(Reason::NotServable);
     }
     let cache = &ctx.cache;
@@ -515,21 +561,7 @@ async fn plan(
             .collect::<Option<Vec<_>>>()
             .ok_or(Reason::NotServable)?,
     };
-    let key = match classified.key(&p.keys[0]) {
-        Some(KeyRef::Param(n)) => {
-            let (b, types) = bind.ok_or(Reason::NotServable)?;
-            let declared = usize::from(n)
-                .checked_sub(1)
-                .and_then(|i| types.get(i))
-                .copied()
-                .unwrap_or(0);
-            meta.key_type
-                .from_param(b.param(n).ok_or(Reason::NotServable)?, declared)
-        }
-        Some(r) => meta.key_type.from_literal(r),
-        None => None,
-    }
-    .ok_or(Reason::NotServable)?;
+    let keys = ordered_keys(classified, p, meta.key_type, bind)?;
     let profile = fs.cache.profile(ctx, shared).ok_or(Reason::NotServable)?;
 
     let applied = cache
@@ -549,19 +581,34 @@ async fn plan(
     if !cache.allowed(ctx, &fs.cache.role, meta.oid).await {
         return Err(Reason::NotServable);
     }
+    let images = match keys.as_slice() {
+        [key] => vec![lookup_one(cache, meta, profile, key).await?],
+        _ => lookup_all(cache, meta, profile, &keys)?,
+    };
+    Ok(Plan {
+        meta: Arc::clone(meta),
+        columns,
+        images,
+    })
+}
+
+/// One key's image: from memory, else (a hot key) from Redis; a miss asks for a fill.
+async fn lookup_one(
+    cache: &CacheService,
+    meta: &Arc<TableMeta>,
+    profile: u32,
+    key: &str,
+) -> Result<Image, Reason> {
     let entry_key = EntryKey {
         table: meta.oid,
         profile,
-        key: key.as_str().into(),
+        key: key.into(),
     };
     if let Some(entry) = cache.store.get(&entry_key) {
-        return Ok(Plan {
-            meta: Arc::clone(meta),
-            columns,
-            image: Image::Stored(entry),
-        });
+        return Ok(Image::Stored(entry));
     }
     cache.counters.misses.fetch_add(1, Relaxed);
+    let key = key.to_string();
     let placed = cache.is_placed(meta.oid, &key);
     // L1 missed a hot key (just changed, or not fetched yet): another proxy may have put its
     // image in Redis. Cold keys are not looked up there (a round trip that would mostly miss).
@@ -581,11 +628,7 @@ async fn plan(
                     &meta.budget,
                     vec![(key.clone(), copy)],
                 );
-                return Ok(Plan {
-                    meta: Arc::clone(meta),
-                    columns,
-                    image: Image::Shared(row),
-                });
+                return Ok(Image::Shared(row));
             }
             l2.counters.refused.fetch_add(1, Relaxed);
         }
@@ -594,4 +637,36 @@ async fn plan(
         cache.request_fill(meta.oid, profile, &key);
     }
     Err(Reason::KeyNotPlaced)
+}
+
+/// Every key's image from memory, or a miss (and fills asked for the placed keys missing).
+fn lookup_all(
+    cache: &CacheService,
+    meta: &TableMeta,
+    profile: u32,
+    keys: &[String],
+) -> Result<Vec<Image>, Reason> {
+    let mut images = Vec::with_capacity(keys.len());
+    let mut missed = false;
+    for key in keys {
+        let entry_key = EntryKey {
+            table: meta.oid,
+            profile,
+            key: key.as_str().into(),
+        };
+        match cache.store.get(&entry_key) {
+            Some(entry) => images.push(Image::Stored(entry)),
+            None => {
+                missed = true;
+                if cache.is_placed(meta.oid, key) {
+                    cache.request_fill(meta.oid, profile, key);
+                }
+            }
+        }
+    }
+    if missed {
+        cache.counters.misses.fetch_add(1, Relaxed);
+        return Err(Reason::KeyNotPlaced);
+    }
+    Ok(images)
 }

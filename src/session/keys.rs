@@ -121,11 +121,7 @@ impl KeyResolver {
         for k in keys {
             let text = match stmt.key(k) {
                 Some(KeyRef::Param(n)) => bind.and_then(|(b, types)| {
-                    let declared = usize::from(n)
-                        .checked_sub(1)
-                        .and_then(|i| types.get(i))
-                        .copied()
-                        .filter(|&t| t != 0);
+                    let declared = Some(super::bind::declared_type(types, n)).filter(|&t| t != 0);
                     param_text(b.param(n)?, declared.or(key_column.type_oid))
                 }),
                 Some(r) => r.as_text().map(|c| Cow::Owned(c.into_owned())),

@@ -413,12 +413,7 @@ fn literal_text<'a>(
         KeyRef::Literal(Literal::String(s)) => Some(s),
         KeyRef::Param(n) => {
             let (bind, types) = bound?;
-            let declared = usize::from(n)
-                .checked_sub(1)
-                .and_then(|i| types.get(i))
-                .copied()
-                .unwrap_or(0);
-            if !PATTERN_PARAM_TYPES.contains(&declared) {
+            if !PATTERN_PARAM_TYPES.contains(&super::bind::declared_type(types, n)) {
                 return None;
             }
             // A text value's binary form is its text (in client_encoding, UTF8 here).

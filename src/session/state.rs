@@ -444,18 +444,7 @@ fn invalidate_written(ctx: &ProxyContext, c: &Classified, bind: Option<(&Bind<'_
                 continue;
             }
             for k in keys {
-                let key = match c.key(k) {
-                    Some(crate::sql::KeyRef::Param(n)) => bind.and_then(|(b, types)| {
-                        let declared = usize::from(n)
-                            .checked_sub(1)
-                            .and_then(|i| types.get(i))
-                            .copied()
-                            .unwrap_or(0);
-                        meta.key_type.from_param(b.param(n)?, declared)
-                    }),
-                    Some(r) => meta.key_type.from_literal(r),
-                    None => None,
-                };
+                let key = c.key(k).and_then(|k| meta.key_type.of_statement(k, bind));
                 match key {
                     Some(key) => {
                         cache

@@ -10,9 +10,9 @@
 use sqlparser::ast::{
     Assignment, AssignmentTarget, BinaryOperator, CastKind, ConflictTarget, Delete, Expr,
     FromTable, Function, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    Insert, LimitClause, ObjectName, OnConflict, OnConflictAction, OnInsert, Query, Select,
-    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, TableObject, TableWithJoins, UnaryOperator, Update, Value,
+    Insert, LimitClause, ObjectName, OnConflict, OnConflictAction, OnInsert, OrderBy, OrderByKind,
+    OrderBySort, Query, Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableAlias, TableFactor, TableObject, TableWithJoins, UnaryOperator, Update, Value,
     WildcardAdditionalOptions,
 };
 
@@ -379,7 +379,6 @@ fn flags_allow_point_read(f: &ShapeFlags) -> bool {
         || f.has_having
         || f.has_distinct
         || f.has_distinct_on
-        || f.has_order_by
         || f.has_offset
         || f.has_select_into
         || f.has_table_function)
@@ -397,7 +396,6 @@ pub(crate) fn top_select(q: &Query) -> Option<&Select> {
 pub(crate) fn point_read(q: &Query, flags: &ShapeFlags, ctx: &KeyCtx) -> Option<PointRead> {
     if !flags_allow_point_read(flags)
         || q.with.is_some()
-        || q.order_by.is_some()
         || q.fetch.is_some()
         || !q.locks.is_empty()
         || q.for_clause.is_some()
@@ -429,6 +427,10 @@ pub(crate) fn point_read(q: &Query, flags: &ShapeFlags, ctx: &KeyCtx) -> Option<
     let t = single_table(select)?;
     let projection = projection(&select.projection, &t)?;
     let cond = key_condition(select.selection.as_ref()?, &t, ctx)?;
+    let order_by_key = match &q.order_by {
+        None => None,
+        Some(o) => Some(order_by_key(o, &t, &cond.column, &projection)?),
+    };
     Some(PointRead {
         alias: t.alias.map(Into::into),
         table: t.table,
@@ -437,7 +439,44 @@ pub(crate) fn point_read(q: &Query, flags: &ShapeFlags, ctx: &KeyCtx) -> Option<
         key_cast: cond.cast,
         projection,
         limit,
+        order_by_key,
     })
+}
+
+/// `ORDER BY <key column> [ASC | DESC] [NULLS ..]` (NULLS does not matter: no row with a
+/// NULL key matches `key = ..`): `Some(descending)`. A bare name that is also an output
+/// column's name sorts by that output column (Postgres's rule), so it must be the key.
+fn order_by_key(
+    o: &OrderBy,
+    t: &BaseTable<'_>,
+    key: &str,
+    projection: &Projection,
+) -> Option<bool> {
+    if o.interpolate.is_some() {
+        return None;
+    }
+    let OrderByKind::Expressions(exprs) = &o.kind else {
+        return None;
+    };
+    let [e] = exprs.as_slice() else {
+        return None;
+    };
+    if e.with_fill.is_some() || column(&e.expr, t)? != key {
+        return None;
+    }
+    if let (Expr::Identifier(_), Projection::Columns(cols)) = (strip_nested(&e.expr), projection) {
+        let other = cols
+            .iter()
+            .any(|c| *c.alias.as_deref().unwrap_or(&c.name) == *key && *c.name != *key);
+        if other {
+            return None;
+        }
+    }
+    match e.options.sort {
+        None | Some(OrderBySort::Asc) => Some(false),
+        Some(OrderBySort::Desc) => Some(true),
+        Some(OrderBySort::Using(_)) => None,
+    }
 }
 
 /// Text predicates of the top-level AND chain of a single-table SELECT, and whether the

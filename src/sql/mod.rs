@@ -515,6 +515,9 @@ pub struct PointRead {
     pub projection: Projection,
     /// `LIMIT <literal or $n>`.
     pub limit: Option<KeyValue>,
+    /// `ORDER BY <key column> [ASC | DESC]`: `Some(descending)`. No other ORDER BY makes a
+    /// point read.
+    pub order_by_key: Option<bool>,
 }
 
 /// What a point read returns.

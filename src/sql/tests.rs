@@ -211,7 +211,18 @@ fn cases() -> Vec<Case> {
         c("select row_number() over () from t where id = 1", K::Read).flags("window"),
         c("select distinct on (a) * from t where id = 1", K::Read).flags("distinct distinct_on"),
         c("select distinct a from t where id = 1", K::Read).flags("distinct"),
-        c("select * from t where id = 1 order by id", K::Read).flags("order_by"),
+        c("select * from t where id = 1 order by id", K::Read)
+            .flags("order_by")
+            .point("t", "id", &[L(0)]),
+        c("select * from t where id in (1, 2) order by t.id desc", K::Read)
+            .flags("order_by")
+            .point("t", "id", &[L(0), L(1)]),
+        c("select * from t where id = 1 order by name", K::Read).flags("order_by"),
+        c("select name as id from t where id = 1 order by id", K::Read).flags("order_by"),
+        c("select * from t where id = 1 order by id using <", K::Read).flags("order_by"),
+        c("select * from t where id = 1 order by 1", K::Read).flags("order_by"),
+        c("select * from t where id = 1 order by id, name", K::Read).flags("order_by"),
+        c("select * from t where id = 1 order by lower(id)", K::Read).flags("order_by"),
         c("select * from t where id = 1 offset 1", K::Read).flags("offset"),
         c("select * from t where id = 1 or id = 2", K::Read).flags("or other_conj"),
         c("select * from t where id = 1 and name = 'x'", K::Read).flags("other_conj"),
@@ -1606,4 +1617,42 @@ fn write_keys_respect_literal_keys_unavailable() {
         Some(by(&[("id", &[L(0), N(1)]), ("b", &[P(1), P(1)])]))
     );
     assert_eq!(keys(insert, false), Some(by(&[("b", &[P(1), P(1)])])));
+}
+
+#[test]
+fn point_reads_ordered_by_their_key() {
+    let c = Classifier::new(10);
+    let order = |sql: &str| {
+        c.classify(sql)
+            .shape
+            .point_read
+            .as_ref()
+            .map(|p| p.order_by_key)
+    };
+    assert_eq!(order("select * from t where id in (1, 2)"), Some(None));
+    assert_eq!(
+        order("select * from t where id in (1, 2) order by id"),
+        Some(Some(false))
+    );
+    assert_eq!(
+        order("select * from t where id in (1, 2) order by id asc nulls first"),
+        Some(Some(false))
+    );
+    assert_eq!(
+        order("select id, name from t where id in ($1, $2) order by id desc"),
+        Some(Some(true))
+    );
+    assert_eq!(
+        order("select id as id from t x where id in (3, 4) order by x.id desc"),
+        Some(Some(true))
+    );
+    // An output column named like the key sorts by that column, not the key.
+    assert_eq!(
+        order("select name as id, id as k from t where id in (3, 4) order by id"),
+        None
+    );
+    assert_eq!(
+        order("select id as k from t where id in (3, 4) order by k"),
+        None
+    );
 }
