@@ -340,8 +340,31 @@ async fn cached_answers_are_byte_identical_to_postgres() {
         .await;
         let direct = bind_execute(&mut d, "s_in", &in_params, &[1], &[1], true).await;
         assert_same(&format!("{label}: IN list, binary"), &served, &direct);
+        // `$1` declared int8 makes the list's common type int8, so `$2` (left to Postgres) is
+        // an int8 too: a 4-byte binary value for it is Postgres's error, not a cached row.
+        let mix_sql = "SELECT * FROM t WHERE id IN ($1, $2) ORDER BY id";
+        assert_same(
+            "prepare mixed IN",
+            &prepare(&mut p, "s_mix", mix_sql, &[20, 0]).await,
+            &prepare(&mut d, "s_mix", mix_sql, &[20, 0]).await,
+        );
+        let k1_8 = 1i64.to_be_bytes();
+        let mix_params: Vec<Option<&[u8]>> = vec![Some(&k1_8), Some(&k3)];
+        let before = fx.hits();
+        assert_same(
+            &format!("{label}: mixed IN list, binary"),
+            &bind_execute(&mut p, "s_mix", &mix_params, &[1], &[], true).await,
+            &bind_execute(&mut d, "s_mix", &mix_params, &[1], &[], true).await,
+        );
+        assert_eq!(
+            fx.hits(),
+            before,
+            "a mixed IN list with an undeclared binary parameter was served"
+        );
         for c in [&mut p, &mut d] {
-            c.simple_query("DEALLOCATE s_in").await.unwrap();
+            c.simple_query("DEALLOCATE s_in; DEALLOCATE s_mix")
+                .await
+                .unwrap();
         }
         // Extended protocol on a statement Postgres prepared: text and binary parameters,
         // text, binary and mixed results, with and without Describe.

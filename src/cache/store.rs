@@ -20,7 +20,10 @@ use super::schema::Budget;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -174,6 +177,11 @@ pub struct L1Store {
     entries: DashMap<EntryKey, Arc<Entry>>,
     guard: Mutex<Guarded>,
     pub totals: Arc<Totals>,
+    /// Bumped (under `guard`, before anything is inserted) by every fill that inserts. A
+    /// reader of several entries loads it before and after: unchanged, no image newer than
+    /// the first one it read can be among them (a newer image only arrives by a fill, after
+    /// the change that removed the older ones), so the images belong to one moment.
+    fills: AtomicU64,
 }
 
 impl Default for L1Store {
@@ -182,6 +190,7 @@ impl Default for L1Store {
             entries: DashMap::new(),
             guard: Mutex::new(Guarded::default()),
             totals: Arc::new(Totals::default()),
+            fills: AtomicU64::new(0),
         }
     }
 }
@@ -189,6 +198,11 @@ impl Default for L1Store {
 impl L1Store {
     pub fn get(&self, key: &EntryKey) -> Option<Arc<Entry>> {
         self.entries.get(key).map(|e| Arc::clone(e.value()))
+    }
+
+    /// See [`L1Store::fills`].
+    pub fn fill_version(&self) -> u64 {
+        self.fills.load(SeqCst)
     }
 
     pub fn contains(&self, key: &EntryKey) -> bool {
@@ -347,6 +361,9 @@ impl L1Store {
                 .fills_dropped_stale
                 .fetch_add(rows.len() as u64, Relaxed);
             return 0;
+        }
+        if !rows.is_empty() {
+            self.fills.fetch_add(1, SeqCst);
         }
         let mut inserted = 0;
         for (key, row) in rows {

@@ -123,7 +123,6 @@ impl<'a> Bind<'a> {
     }
 }
 
-/// The parameter type OIDs a Parse message declares (0 = let the server infer).
 /// The type a Parse declared for `$n` (0: left for the server to infer).
 pub fn declared_type(types: &[u32], n: u16) -> u32 {
     usize::from(n)
@@ -133,6 +132,7 @@ pub fn declared_type(types: &[u32], n: u16) -> u32 {
         .unwrap_or(0)
 }
 
+/// The parameter type OIDs a Parse message declares (0 = let the server infer).
 pub fn parse_param_types(after_query: &[u8]) -> Box<[u32]> {
     let Some(n) = be_u16(after_query) else {
         return Box::new([]);

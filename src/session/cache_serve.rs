@@ -12,7 +12,7 @@
 //! resolve as the catalog says, and the freshness fence of its own writes.
 
 use super::batch::{frame_at, ExtendedBatch};
-use super::bind::Bind;
+use super::bind::{declared_type, Bind, Param};
 use super::state::{FrontendState, PreparedStatement, SharedState};
 use crate::cache::key::KeyType;
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
@@ -24,7 +24,9 @@ use crate::cdc::Lsn;
 use crate::context::ProxyContext;
 use crate::protocol::startup::StartupMessage;
 use crate::router::{self, Reason, SessionView};
-use crate::sql::{Classified, OtherCommand, Projection, SetCommand, Shape, StatementKind};
+use crate::sql::{
+    Classified, KeyRef, KeyValue, OtherCommand, Projection, SetCommand, Shape, StatementKind,
+};
 use crate::stats::Route;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
@@ -472,6 +474,25 @@ fn ordered_keys(
     key_type: KeyType,
     bind: Option<(&Bind<'_>, &[u32])>,
 ) -> Result<Vec<String>, Reason> {
+    // Postgres gives an IN list one common type: a parameter whose type is left to it takes
+    // the column's type only when every item is such a parameter (`int2key IN ($1, 5)` makes
+    // `$1` an int4), so a binary value of one is read here as Postgres reads it only then.
+    if p.keys.len() > 1 {
+        let undeclared = |k: &KeyValue| match classified.key(k) {
+            Some(KeyRef::Param(n)) => bind
+                .filter(|(_, types)| declared_type(types, n) == 0)
+                .map(|(b, _)| b.param(n)),
+            _ => None,
+        };
+        let all_undeclared = p.keys.iter().all(|k| undeclared(k).is_some());
+        let binary_undeclared = p
+            .keys
+            .iter()
+            .any(|k| matches!(undeclared(k), Some(Some(Param::Binary(_)))));
+        if binary_undeclared && !all_undeclared {
+            return Err(Reason::NotServable);
+        }
+    }
     let mut keys = p
         .keys
         .iter()
@@ -646,6 +667,7 @@ fn lookup_all(
     profile: u32,
     keys: &[String],
 ) -> Result<Vec<Image>, Reason> {
+    let version = cache.store.fill_version();
     let mut images = Vec::with_capacity(keys.len());
     let mut missed = false;
     for key in keys {
@@ -667,6 +689,10 @@ fn lookup_all(
     if missed {
         cache.counters.misses.fetch_add(1, Relaxed);
         return Err(Reason::KeyNotPlaced);
+    }
+    // A fill landed while the images were read: they might mix two moments.
+    if cache.store.fill_version() != version {
+        return Err(Reason::NotServable);
     }
     Ok(images)
 }
