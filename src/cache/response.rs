@@ -5,6 +5,7 @@
 
 use super::schema::TableMeta;
 use super::store::CachedRow;
+use crate::protocol::frames::put_frame;
 use bytes::{BufMut, BytesMut};
 
 /// One output column: the table column it shows and the name it goes by.
@@ -26,22 +27,13 @@ pub fn column_formats(codes: &[i16], ncols: usize) -> Option<Vec<i16>> {
     }
 }
 
-fn frame(out: &mut BytesMut, typ: u8, body: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(typ);
-    let at = out.len();
-    out.put_u32(0);
-    body(out);
-    let len = (out.len() - at) as u32;
-    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
-}
-
 pub fn row_description(
     out: &mut BytesMut,
     table: &TableMeta,
     columns: &[OutputColumn],
     formats: &[i16],
 ) {
-    frame(out, b'T', |b| {
+    put_frame(out, b'T', |b| {
         b.put_i16(columns.len() as i16);
         for (c, f) in columns.iter().zip(formats) {
             let meta = &table.columns[c.index];
@@ -58,7 +50,7 @@ pub fn row_description(
 }
 
 pub fn data_row(out: &mut BytesMut, row: &CachedRow, columns: &[OutputColumn], formats: &[i16]) {
-    frame(out, b'D', |b| {
+    put_frame(out, b'D', |b| {
         b.put_i16(columns.len() as i16);
         for (c, f) in columns.iter().zip(formats) {
             let v = if *f == 1 {
@@ -78,22 +70,22 @@ pub fn data_row(out: &mut BytesMut, row: &CachedRow, columns: &[OutputColumn], f
 }
 
 pub fn command_complete(out: &mut BytesMut, rows: usize) {
-    frame(out, b'C', |b| {
+    put_frame(out, b'C', |b| {
         b.put_slice(format!("SELECT {rows}").as_bytes());
         b.put_u8(0);
     });
 }
 
 pub fn parse_complete(out: &mut BytesMut) {
-    frame(out, b'1', |_| {});
+    put_frame(out, b'1', |_| {});
 }
 
 pub fn bind_complete(out: &mut BytesMut) {
-    frame(out, b'2', |_| {});
+    put_frame(out, b'2', |_| {});
 }
 
 pub fn ready_for_query_idle(out: &mut BytesMut) {
-    frame(out, b'Z', |b| b.put_u8(b'I'));
+    put_frame(out, b'Z', |b| b.put_u8(b'I'));
 }
 
 #[cfg(test)]

@@ -122,6 +122,17 @@ impl FrameScanner {
     }
 }
 
+/// Appends a message of type `typ` whose body `body` writes (the length is filled in after).
+pub fn put_frame(out: &mut bytes::BytesMut, typ: u8, body: impl FnOnce(&mut bytes::BytesMut)) {
+    use bytes::BufMut;
+    out.put_u8(typ);
+    let at = out.len();
+    out.put_u32(0);
+    body(out);
+    let len = (out.len() - at) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Read a NUL-terminated string from the start of `body`; returns it and the rest.
 pub fn read_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = body.iter().position(|&b| b == 0)?;

@@ -2,20 +2,12 @@
 //! console): RowDescription, DataRow, CommandComplete, EmptyQueryResponse, ReadyForQuery.
 
 use crate::admin::table::ResultTable;
+use crate::protocol::frames::put_frame;
 use bytes::{BufMut, BytesMut};
-
-fn frame(out: &mut BytesMut, typ: u8, body: impl FnOnce(&mut BytesMut)) {
-    out.put_u8(typ);
-    let len_at = out.len();
-    out.put_u32(0);
-    body(out);
-    let len = (out.len() - len_at) as u32;
-    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
-}
 
 /// RowDescription + one DataRow per row (text format) + `CommandComplete tag`.
 pub fn result_set(out: &mut BytesMut, table: &ResultTable, tag: &str) {
-    frame(out, b'T', |b| {
+    put_frame(out, b'T', |b| {
         b.put_u16(table.columns.len() as u16);
         for c in &table.columns {
             b.put_slice(c.name.as_bytes());
@@ -29,7 +21,7 @@ pub fn result_set(out: &mut BytesMut, table: &ResultTable, tag: &str) {
         }
     });
     for row in &table.rows {
-        frame(out, b'D', |b| {
+        put_frame(out, b'D', |b| {
             b.put_u16(row.len() as u16);
             for cell in row {
                 match cell.to_pg_text() {
@@ -46,18 +38,18 @@ pub fn result_set(out: &mut BytesMut, table: &ResultTable, tag: &str) {
 }
 
 pub fn command_complete(out: &mut BytesMut, tag: &str) {
-    frame(out, b'C', |b| {
+    put_frame(out, b'C', |b| {
         b.put_slice(tag.as_bytes());
         b.put_u8(0);
     });
 }
 
 pub fn empty_query(out: &mut BytesMut) {
-    frame(out, b'I', |_| {});
+    put_frame(out, b'I', |_| {});
 }
 
 pub fn ready_for_query(out: &mut BytesMut, status: u8) {
-    frame(out, b'Z', |b| b.put_u8(status));
+    put_frame(out, b'Z', |b| b.put_u8(status));
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use super::state::{FrontendState, PreparedStatement, SharedState};
 use super::statements::PRIVATE_STATEMENT;
 use crate::config::policy::PredicateKind;
 use crate::context::ProxyContext;
-use crate::protocol::frames::HEADER_LEN;
+use crate::protocol::frames::{put_frame, HEADER_LEN};
 use crate::router::{self, Reason, SessionView};
 use crate::search::requirement::{self as req, Requirement};
 use crate::search::store::FieldKind;
@@ -167,7 +167,7 @@ async fn narrow_query(
         Ok((new_sql, candidates)) => {
             count_narrowed(ctx, candidates);
             let mut frame = BytesMut::with_capacity(new_sql.len() + HEADER_LEN + 1);
-            put_message(&mut frame, b'Q', |f| put_cstr(f, new_sql.as_bytes()));
+            put_frame(&mut frame, b'Q', |f| put_cstr(f, new_sql.as_bytes()));
             Some(Narrowed {
                 consumed: total,
                 frame,
@@ -248,7 +248,7 @@ async fn narrow_batch(
     frame.extend_from_slice(p.frame);
     fs.on_parse(&p.frame[HEADER_LEN..], ctx, shared);
     put_close_private(&mut frame, shared);
-    put_message(&mut frame, b'P', |f| {
+    put_frame(&mut frame, b'P', |f| {
         put_cstr(f, PRIVATE_STATEMENT);
         put_cstr(f, new_sql.as_bytes());
         f.put_u16(stmt.param_types.len() as u16);
@@ -258,7 +258,7 @@ async fn narrow_batch(
     });
     shared.tracker.private_sent();
     let after_names = bind.portal.len() + bind.statement.len() + 2;
-    put_message(&mut frame, b'B', |f| {
+    put_frame(&mut frame, b'B', |f| {
         put_cstr(f, bind.portal);
         put_cstr(f, PRIVATE_STATEMENT);
         f.put_slice(&batch.bind_body[after_names..]);
@@ -270,7 +270,7 @@ async fn narrow_batch(
     frame.extend_from_slice(batch.execute);
     fs.on_narrowed_execute(classified, ctx, shared);
     put_close_private(&mut frame, shared);
-    put_message(&mut frame, b'S', |_| {});
+    put_frame(&mut frame, b'S', |_| {});
     shared.tracker.sync();
     Some(Narrowed {
         consumed: batch.len,
@@ -281,21 +281,11 @@ async fn narrow_batch(
 
 /// `Close` of the proxy's own statement (closing one that does not exist is no error).
 fn put_close_private(frame: &mut BytesMut, shared: &SharedState) {
-    put_message(frame, b'C', |f| {
+    put_frame(frame, b'C', |f| {
         f.put_u8(b'S');
         put_cstr(f, PRIVATE_STATEMENT);
     });
     shared.tracker.private_sent();
-}
-
-/// A message of type `typ` whose body `body` writes.
-fn put_message(frame: &mut BytesMut, typ: u8, body: impl FnOnce(&mut BytesMut)) {
-    frame.put_u8(typ);
-    let at = frame.len();
-    frame.put_u32(0);
-    body(frame);
-    let len = (frame.len() - at) as u32;
-    frame[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 fn put_cstr(frame: &mut BytesMut, s: &[u8]) {
