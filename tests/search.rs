@@ -189,6 +189,18 @@ fn fragment(rng: &mut Rng, min: usize) -> String {
     }
 }
 
+/// The tail of one vocabulary word, a space, and the head of another (or of the same).
+fn across_words(rng: &mut Rng) -> String {
+    let a: Vec<char> = WORDS[rng.zipf(WORDS.len())].chars().collect();
+    let b: Vec<char> = WORDS[rng.zipf(WORDS.len())].chars().collect();
+    let tail = 1 + rng.below(a.len());
+    let head = 1 + rng.below(b.len());
+    let mut s: String = a[a.len() - tail..].iter().collect();
+    s.push(' ');
+    s.extend(&b[..head]);
+    s
+}
+
 /// LIKE-escapes `%`, `_` and `\` in a fragment.
 fn like_literal(s: &str) -> String {
     let mut out = String::new();
@@ -217,7 +229,7 @@ fn predicate(rng: &mut Rng) -> String {
     let col = if rng.chance(60) { "body" } else { "title" };
     let a = fragment(rng, 3);
     let b = fragment(rng, 2);
-    match rng.below(14) {
+    match rng.below(16) {
         0 => format!("{col} LIKE {}", quote(&format!("%{}%", like_literal(&a)))),
         1 => format!("{col} LIKE {}", quote(&format!("{}%", like_literal(&a)))),
         2 => format!(
@@ -251,6 +263,13 @@ fn predicate(rng: &mut Rng) -> String {
                 regex_literal(&fragment(rng, 3))
             ))
         ),
+        // Runs across a word boundary (the end of one word, a space, the start of the
+        // next): narrowed through the index's words when they are rare enough.
+        11 => format!(
+            "{col} ILIKE {}",
+            quote(&format!("%{}%", like_literal(&across_words(rng))))
+        ),
+        12 => format!("{col} ~ {}", quote(&regex_literal(&across_words(rng)))),
         _ => {
             let cfg = if rng.chance(70) { "english" } else { "simple" };
             let w1 = WORDS[rng.zipf(WORDS.len())].replace(['\'', '\\'], "");

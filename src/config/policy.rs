@@ -59,6 +59,7 @@ struct RawSearch {
     store: Option<String>,
     columns: Vec<String>,
     predicates: Option<Vec<String>>,
+    fts_configs: Option<Vec<String>>,
     max_candidate_fraction: Option<f64>,
     max_staleness: Option<String>,
 }
@@ -134,6 +135,10 @@ pub struct SearchPolicy {
     pub store: SearchStoreKind,
     pub columns: Vec<String>,
     pub predicates: Vec<PredicateKind>,
+    /// Text search configurations whose lexemes are indexed (a subset of
+    /// [`crate::search::table::FTS_CONFIGS`], in that order); `@@` with another passes
+    /// through. Each costs Postgres a `to_tsvector` per row and column when indexing.
+    pub fts_configs: Vec<String>,
     pub max_candidate_fraction: f64,
     /// Bound for writes that bypass the proxy: above this feed lag, text predicates pass
     /// through un-narrowed. Default `1s`.
@@ -311,6 +316,32 @@ pub fn parse_policy(text: &str, file: &Path) -> Result<Policy, Vec<PolicyIssue>>
                 ),
             }
         }
+        let fts_names = s.fts_configs.clone().unwrap_or_else(|| {
+            crate::search::table::FTS_CONFIGS
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        });
+        for c in &fts_names {
+            if !crate::search::table::FTS_CONFIGS.contains(&c.as_str()) {
+                issue(
+                    "fts_configs",
+                    format!("configuration {c:?}: expected \"english\" or \"simple\""),
+                );
+            }
+        }
+        if fts_names.is_empty() && predicates.contains(&PredicateKind::FullText) {
+            issue(
+                "fts_configs",
+                "predicates include \"fts\" but no configuration is indexed".into(),
+            );
+        }
+        // In FTS_CONFIGS order, each once: the layout does not depend on how they are listed.
+        let fts_configs: Vec<String> = crate::search::table::FTS_CONFIGS
+            .iter()
+            .filter(|c| fts_names.iter().any(|n| n == *c))
+            .map(|c| c.to_string())
+            .collect();
         let fraction = s.max_candidate_fraction.unwrap_or(0.05);
         if !(fraction > 0.0 && fraction <= 1.0) {
             issue(
@@ -322,6 +353,7 @@ pub fn parse_policy(text: &str, file: &Path) -> Result<Policy, Vec<PolicyIssue>>
             store,
             columns: s.columns.clone(),
             predicates,
+            fts_configs,
             max_candidate_fraction: fraction,
             max_staleness: search_staleness.unwrap_or(Duration::from_secs(1)),
         }
@@ -424,6 +456,37 @@ mod tests {
         let text = "tables = []\n[search]\nstore = \"solr\"\ncolumns = []\npredicates = [\"soundex\"]\nmax_candidate_fraction = 2.0\n";
         let issues = parse_policy(text, Path::new("x.toml")).unwrap_err();
         assert_eq!(issues.len(), 5, "{issues:?}");
+    }
+
+    #[test]
+    fn fts_configs_are_checked_and_ordered() {
+        let with = |configs: &str| {
+            format!("tables = [\"t\"]\n[search]\ncolumns = [\"b\"]\nfts_configs = {configs}\n")
+        };
+        let p = parse_policy(
+            &with("[\"simple\", \"english\", \"simple\"]"),
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.search.unwrap().fts_configs, ["english", "simple"]);
+        let issues = parse_policy(&with("[\"german\"]"), Path::new("x.toml")).unwrap_err();
+        assert!(
+            issues.iter().any(|i| i.message.contains("\"german\"")),
+            "{issues:?}"
+        );
+        let issues = parse_policy(&with("[]"), Path::new("x.toml")).unwrap_err();
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.message.contains("no configuration")),
+            "{issues:?}"
+        );
+        let p = parse_policy(
+            "tables = [\"t\"]\n[search]\ncolumns = [\"b\"]\npredicates = [\"like\"]\nfts_configs = []\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert!(p.search.unwrap().fts_configs.is_empty());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! run of a pattern is found as a phrase of its trigrams at consecutive positions, i.e. as a
 //! substring of the folded text, not merely as trigrams somewhere in it — and the lexemes
 //! Postgres's own `to_tsvector` produced for each of [`FTS_CONFIGS`], so `@@` narrowing uses
-//! exactly Postgres's parser, stemmer and stop words. The proxy computes every term; tantivy
-//! only stores postings.
+//! exactly Postgres's parser, stemmer and stop words. Next to each trigram field, the
+//! column's distinct words ([`super::words`], no positions): a run whose words are rare is
+//! found from their few posting lists instead of a phrase over common trigrams. The proxy
+//! computes every term; tantivy only stores postings.
 //!
 //! Every commit carries a [`Progress`] payload (layout, backfill position, feed position), so
 //! an index that survives a restart is reused when its layout still matches and a backfill
@@ -16,20 +18,26 @@ use super::requirement::Requirement;
 pub use super::store::{FieldKind, IndexDoc, Progress};
 use super::store::{Part, SearchIndex, StoreFuture, WriteOrder};
 use super::table::{SearchTable, FTS_CONFIGS};
+use super::terms::fold;
+use super::words::{self, WordCondition, WordList};
 use super::SearchError;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
+use tantivy::index::SegmentId;
 use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, EnableScoring, Occur, PhraseQuery, Query, RegexQuery,
-    TermQuery,
+    TermQuery, TermSetQuery,
 };
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STRING,
 };
 use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 use tantivy::{
-    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, TERMINATED,
+    DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, SegmentReader,
+    TantivyDocument, Term, TERMINATED,
 };
 
 /// Matches counted before the candidate search extrapolates whether it will end up with
@@ -42,8 +50,14 @@ const WRITER_HEAP: usize = 128 * 1024 * 1024;
 const WRITER_THREADS: usize = 2;
 
 struct Fields {
+    /// The key's text: what deletes find a document by.
     key: Field,
+    /// Integer keys, as a fast field: candidates are read from it without decompressing
+    /// the key text's dictionary (one zstd block per candidate, most of a search's time).
+    int_key: Option<Field>,
     trigram: Vec<Option<Field>>,
+    /// Per column with trigrams: its words.
+    word: Vec<Option<Field>>,
     lexeme: Vec<Vec<Field>>,
 }
 
@@ -52,6 +66,8 @@ pub struct TableIndex {
     reader: IndexReader,
     writer: Mutex<IndexWriter<TantivyDocument>>,
     fields: Fields,
+    /// Word lists of the segments searched last, built on first use (segments never change).
+    word_lists: Mutex<HashMap<(SegmentId, Field), Arc<WordList>>>,
     pub dir: PathBuf,
 }
 
@@ -65,19 +81,31 @@ impl std::fmt::Debug for TableIndex {
 
 fn schema_for(table: &SearchTable) -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let key = b.add_text_field("key", STRING | STORED | FAST);
+    let integer_key = matches!(table.key_type.as_str(), "smallint" | "integer" | "bigint");
+    let key = if integer_key {
+        b.add_text_field("key", STRING)
+    } else {
+        b.add_text_field("key", STRING | FAST)
+    };
+    let int_key = integer_key.then(|| b.add_i64_field("ikey", FAST));
     let positional = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
             .set_tokenizer(TRIGRAM_TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let mut trigram = Vec::new();
+    let mut word = Vec::new();
     let mut lexeme = Vec::new();
     for i in 0..table.columns.len() {
         trigram.push(
             table
                 .has_trigrams()
                 .then(|| b.add_text_field(&format!("t{i}"), positional.clone())),
+        );
+        word.push(
+            table
+                .has_trigrams()
+                .then(|| b.add_text_field(&format!("w{i}"), STRING)),
         );
         let mut per = Vec::new();
         if table.has_lexemes() {
@@ -91,7 +119,9 @@ fn schema_for(table: &SearchTable) -> (Schema, Fields) {
         b.build(),
         Fields {
             key,
+            int_key,
             trigram,
+            word,
             lexeme,
         },
     )
@@ -159,6 +189,7 @@ impl TableIndex {
                 reader,
                 writer: Mutex::new(writer),
                 fields,
+                word_lists: Mutex::new(HashMap::new()),
                 dir: dir.to_path_buf(),
             },
             progress,
@@ -192,9 +223,20 @@ impl TableIndex {
         for d in docs {
             let mut doc = TantivyDocument::new();
             doc.add_text(self.fields.key, &d.key);
+            if let Some(field) = self.fields.int_key {
+                let n: i64 = d
+                    .key
+                    .parse()
+                    .map_err(|_| SearchError::Unexpected("integer key does not parse"))?;
+                doc.add_i64(field, n);
+            }
             for (i, text) in d.texts.iter().enumerate() {
-                if let (Some(text), Some(Some(field))) = (text, self.fields.trigram.get(i)) {
+                let Some(text) = text else { continue };
+                if let Some(Some(field)) = self.fields.trigram.get(i) {
                     doc.add_text(*field, text);
+                }
+                if let Some(Some(field)) = self.fields.word.get(i) {
+                    words::for_each_word(text, fold, |w| doc.add_text(*field, w));
                 }
             }
             for (i, per) in d.lexemes.iter().enumerate() {
@@ -257,6 +299,7 @@ impl TableIndex {
         parts: &[(usize, FieldKind, Requirement)],
         limit: u64,
     ) -> Result<Option<Vec<String>>, SearchError> {
+        let searcher = self.reader.searcher();
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for (column, kind, req) in parts {
             let field = match kind {
@@ -269,10 +312,28 @@ impl TableIndex {
                     .copied(),
             }
             .ok_or(SearchError::Unexpected("no such index field"))?;
-            clauses.push((Occur::Must, to_query(req, field)?));
+            let planner = Planner {
+                searcher: &searcher,
+                word_lists: &self.word_lists,
+                words: match kind {
+                    FieldKind::Trigram => self.fields.word.get(*column).copied().flatten(),
+                    FieldKind::Lexeme(_) => None,
+                },
+                limit,
+            };
+            clauses.push((Occur::Must, planner.query(req, field)?));
         }
         let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
+        // Forget the word lists of segments merged away.
+        self.word_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _), _| {
+                searcher
+                    .segment_readers()
+                    .iter()
+                    .any(|s| s.segment_id() == *id)
+            });
         // One pass that stops at the first match past `limit`, or earlier when the matches
         // so far, extrapolated over the documents not reached yet, are clearly too many
         // (documents are in insertion order, not in any order of their text). Giving up is
@@ -285,16 +346,25 @@ impl TableIndex {
             .map(|s| u64::from(s.max_doc()))
             .sum();
         let mut keys = Vec::new();
-        let mut text = String::new();
+        let mut ords = Vec::new();
         let mut count = 0u64;
         let mut base = 0u64;
         for segment in searcher.segment_readers() {
             let mut scorer = weight.scorer(segment, 1.0)?;
             let alive = segment.alive_bitset();
-            let column = segment
-                .fast_fields()
-                .str("key")?
-                .ok_or(SearchError::Unexpected("key column missing"))?;
+            let int_keys = match self.fields.int_key {
+                Some(_) => Some(segment.fast_fields().i64("ikey")?),
+                None => None,
+            };
+            let text_keys = match int_keys {
+                Some(_) => None,
+                None => Some(
+                    segment
+                        .fast_fields()
+                        .str("key")?
+                        .ok_or(SearchError::Unexpected("key column missing"))?,
+                ),
+            };
             let mut doc = scorer.doc();
             while doc != TERMINATED {
                 if alive.is_none_or(|a| a.is_alive(doc)) {
@@ -310,14 +380,29 @@ impl TableIndex {
                             return Ok(None);
                         }
                     }
-                    for ord in column.term_ords(doc) {
-                        text.clear();
-                        if column.ord_to_str(ord, &mut text)? {
-                            keys.push(text.clone());
-                        }
+                    if let Some(ints) = &int_keys {
+                        keys.extend(ints.values_for_doc(doc).map(|n| n.to_string()));
+                    }
+                    if let Some(texts) = &text_keys {
+                        ords.extend(texts.term_ords(doc));
                     }
                 }
                 doc = scorer.advance();
+            }
+            if let Some(texts) = &text_keys {
+                // In ord order, each block of the key dictionary is decompressed once (not
+                // once per key).
+                ords.sort_unstable();
+                ords.dedup();
+                texts
+                    .dictionary()
+                    .sorted_ords_to_term_cb(ords.drain(..), |bytes| {
+                        let key = std::str::from_utf8(bytes).map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, "key is not UTF-8")
+                        })?;
+                        keys.push(key.to_string());
+                        Ok(())
+                    })?;
             }
             base += u64::from(segment.max_doc());
         }
@@ -393,43 +478,226 @@ impl SearchIndex for TableIndex {
     }
 }
 
-fn to_query(req: &Requirement, field: Field) -> Result<Box<dyn Query>, SearchError> {
-    Ok(match req {
-        Requirement::True => Box::new(AllQuery),
-        Requirement::False => Box::new(EmptyQuery),
-        Requirement::Term(t) => Box::new(TermQuery::new(
-            Term::from_field_text(field, t),
-            IndexRecordOption::Basic,
-        )),
-        Requirement::Substring(s) => {
-            let chars: Vec<char> = s.chars().collect();
-            let mut terms: Vec<Term> = chars
-                .windows(3)
-                .map(|w| Term::from_field_text(field, &w.iter().collect::<String>()))
-                .collect();
-            match terms.len() {
-                0 => Box::new(AllQuery),
-                1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
-                _ => Box::new(PhraseQuery::new(terms)),
+/// Words of a dictionary scanned for a suffix or contains condition, at most, per segment:
+/// past this a scan costs more than the phrase query it would replace.
+const MAX_SCANNED_WORDS: usize = 200_000;
+
+/// Turns requirements into tantivy queries over one searcher's segments.
+struct Planner<'a> {
+    searcher: &'a Searcher,
+    word_lists: &'a Mutex<HashMap<(SegmentId, Field), Arc<WordList>>>,
+    /// The column's word field (trigram requirements only).
+    words: Option<Field>,
+    /// The search's candidate limit.
+    limit: u64,
+}
+
+impl Planner<'_> {
+    fn query(&self, req: &Requirement, field: Field) -> Result<Box<dyn Query>, SearchError> {
+        Ok(match req {
+            Requirement::True => Box::new(AllQuery),
+            Requirement::False => Box::new(EmptyQuery),
+            Requirement::Term(t) => Box::new(TermQuery::new(
+                Term::from_field_text(field, t),
+                IndexRecordOption::Basic,
+            )),
+            Requirement::Substring(s) => match self.word_query(s)? {
+                Some(q) => q,
+                None => phrase_query(field, s),
+            },
+            Requirement::Prefix(p) => {
+                let pattern = format!("{}.*", regex_escape(p));
+                Box::new(RegexQuery::from_pattern(&pattern, field)?)
+            }
+            Requirement::And(parts) => Box::new(BooleanQuery::new(
+                parts
+                    .iter()
+                    .map(|p| Ok((Occur::Must, self.query(p, field)?)))
+                    .collect::<Result<Vec<_>, SearchError>>()?,
+            )),
+            Requirement::Or(parts) => Box::new(BooleanQuery::new(
+                parts
+                    .iter()
+                    .map(|p| Ok((Occur::Should, self.query(p, field)?)))
+                    .collect::<Result<Vec<_>, SearchError>>()?,
+            )),
+        })
+    }
+
+    /// The run as conditions on words, when the rarest of them narrows to at most `limit`
+    /// documents; else `None` (the trigram phrase is used). Conditions whose words are too
+    /// common to be worth collecting are left out: the query stays a superset either way.
+    /// Unlike the phrase it does not check that the words are adjacent (Postgres does).
+    fn word_query(&self, run: &str) -> Result<Option<Box<dyn Query>>, SearchError> {
+        let Some(field) = self.words else {
+            return Ok(None);
+        };
+        let budget = self.limit.saturating_mul(4);
+        let mut rarest = u64::MAX;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for cond in words::conditions(run) {
+            if let Some((terms, docs)) = self.matching_words(field, &cond, budget)? {
+                rarest = rarest.min(docs);
+                clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
             }
         }
-        Requirement::Prefix(p) => {
-            let pattern = format!("{}.*", regex_escape(p));
-            Box::new(RegexQuery::from_pattern(&pattern, field)?)
+        if rarest > self.limit {
+            return Ok(None);
         }
-        Requirement::And(parts) => Box::new(BooleanQuery::new(
-            parts
-                .iter()
-                .map(|p| Ok((Occur::Must, to_query(p, field)?)))
-                .collect::<Result<Vec<_>, SearchError>>()?,
-        )),
-        Requirement::Or(parts) => Box::new(BooleanQuery::new(
-            parts
-                .iter()
-                .map(|p| Ok((Occur::Should, to_query(p, field)?)))
-                .collect::<Result<Vec<_>, SearchError>>()?,
-        )),
-    })
+        Ok(Some(Box::new(BooleanQuery::new(clauses))))
+    }
+
+    /// The stored words `cond` accepts (always with [`words::LONG_WORD`]) and the sum of
+    /// their document counts, or `None` when that sum passes `budget` or a dictionary is
+    /// too large to scan.
+    fn matching_words(
+        &self,
+        field: Field,
+        cond: &WordCondition,
+        budget: u64,
+    ) -> Result<Option<(Vec<Term>, u64)>, SearchError> {
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        let mut docs = 0u64;
+        for segment in self.searcher.segment_readers() {
+            let inverted = segment.inverted_index(field)?;
+            let dict = inverted.terms();
+            if let Some(info) = dict.get(words::LONG_WORD.as_bytes())? {
+                docs += u64::from(info.doc_freq);
+                found.insert(words::LONG_WORD.to_string());
+            }
+            match cond {
+                WordCondition::Exact(w) => {
+                    if let Some(info) = dict.get(w.as_bytes())? {
+                        collect_word(cond, w.as_bytes(), info.doc_freq, &mut found, &mut docs);
+                    }
+                }
+                WordCondition::Prefix(p) => {
+                    let mut stream = dict.range().ge(p.as_bytes()).into_stream()?;
+                    while stream.advance() {
+                        if !stream.key().starts_with(p.as_bytes()) {
+                            break;
+                        }
+                        collect_word(
+                            cond,
+                            stream.key(),
+                            stream.value().doc_freq,
+                            &mut found,
+                            &mut docs,
+                        );
+                        if docs > budget {
+                            return Ok(None);
+                        }
+                    }
+                }
+                WordCondition::Suffix(_) | WordCondition::Contains(_) => {
+                    let Some(list) = self.word_list(segment, field)? else {
+                        return Ok(None);
+                    };
+                    let mut failed = None;
+                    list.matching(cond, |w| {
+                        if failed.is_some() || docs > budget {
+                            return;
+                        }
+                        match dict.get(w.as_bytes()) {
+                            Ok(Some(info)) => {
+                                collect_word(
+                                    cond,
+                                    w.as_bytes(),
+                                    info.doc_freq,
+                                    &mut found,
+                                    &mut docs,
+                                );
+                            }
+                            Ok(None) => {}
+                            Err(e) => failed = Some(e),
+                        }
+                    });
+                    if let Some(e) = failed {
+                        return Err(e.into());
+                    }
+                }
+            }
+            if docs > budget {
+                return Ok(None);
+            }
+        }
+        let terms = found
+            .iter()
+            .map(|w| Term::from_field_text(field, w))
+            .collect();
+        Ok(Some((terms, docs)))
+    }
+}
+
+impl Planner<'_> {
+    /// The segment's words of `field`, or `None` when it has too many to scan.
+    fn word_list(
+        &self,
+        segment: &SegmentReader,
+        field: Field,
+    ) -> Result<Option<Arc<WordList>>, SearchError> {
+        let key = (segment.segment_id(), field);
+        if let Some(list) = self
+            .word_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(Some(list.clone()));
+        }
+        let inverted = segment.inverted_index(field)?;
+        let dict = inverted.terms();
+        if dict.num_terms() > MAX_SCANNED_WORDS {
+            return Ok(None);
+        }
+        let mut list = WordList::default();
+        let mut stream = dict.stream()?;
+        while stream.advance() {
+            if let Ok(w) = std::str::from_utf8(stream.key()) {
+                list.push(w);
+            }
+        }
+        let list = Arc::new(list);
+        self.word_lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, list.clone());
+        Ok(Some(list))
+    }
+}
+
+/// Records the stored word `key` when `cond` accepts it.
+fn collect_word(
+    cond: &WordCondition,
+    key: &[u8],
+    doc_freq: u32,
+    found: &mut BTreeSet<String>,
+    docs: &mut u64,
+) -> bool {
+    match std::str::from_utf8(key) {
+        Ok(w) if cond.accepts(w) => {
+            *docs += u64::from(doc_freq);
+            if !found.contains(w) {
+                found.insert(w.to_string());
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The run as its trigrams at consecutive positions.
+fn phrase_query(field: Field, run: &str) -> Box<dyn Query> {
+    let chars: Vec<char> = run.chars().collect();
+    let mut terms: Vec<Term> = chars
+        .windows(3)
+        .map(|w| Term::from_field_text(field, &w.iter().collect::<String>()))
+        .collect();
+    match terms.len() {
+        0 => Box::new(AllQuery),
+        1 => Box::new(TermQuery::new(terms.remove(0), IndexRecordOption::Basic)),
+        _ => Box::new(PhraseQuery::new(terms)),
+    }
 }
 
 /// Name under which [`TrigramTokenizer`] is registered in every index.
@@ -510,6 +778,125 @@ mod tests {
         }
         assert_eq!(got, vec![("àbc".to_string(), 0), ("bcd".to_string(), 1)]);
         assert!(!t.token_stream("ab").advance());
+    }
+
+    fn table(key_type: &str) -> SearchTable {
+        use crate::config::policy::{PredicateKind, SearchPolicy, SearchStoreKind};
+        SearchTable {
+            oid: 1,
+            name: crate::cdc::TableName::new("public", "t"),
+            key_column: "id".into(),
+            key_type: key_type.into(),
+            columns: vec!["body".into()],
+            policy: SearchPolicy {
+                store: SearchStoreKind::Embedded,
+                columns: vec!["body".into()],
+                predicates: vec![PredicateKind::Like],
+                fts_configs: vec![],
+                max_candidate_fraction: 1.0,
+                max_staleness: std::time::Duration::from_secs(1),
+            },
+            policy_file: PathBuf::new(),
+            layout: 7,
+            unusable: None,
+            ilike_safe: true,
+        }
+    }
+
+    /// Candidates of a run through the word path (a generous limit) and through the
+    /// trigram phrase (a limit of one makes every word condition "too common"): both hold
+    /// every document whose folded text has the run; a run without separators is exact in
+    /// both. Integer keys come from the fast field, others from the key dictionary.
+    #[test]
+    fn words_and_phrases_find_every_run() {
+        let long = "w".repeat(words::MAX_WORD_CHARS + 3);
+        let texts = [
+            "New York is big".to_string(),
+            "a new yorker, newly in york".to_string(),
+            "renew York-ish".to_string(),
+            format!("prefix {long}suffix end"),
+            "ÉTÉ à Straße".to_string(),
+            "nothing here".to_string(),
+        ];
+        for key_type in ["bigint", "text"] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = table(key_type);
+            let (ix, _) = TableIndex::open(dir.path(), &t, "test").unwrap();
+            let docs: Vec<IndexDoc> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, text)| IndexDoc {
+                    key: (i as i64 * 1000 - 1).to_string(),
+                    texts: vec![Some(text.clone())],
+                    lexemes: vec![vec![]],
+                })
+                .collect();
+            // Two commits: two segments, each with its own dictionaries.
+            ix.add(&docs[..3]).unwrap();
+            ix.commit(&Progress::default()).unwrap();
+            ix.add(&docs[3..]).unwrap();
+            ix.commit(&Progress::default()).unwrap();
+            let runs = [
+                "new york",
+                "new",
+                "york",
+                "ew yo",
+                "renew",
+                " yo",
+                "york-",
+                "ww",
+                "wwwwsuff",
+                &long[..],
+                "été à",
+                "straße",
+                "xyz",
+                " ",
+                "ly in yo",
+            ];
+            for run in runs {
+                let folded: String = run.chars().map(fold).collect();
+                let mut want: Vec<String> = docs
+                    .iter()
+                    .filter(|d| {
+                        let text: String =
+                            d.texts[0].as_deref().unwrap().chars().map(fold).collect();
+                        text.contains(folded.as_str())
+                    })
+                    .map(|d| d.key.clone())
+                    .collect();
+                want.sort();
+                let parts = vec![(
+                    0,
+                    FieldKind::Trigram,
+                    Requirement::Substring(folded.clone()),
+                )];
+                for limit in [100, 1] {
+                    let Some(got) = ix.candidates(&parts, limit).unwrap() else {
+                        assert!(want.len() as u64 > limit || limit == 1, "{run:?}: gave up");
+                        continue;
+                    };
+                    for k in &want {
+                        assert!(
+                            got.contains(k),
+                            "{key_type} {run:?} limit {limit}: {k} missing from {got:?}"
+                        );
+                    }
+                    // Exact but for the document with a long word, which every word
+                    // condition accepts.
+                    if !folded.chars().any(|c| !words::is_word_char(c))
+                        && folded.chars().count() >= 3
+                    {
+                        let long_doc = &docs[3].key;
+                        let got: Vec<&String> = got
+                            .iter()
+                            .filter(|k| *k != long_doc || want.contains(k))
+                            .collect();
+                        let want: Vec<&String> = want.iter().collect();
+                        assert_eq!(got, want, "{key_type} {run:?} limit {limit}: not exact");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

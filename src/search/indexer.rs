@@ -810,11 +810,16 @@ fn select_list(meta: &SearchTable) -> String {
     }
     if meta.has_lexemes() {
         for c in &meta.columns {
-            for cfg in FTS_CONFIGS {
-                cols.push(format!(
-                    "tsvector_to_array(to_tsvector('{cfg}'::regconfig, {}))",
-                    src_column(c)
-                ));
+            for (i, cfg) in FTS_CONFIGS.iter().enumerate() {
+                // A configuration no query may use costs Postgres nothing.
+                cols.push(if meta.indexes_config(i) {
+                    format!(
+                        "tsvector_to_array(to_tsvector('{cfg}'::regconfig, {}))",
+                        src_column(c)
+                    )
+                } else {
+                    "NULL::text[]".to_string()
+                });
             }
         }
     }

@@ -17,6 +17,7 @@
 //!
 //! - [`requirement`]: what a matching document must contain, as a small boolean tree.
 //! - [`terms`]: trigrams of text, and what LIKE/ILIKE/regex patterns require of them.
+//! - [`words`]: the words of text, and what a literal run requires of them.
 //! - [`tsquery`]: what a tsquery (as Postgres normalized it) requires of the lexemes.
 //! - [`table`]: which tables are indexed, read from the catalog, and their layout.
 //! - [`store`]: what every search store does for a table ([`store::SearchIndex`]).
@@ -36,6 +37,7 @@ pub mod store;
 pub mod table;
 pub mod terms;
 pub mod tsquery;
+pub mod words;
 
 pub use service::SearchService;
 

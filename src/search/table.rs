@@ -58,6 +58,14 @@ impl SearchTable {
         self.indexes(PredicateKind::FullText)
     }
 
+    /// Whether the lexemes of [`FTS_CONFIGS`]`[cfg]` are indexed.
+    pub fn indexes_config(&self, cfg: usize) -> bool {
+        self.has_lexemes()
+            && FTS_CONFIGS
+                .get(cfg)
+                .is_some_and(|c| self.policy.fts_configs.iter().any(|p| p == c))
+    }
+
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
     }
@@ -208,7 +216,9 @@ async fn describe(
         }
     }
     let layout_text = format!(
-        "v2|{oid}|{filenode}|{key_column}|{key_type}|{:?}|{:?}|{:?}",
+        "v3|{:?}|{oid}|{filenode}|{key_column}|{key_type}|{:?}|{:?}|{:?}|{:?}",
+        // Folding uses the Unicode tables of the build: a new version means new terms.
+        char::UNICODE_VERSION,
         policy
             .columns
             .iter()
@@ -216,6 +226,7 @@ async fn describe(
             .collect::<Vec<_>>(),
         policy.columns,
         policy.predicates,
+        policy.fts_configs,
     );
     Ok(Some(SearchTable {
         oid,

@@ -477,6 +477,9 @@ async fn part_for<'a>(
                 return None;
             }
             let cfg = FTS_CONFIGS.iter().position(|c| *c == vector_config)?;
+            if !meta.indexes_config(cfg) {
+                return None;
+            }
             let func = match ft.query_fn {
                 TsQueryFn::ToTsquery => "to_tsquery",
                 TsQueryFn::PlaintoTsquery => "plainto_tsquery",
