@@ -410,7 +410,15 @@ async fn fixture_on(
 
 impl Fixture {
     async fn proxy(&self) -> ServerHandle {
+        self.proxy_backfilling_at(None).await
+    }
+
+    /// The proxy, with the backfill throttled to `rate` rows per second if given.
+    async fn proxy_backfilling_at(&self, rate: Option<u32>) -> ServerHandle {
         let mut config = proxy_config(&self.pg.url("postgres", &self.name));
+        if let Some(rate) = rate {
+            config.stores.embedded.backfill_rows_per_second = rate;
+        }
         config.policies = self.policies.clone();
         config.stores.embedded.dir = self.index_dir.clone();
         config.stores.elasticsearch =
@@ -878,6 +886,91 @@ async fn the_index_survives_a_restart_and_catches_up() {
     assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
     assert!(search.counters.rebuilds.load(Relaxed) >= 1);
     assert_one_document_per_row(&proxy, &f.db).await;
+    proxy.shutdown().await;
+}
+
+/// Writes, through the proxy and straight to Postgres, while a backfill of several batches
+/// runs (each batch read ahead on a second connection while the previous one is indexed):
+/// afterwards every row has exactly one document, and each written row is found by its new
+/// text, narrowed, with Postgres's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_backfill_are_not_lost() {
+    let f = fixture("search_backfill_writes", 0x5eed_0005, 0.5).await;
+    f.db.batch_execute(
+        "INSERT INTO docs SELECT g, 'filler ' || g, 'filler text ' || g, 0 FROM generate_series(10001, 40000) g",
+    )
+    .await
+    .unwrap();
+    // 33,000 rows at 5,000 rows/s: seven batches over more than six seconds.
+    let proxy = f.proxy_backfilling_at(Some(5_000)).await;
+    let proxied = f.through(&proxy).await;
+    let search = &proxy.context().search;
+    let mut rng = Rng(0xbacf);
+    let mut markers = Vec::new();
+    let started = Instant::now();
+    let mut i = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        let id = if rng.chance(20) {
+            1 + rng.below(ROWS as usize) as i64
+        } else {
+            10_001 + rng.below(30_000) as i64
+        };
+        let marker = format!("quokkabf{i}");
+        let sql = match i % 3 {
+            0 | 1 => format!("UPDATE docs SET body = 'moved {marker}' WHERE id = {id}"),
+            _ => format!("DELETE FROM docs WHERE id = {id}"),
+        };
+        let sql = if i.is_multiple_of(7) {
+            format!(
+                "INSERT INTO docs VALUES ({}, 'new', 'inserted {marker}', 2)",
+                50_000 + i
+            )
+        } else {
+            sql
+        };
+        if !sql.starts_with("DELETE") {
+            markers.push(marker);
+        }
+        let client = if i.is_multiple_of(2) { &proxied } else { &f.db };
+        client.batch_execute(&sql).await.unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = search.table("public", "docs").unwrap();
+    assert!(
+        !t.ready.load(Relaxed),
+        "the backfill ended before the writes did: they did not overlap it"
+    );
+    caught_up(&proxy, &f.db).await;
+    assert_one_document_per_row(&proxy, &f.db).await;
+    // A session that wrote nothing (the writer's is fenced until its writes are applied).
+    let proxied = f.through(&proxy).await;
+    let mut differ = 0;
+    let mut not_narrowed = 0;
+    for m in &markers {
+        let sql = format!("SELECT id, body FROM docs WHERE body LIKE '%{m}' ORDER BY id");
+        let before = search.counters.narrowed.load(Relaxed);
+        let (got, want) = (outcome(&proxied, &sql).await, outcome(&f.db, &sql).await);
+        if got != want {
+            eprintln!("{sql}\n  proxy:    {got}\n  postgres: {want}");
+            differ += 1;
+        }
+        if search.counters.narrowed.load(Relaxed) == before {
+            eprintln!("not narrowed: {sql}: {:?}", explain(&proxied, &sql).await);
+            not_narrowed += 1;
+        }
+    }
+    assert_eq!(
+        differ,
+        0,
+        "{differ} of {} written rows answered differently",
+        markers.len()
+    );
+    assert_eq!(not_narrowed, 0, "every marker query is narrowed");
+    eprintln!(
+        "{i} writes during the backfill, {} markers checked",
+        markers.len()
+    );
     proxy.shutdown().await;
 }
 

@@ -91,6 +91,24 @@ struct Worker {
     /// A broken table's marker could not be written: the feed is not acknowledged until it
     /// has been rebuilt.
     hold_ack: bool,
+    /// The next backfill batch, being read on a second connection.
+    prefetch: Option<Prefetch>,
+    /// That second connection (shared with the reading task).
+    prefetch_client: Option<Arc<Client>>,
+    /// Bumped whenever any index starts over or is (re)opened: a prefetched batch read
+    /// before that is not used.
+    backfill_epoch: u64,
+}
+
+/// A backfill batch read ahead, while the previous one is indexed: Postgres computes the next
+/// rows' lexemes on one core while tantivy indexes on the other. Its rows are as good as
+/// rows read later: the batch's own snapshot decides, when it is indexed, which keys the feed
+/// has since indexed from transactions it does not see (see `backfill_batch`).
+struct Prefetch {
+    oid: u32,
+    epoch: u64,
+    after: String,
+    task: tokio::task::JoinHandle<Result<(Snapshot, Vec<IndexDoc>), SearchError>>,
 }
 
 pub(super) async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
@@ -104,6 +122,9 @@ pub(super) async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bo
         backfill_due: Instant::now(),
         elastic: None,
         hold_ack: false,
+        prefetch: None,
+        prefetch_client: None,
+        backfill_epoch: 0,
     };
     loop {
         if *shutdown.borrow() {
@@ -379,6 +400,7 @@ impl Worker {
                 continue;
             };
             self.ctx.search.counters.rebuilds.fetch_add(1, Relaxed);
+            self.backfill_epoch += 1;
             t.shared.ready.store(false, Relaxed);
             match start_over(ix.as_ref(), &mut t.progress).await {
                 Ok(()) => {
@@ -402,6 +424,7 @@ impl Worker {
                 continue;
             }
             if t.broken {
+                self.backfill_epoch += 1;
                 match start_over(ix.as_ref(), &mut t.progress).await {
                     Ok(()) => {
                         info!(table = %t.shared.meta.name, store = ix.store(), "search: store answers again; index re-created, backfilling");
@@ -508,7 +531,15 @@ impl Worker {
         };
         let meta = t.shared.meta.clone();
         let after = t.progress.after_key.clone();
-        let (snapshot, docs) = self.fetch_range(&meta, after.as_deref()).await?;
+        let (snapshot, docs) = match self.take_prefetch(oid, after.as_deref()).await {
+            Some(batch) => batch,
+            None => self.fetch_range(&meta, after.as_deref()).await?,
+        };
+        if docs.len() as i64 == BACKFILL_BATCH {
+            if let Some(last) = docs.last() {
+                self.start_prefetch(oid, &meta, last.key.clone()).await;
+            }
+        }
         let Some(t) = self.tables.get_mut(&oid) else {
             return Ok(());
         };
@@ -593,6 +624,58 @@ impl Worker {
         Ok(())
     }
 
+    /// The prefetched batch, if it is the one after `after` of this table and nothing
+    /// started over since it was read. A stale one is awaited and dropped (not aborted: its
+    /// connection would be left inside the batch's transaction).
+    async fn take_prefetch(
+        &mut self,
+        oid: u32,
+        after: Option<&str>,
+    ) -> Option<(Snapshot, Vec<IndexDoc>)> {
+        let p = self.prefetch.take()?;
+        let usable = p.oid == oid && p.epoch == self.backfill_epoch && after == Some(&p.after);
+        match p.task.await {
+            Ok(Ok(batch)) if usable => Some(batch),
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                warn!(error = %e, "search: reading ahead failed; reading the batch again");
+                self.prefetch_client = None;
+                None
+            }
+            Err(_) => {
+                self.prefetch_client = None;
+                None
+            }
+        }
+    }
+
+    /// Starts reading the batch after `after` on the second connection.
+    async fn start_prefetch(&mut self, oid: u32, meta: &SearchTable, after: String) {
+        if self.prefetch_client.as_ref().is_none_or(|c| c.is_closed()) {
+            match crate::side::connect(&self.ctx).await {
+                Ok(c) => self.prefetch_client = Some(Arc::new(c)),
+                Err(e) => {
+                    warn!(error = %e, "search: no second connection; backfill reads without reading ahead");
+                    return;
+                }
+            }
+        }
+        let Some(client) = self.prefetch_client.clone() else {
+            return;
+        };
+        let sql = range_sql(meta, true);
+        let meta = meta.clone();
+        let key = after.clone();
+        let task =
+            tokio::spawn(async move { read_in_snapshot(&client, &meta, &sql, &[&key]).await });
+        self.prefetch = Some(Prefetch {
+            oid,
+            epoch: self.backfill_epoch,
+            after,
+            task,
+        });
+    }
+
     /// Rows of `keys` in one snapshot that sees every transaction in `xids`.
     async fn fetch_keys(
         &mut self,
@@ -627,26 +710,27 @@ impl Worker {
         meta: &SearchTable,
         after: Option<&str>,
     ) -> Result<(Snapshot, Vec<IndexDoc>), SearchError> {
-        let key = src_column(&meta.key_column);
         let client = side(&mut self.client, &self.ctx).await?;
+        let sql = range_sql(meta, after.is_some());
         match after {
-            None => {
-                let sql = format!(
-                    "{} ORDER BY {key} LIMIT {BACKFILL_BATCH}",
-                    select_list(meta)
-                );
-                read_in_snapshot(client, meta, &sql, &[]).await
-            }
-            Some(a) => {
-                let sql = format!(
-                    "{} WHERE {key} > $1::text::{} ORDER BY {key} LIMIT {BACKFILL_BATCH}",
-                    select_list(meta),
-                    meta.key_type
-                );
-                read_in_snapshot(client, meta, &sql, &[&a]).await
-            }
+            None => read_in_snapshot(client, meta, &sql, &[]).await,
+            Some(a) => read_in_snapshot(client, meta, &sql, &[&a]).await,
         }
     }
+}
+
+/// A backfill batch's statement: the first rows in key order, or (`after`) those past `$1`.
+fn range_sql(meta: &SearchTable, after: bool) -> String {
+    let key = src_column(&meta.key_column);
+    let past = if after {
+        format!(" WHERE {key} > $1::text::{}", meta.key_type)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{past} ORDER BY {key} LIMIT {BACKFILL_BATCH}",
+        select_list(meta)
+    )
 }
 
 /// Empties an index and commits it with its backfill position reset.
@@ -699,6 +783,7 @@ async fn destroy_if_moved(old: &Tracked, meta: &SearchTable) {
 
 impl Worker {
     async fn open_table(&mut self, meta: SearchTable, source: &str) -> Tracked {
+        self.backfill_epoch += 1;
         let root = self.ctx.config.stores.embedded.dir.clone();
         let mut status = String::from("opening");
         let mut opened: Option<(Arc<dyn SearchIndex>, Progress)> = None;
