@@ -221,7 +221,16 @@ async fn hot_keys_follow_a_zipf_workload() {
         .unwrap_or_else(|| panic!("{queries:?}"));
     assert_eq!(inlined["calls"].as_deref(), Some("2000"));
     assert_eq!(inlined["rows"].as_deref(), Some("2000"));
-    assert_eq!(inlined["routes"].as_deref(), Some("postgres"));
+    // Postgres answers, and the cache too once keys were placed (that depends on when the
+    // change feed started streaming).
+    let shape_routes = inlined["routes"].as_deref().unwrap_or_default();
+    assert!(
+        shape_routes.split(',').any(|r| r == "postgres")
+            && shape_routes
+                .split(',')
+                .all(|r| r == "postgres" || r == "cache"),
+        "{shape_routes}"
+    );
     let update = queries
         .iter()
         .find(|q| {
@@ -237,7 +246,11 @@ async fn hot_keys_follow_a_zipf_workload() {
         .iter()
         .find(|r| r["route"].as_deref() == Some("postgres"))
         .unwrap();
-    let calls: u64 = pg_route["calls"].as_deref().unwrap().parse().unwrap();
+    let calls: u64 = routes
+        .iter()
+        .filter(|r| matches!(r["route"].as_deref(), Some("postgres" | "cache")))
+        .map(|r| r["calls"].as_deref().unwrap().parse::<u64>().unwrap())
+        .sum();
     assert!(calls >= 4530, "{routes:?}");
     assert!(pg_route["p50_ms"].is_some());
 
