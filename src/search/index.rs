@@ -416,8 +416,23 @@ impl TableIndex {
     }
 }
 
+/// Runs a call that may block for a while — `add_document` waits when tantivy's bounded
+/// queue is full, a commit waits for the indexing threads — with the runtime told so: the
+/// tasks queued on this worker (the backfill's read-ahead connection among them) move to
+/// another thread instead of waiting for the call. Without it a backfill left a fifth of
+/// both cores idle (22.6k → 27.6k rows/s at a million rows).
+fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
 /// The embedded store's calls are synchronous (local disk, tantivy's own threads): each
-/// future is ready when first polled.
+/// future is ready when first polled; the writing calls go through [`blocking`].
 impl SearchIndex for TableIndex {
     fn store(&self) -> &'static str {
         "embedded"
@@ -433,19 +448,23 @@ impl SearchIndex for TableIndex {
         docs: &'a [IndexDoc],
         _order: WriteOrder,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(TableIndex::replace(self, keys, docs)))
+        Box::pin(std::future::ready(blocking(|| {
+            TableIndex::replace(self, keys, docs)
+        })))
     }
 
     fn add<'a>(&'a self, docs: &'a [IndexDoc]) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(TableIndex::add(self, docs)))
+        Box::pin(std::future::ready(blocking(|| TableIndex::add(self, docs))))
     }
 
     fn clear(&self) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(TableIndex::clear(self)))
+        Box::pin(std::future::ready(blocking(|| TableIndex::clear(self))))
     }
 
     fn commit<'a>(&'a self, progress: &'a Progress) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(TableIndex::commit(self, progress)))
+        Box::pin(std::future::ready(blocking(|| {
+            TableIndex::commit(self, progress)
+        })))
     }
 
     fn validate<'a>(&'a self, _progress: &'a Progress) -> StoreFuture<'a, bool> {
