@@ -1031,6 +1031,81 @@ async fn too_many_candidates_and_bad_patterns_pass_through() {
     proxy.shutdown().await;
 }
 
+/// Case-insensitive predicates are narrowed only where the column's collation maps case
+/// the way the index folds it. Under ICU's Lithuanian rules `lower('PARÌS')` is
+/// `pari` + U+0307 + U+0300 + `s`, so `ILIKE '%pari%'` matches a row whose folded text
+/// (`parìs`) holds no `pari`: narrowing would drop it. Such a table passes ILIKE and `~*`
+/// through; its case-sensitive LIKE is still narrowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_insensitive_predicates_pass_through_under_other_case_rules() {
+    let pg = shared_cluster().await;
+    let name = "search_case_rules";
+    let sql = "CREATE TABLE docs (id int PRIMARY KEY, title text, body text COLLATE \"lt-x-icu\");
+         INSERT INTO docs VALUES (1, 'capital', 'PARÌS in spring'), (2, 'capital', 'paris in autumn');
+         INSERT INTO docs SELECT g, 'filler', 'quiet words number ' || g FROM generate_series(3, 400) g;";
+    let db = database_with(&pg, name, sql).await;
+    let base =
+        std::env::temp_dir().join(format!("pgpolyglot-search-{name}-{}", std::process::id()));
+    let f = Fixture {
+        pg,
+        db,
+        name: name.to_string(),
+        policies: base.join("policies"),
+        index_dir: base.join("data"),
+        rows: 400,
+        elastic: None,
+    };
+    std::fs::create_dir_all(&f.policies).unwrap();
+    std::fs::write(
+        f.policies.join("docs.toml"),
+        "tables = [\"public.docs\"]\n\n[search]\nstore = \"embedded\"\n\
+         columns = [\"title\", \"body\"]\npredicates = [\"like\", \"ilike\", \"regex\"]\n\
+         max_candidate_fraction = 0.5\nmax_staleness = \"2s\"\n",
+    )
+    .unwrap();
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let proxied = f.through(&proxy).await;
+
+    let ilike = "SELECT id FROM docs WHERE body ILIKE '%pari%' ORDER BY id";
+    let direct = outcome(&f.db, ilike).await;
+    assert!(
+        direct.starts_with("[Some(\"1\")]"),
+        "Postgres matches PARÌS under lt-x-icu: {direct}"
+    );
+    for sql in [
+        ilike,
+        "SELECT id FROM docs WHERE body ~* 'PARI' ORDER BY id",
+        "SELECT id FROM docs WHERE title ILIKE '%CAPITAL%' ORDER BY id",
+        "SELECT id FROM docs WHERE body LIKE '%PARÌS%' ORDER BY id",
+    ] {
+        assert_eq!(
+            outcome(&proxied, sql).await,
+            outcome(&f.db, sql).await,
+            "{sql}"
+        );
+    }
+    for (sql, route) in [
+        (ilike, "postgres"),
+        (
+            "SELECT id FROM docs WHERE body ~* 'PARI' ORDER BY id",
+            "postgres",
+        ),
+        (
+            "SELECT id FROM docs WHERE body LIKE '%PARÌS%' ORDER BY id",
+            "search",
+        ),
+        (
+            "SELECT id FROM docs WHERE body ~ 'PARÌS' ORDER BY id",
+            "search",
+        ),
+    ] {
+        let explained = explain(&proxied, sql).await;
+        assert_eq!(explained[0], route, "{sql}: {explained:?}");
+    }
+    proxy.shutdown().await;
+}
+
 /// The search server dies in the middle of a workload: no statement fails or differs (they
 /// pass through), writes made meanwhile are not lost once it is back (the index is rebuilt
 /// and used again), and a proxy restart reuses what the server holds.

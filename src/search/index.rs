@@ -818,7 +818,7 @@ mod tests {
             policy_file: PathBuf::new(),
             layout: 7,
             unusable: None,
-            ilike_safe: true,
+            case_insensitive_safe: true,
         }
     }
 

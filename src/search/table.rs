@@ -33,14 +33,19 @@ pub struct SearchTable {
     pub layout: u64,
     /// Why it cannot be indexed, if it cannot.
     pub unusable: Option<String>,
-    /// ILIKE may be narrowed: no indexed column's character classification is Turkish or
-    /// Azerbaijani, where `ı` and `I` match case-insensitively but fold differently.
-    pub ilike_safe: bool,
+    /// Case-insensitive predicates (ILIKE, `~*`) may be narrowed: every indexed column's
+    /// collation maps case the way [`super::terms::fold`] does, as asked of Postgres itself
+    /// ([`case_rules_match`]). Not so under Turkish-like rules (`I` lowers to `ı`: libc
+    /// `tr_TR`, `az_AZ`, and locales that copy them such as `ku_TR`, `crh_UA`; ICU `tr`,
+    /// `az`), under ICU's Lithuanian rules (`Ì` lowers to `i` + two combining marks), or in a
+    /// database whose encoding is not UTF-8.
+    pub case_insensitive_safe: bool,
 }
 
 impl SearchTable {
     pub fn indexes(&self, kind: PredicateKind) -> bool {
-        self.policy.predicates.contains(&kind) && (kind != PredicateKind::ILike || self.ilike_safe)
+        self.policy.predicates.contains(&kind)
+            && (kind != PredicateKind::ILike || self.case_insensitive_safe)
     }
 
     /// Whether any trigram field exists (LIKE, ILIKE or regex served).
@@ -140,14 +145,11 @@ async fn describe(
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid::int8,
                     coalesce(c.collisdeterministic, true),
-                    -- ICU locale column names differ by version (15-16 / 17+): via jsonb.
-                    lower(CASE WHEN c.oid IS NULL OR c.collname = 'default'
-                               THEN coalesce(to_jsonb(d) ->> 'datlocale',
-                                             to_jsonb(d) ->> 'daticulocale', d.datctype)
-                               ELSE coalesce(to_jsonb(c) ->> 'colllocale',
-                                             to_jsonb(c) ->> 'colliculocale', c.collctype) END)
+                    quote_ident(cn.nspname) || '.' || quote_ident(c.collname),
+                    pg_encoding_to_char(d.encoding)
                FROM pg_attribute a
                LEFT JOIN pg_collation c ON c.oid = a.attcollation
+               LEFT JOIN pg_namespace cn ON cn.oid = c.collnamespace
                JOIN pg_database d ON d.datname = current_database()
               WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attnum",
@@ -158,25 +160,28 @@ async fn describe(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let mut ilike_safe = true;
+    let mut case_insensitive_safe = true;
     for r in &cols {
         let name: String = r.get(0);
         if !policy.columns.contains(&name) {
             continue;
         }
         let deterministic: bool = r.get(3);
-        let ctype: Option<String> = r.get(4);
+        let collation: Option<String> = r.get(4);
+        let encoding: String = r.get(5);
         if !deterministic {
             // LIKE raises an error on these; a narrowed statement might never evaluate it.
             unusable = Some(format!("column {name:?} has a nondeterministic collation"));
         }
-        let ctype = ctype.unwrap_or_default();
-        if ["tr", "az"].iter().any(|l| {
-            ctype
-                .strip_prefix(l)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['_', '-', '.']))
-        }) {
-            ilike_safe = false;
+        if case_insensitive_safe
+            && !(encoding == "UTF8"
+                && case_rules_match(
+                    client,
+                    collation.as_deref().unwrap_or("pg_catalog.\"default\""),
+                )
+                .await)
+        {
+            case_insensitive_safe = false;
         }
     }
     let key_column = match pk.as_deref() {
@@ -238,6 +243,29 @@ async fn describe(
         policy,
         policy_file,
         unusable,
-        ilike_safe,
+        case_insensitive_safe,
     }))
+}
+
+/// Whether `collation` (an SQL name) maps case compatibly with [`super::terms::fold`] on the
+/// characters where collations are known to differ: `I`/`i` (Turkish-like rules: `ı`, `İ`)
+/// and `Ì`/`Í`/`Ĩ` (ICU's Lithuanian rules add combining dots). Each must map either to
+/// what `fold` gives or not at all: the `C` locale lowers only ASCII, which makes Postgres
+/// match less than the index finds (a superset is exact; a miss is not). Postgres answers
+/// with its own `lower()`/`upper()` — what ILIKE uses, and per character what `~*` uses — so
+/// no list of locale names can fall out of date. A failing probe counts as a mismatch:
+/// case-insensitive predicates then simply pass through.
+async fn case_rules_match(client: &Client, collation: &str) -> bool {
+    let sql = format!(
+        "SELECT bool_and(lower(u COLLATE {collation}) IN (u, l)
+                     AND upper(l COLLATE {collation}) IN (l, u))
+           FROM (VALUES ('I', 'i'), ('Ì', 'ì'), ('Í', 'í'), ('Ĩ', 'ĩ')) AS probe(u, l)"
+    );
+    match client.query_one(&sql, &[]).await {
+        Ok(row) => row.try_get::<_, bool>(0).unwrap_or(false),
+        Err(e) => {
+            tracing::debug!(error = %e, collation, "search: case probe failed; ILIKE and ~* pass through");
+            false
+        }
+    }
 }

@@ -47,8 +47,9 @@ pub fn trigrams(text: &str) -> Vec<String> {
 /// - it is not a combining diacritic U+0300..U+036F (produced by ICU's
 ///   lowering of `İ`, and of `Ì`/`Í`/`Ĩ` under Lithuanian rules).
 ///
-/// Not covered: Turkish/Azerbaijani collations (ICU `tr`/`az`, libc `tr_TR`),
-/// where ILIKE lowers `I` to `ı`; callers must not narrow ILIKE under them.
+/// Not covered: collations whose rules differ from these (Turkish-like `I` → `ı`,
+/// ICU Lithuanian `Ì` → `i̇̀`); callers must not narrow ILIKE or `~*` under them
+/// (`SearchTable::case_insensitive_safe`).
 fn usable(c: char, case_insensitive: bool) -> bool {
     if !case_insensitive {
         return true;

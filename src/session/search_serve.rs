@@ -438,6 +438,10 @@ async fn part_for<'a>(
     if !meta.indexes(kind) {
         return None;
     }
+    // `~*` shares the regex field with `~`, but its case rules are the collation's.
+    if matches!(p.op, TextOp::RegexI) && !meta.case_insensitive_safe {
+        return None;
+    }
     if p.pattern_cast.as_deref().is_some_and(|c| c != "text") {
         return None;
     }
