@@ -591,6 +591,48 @@ async fn reads_are_never_staler_than_the_contract() {
 
 /// A role without SELECT gets Postgres's permission error, never the cached row; GRANT and
 /// REVOKE through the proxy take effect at once.
+/// A temporary table that shadows a cached one is what Postgres reads from then on in that
+/// session: created with `CREATE TEMP TABLE`, by naming `pg_temp`, or inside a
+/// multi-statement Query, it ends cache service for the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_tables_that_shadow_a_cached_table_end_cache_service() {
+    let fx = fixture(
+        "cache_temp_shadow",
+        "CREATE TABLE users (id int PRIMARY KEY, name text); INSERT INTO users VALUES (1, 'real');",
+    )
+    .await;
+    let read = "SELECT * FROM users WHERE id = 1";
+    let mut warm = fx.wire_proxy("postgres", &[]).await;
+    let served = simple_until_served(&fx, &mut warm, read).await;
+    assert!(render(&served).contains("real"), "{}", render(&served));
+    for shadow in [
+        "CREATE TEMP TABLE users (id int PRIMARY KEY, name text); INSERT INTO users VALUES (1, 'shadow')",
+        "CREATE TABLE pg_temp.users (id int PRIMARY KEY, name text); INSERT INTO pg_temp.users VALUES (1, 'shadow')",
+        "SELECT 1; CREATE TEMP TABLE users (id int PRIMARY KEY, name text); INSERT INTO users VALUES (1, 'shadow')",
+    ] {
+        let mut c = fx.wire_proxy("postgres", &[]).await;
+        // The session is served from the cache first (the previous round's DDL flushed it)...
+        let first = simple_until_served(&fx, &mut c, read).await;
+        assert!(render(&first).contains("real"), "{}", render(&first));
+        // ...and once its temporary table shadows `users`, Postgres answers it.
+        c.simple_query(shadow).await.expect("shadowing statements");
+        // Once the cache serves `users` again (another session sees it), and for as long as
+        // the session's own write fence could have held it back, Postgres answers.
+        simple_until_served(&fx, &mut warm, read).await;
+        for _ in 0..15 {
+            let before = fx.hits();
+            let after = c.simple_query(read).await.expect("query");
+            assert_eq!(fx.hits(), before, "{shadow}: served from the cache");
+            assert!(
+                render(&after).contains("shadow") && !render(&after).contains("real"),
+                "{shadow}: {}",
+                render(&after)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_postgres_refuses_never_get_cached_rows() {
     let fx = fixture(

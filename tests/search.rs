@@ -889,6 +889,75 @@ async fn the_index_survives_a_restart_and_catches_up() {
     proxy.shutdown().await;
 }
 
+/// DDL that bypasses the proxy and changes what the index was built from rebuilds it: a table
+/// rewrite (`VACUUM FULL`: new relfilenode) and a column type change; results stay Postgres's
+/// meanwhile. Removing the policy drops the index and its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_and_type_changes_rebuild_and_a_removed_policy_drops_the_index() {
+    let f = fixture("search_ddl", 0x5eed_0006, 0.5).await;
+    let proxy = f.proxy().await;
+    caught_up(&proxy, &f.db).await;
+    let search = &proxy.context().search;
+    let proxied = f.through(&proxy).await;
+    let sql = "SELECT id FROM docs WHERE body LIKE '%quokka%' ORDER BY id";
+    f.db.batch_execute("UPDATE docs SET body = body || ' quokkaquokka' WHERE id % 97 = 0")
+        .await
+        .unwrap();
+    caught_up(&proxy, &f.db).await;
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+
+    for ddl in [
+        "VACUUM FULL docs",
+        "ALTER TABLE docs ALTER COLUMN body TYPE varchar(100000)",
+    ] {
+        let backfilled = search.counters.backfilled_rows.load(Relaxed);
+        f.db.batch_execute(ddl).await.unwrap();
+        // Meanwhile (before and during the rebuild) answers are Postgres's.
+        assert_eq!(
+            outcome(&proxied, sql).await,
+            outcome(&f.db, sql).await,
+            "{ddl}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while search.counters.backfilled_rows.load(Relaxed) < backfilled + f.rows as u64 {
+            assert!(Instant::now() < deadline, "{ddl}: no rebuild started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        caught_up(&proxy, &f.db).await;
+        assert_one_document_per_row(&proxy, &f.db).await;
+        let before = search.counters.narrowed.load(Relaxed);
+        assert_eq!(
+            outcome(&proxied, sql).await,
+            outcome(&f.db, sql).await,
+            "{ddl}"
+        );
+        assert_eq!(
+            search.counters.narrowed.load(Relaxed) - before,
+            1,
+            "{ddl}: the rebuilt index is used"
+        );
+    }
+
+    let dir = search
+        .table("public", "docs")
+        .and_then(|t| t.index.as_ref().map(|ix| ix.location()))
+        .expect("the index's directory");
+    assert!(std::path::Path::new(&dir).is_dir());
+    std::fs::remove_file(f.policies.join("docs.toml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while search.table("public", "docs").is_some() || std::path::Path::new(&dir).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the index was not dropped with its policy ({dir})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = search.counters.narrowed.load(Relaxed);
+    assert_eq!(outcome(&proxied, sql).await, outcome(&f.db, sql).await);
+    assert_eq!(search.counters.narrowed.load(Relaxed), before);
+    proxy.shutdown().await;
+}
+
 /// Writes, through the proxy and straight to Postgres, while a backfill of several batches
 /// runs (each batch read ahead on a second connection while the previous one is indexed):
 /// afterwards every row has exactly one document, and each written row is found by its new

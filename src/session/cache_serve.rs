@@ -194,11 +194,24 @@ impl CacheSession {
         if shape.flags.has_unknown_functions || shape.normalized.contains("set_config") {
             anything(self);
         }
-        if matches!(shape.kind, StatementKind::Ddl | StatementKind::Write)
+        // A temporary table may now shadow a cached one: `CREATE TEMP TABLE`, `SELECT INTO
+        // TEMP`, a table created in `pg_temp` by name — alone or inside a multi-statement
+        // Query (whose own kind is Multi).
+        let creates = shape.kinds().iter().any(|k| {
+            matches!(
+                k,
+                StatementKind::Ddl | StatementKind::Write | StatementKind::Unparsed
+            )
+        });
+        if creates
             && shape
                 .normalized
                 .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                .any(|w| w == "temp" || w == "temporary")
+                .any(|w| {
+                    w.eq_ignore_ascii_case("temp")
+                        || w.eq_ignore_ascii_case("temporary")
+                        || w.to_ascii_lowercase().starts_with("pg_temp")
+                })
         {
             self.search_path_uncertain = true;
         }
