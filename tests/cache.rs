@@ -591,6 +591,51 @@ async fn reads_are_never_staler_than_the_contract() {
 
 /// A role without SELECT gets Postgres's permission error, never the cached row; GRANT and
 /// REVOKE through the proxy take effect at once.
+/// Tables whose keys the cache cannot track exactly are never served from it: a key with a
+/// nondeterministic collation (`'ALICE'` finds the row `'alice'`), and a replica identity
+/// index other than the primary key (a key UPDATE made elsewhere would send no old key). A
+/// plain table beside them is served, so the cache is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_the_cache_cannot_track_exactly_are_never_served() {
+    let fx = fixture(
+        "cache_untrackable",
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         CREATE TABLE names (name text COLLATE ci PRIMARY KEY, v int);
+         INSERT INTO names VALUES ('alice', 1);
+         CREATE TABLE moved (id int PRIMARY KEY, u int NOT NULL, v text);
+         CREATE UNIQUE INDEX moved_u ON moved (u);
+         ALTER TABLE moved REPLICA IDENTITY USING INDEX moved_u;
+         INSERT INTO moved VALUES (1, 10, 'one');
+         CREATE TABLE plain (id int PRIMARY KEY, v text);
+         INSERT INTO plain VALUES (1, 'control');",
+    )
+    .await;
+    let mut proxied = fx.wire_proxy("postgres", &[]).await;
+    let mut direct = fx.wire_direct("postgres", &[]).await;
+    simple_until_served(&fx, &mut proxied, "SELECT * FROM plain WHERE id = 1").await;
+    let reads = [
+        "SELECT * FROM names WHERE name = 'ALICE'",
+        "SELECT * FROM moved WHERE id = 1",
+    ];
+    for round in 0..30 {
+        if round == 20 {
+            // A key UPDATE that bypasses the proxy.
+            direct
+                .simple_query("UPDATE moved SET id = 2 WHERE id = 1")
+                .await
+                .expect("update");
+        }
+        for sql in reads {
+            let before = fx.hits();
+            let got = proxied.simple_query(sql).await.expect("query");
+            assert_eq!(fx.hits(), before, "{sql}: served from the cache");
+            let want = direct.simple_query(sql).await.expect("query");
+            assert_same(sql, &got, &want);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A temporary table that shadows a cached one is what Postgres reads from then on in that
 /// session: created with `CREATE TEMP TABLE`, by naming `pg_temp`, or inside a
 /// multi-statement Query, it ends cache service for the session.

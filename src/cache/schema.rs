@@ -147,7 +147,17 @@ SELECT c.oid::int8, n.nspname::text, c.relname::text,
        (SELECT a2.attname::text FROM pg_index x JOIN pg_attribute a2
            ON a2.attrelid = x.indrelid AND a2.attnum = x.indkey[0]
         WHERE x.indrelid = c.oid AND x.indisprimary AND x.indnatts = 1),
-       a.attnum::int4, a.attname::text, a.atttypid::int8, a.atttypmod, a.attlen::int4
+       a.attnum::int4, a.attname::text, a.atttypid::int8, a.atttypmod, a.attlen::int4,
+       CASE WHEN NOT (c.relreplident IN ('d', 'f')
+                      OR EXISTS (SELECT 1 FROM pg_index x
+                                  WHERE x.indrelid = c.oid AND x.indisreplident AND x.indisprimary))
+            THEN 1
+            WHEN EXISTS (SELECT 1 FROM pg_index x
+                           JOIN pg_attribute a3 ON a3.attrelid = x.indrelid AND a3.attnum = x.indkey[0]
+                           JOIN pg_collation co ON co.oid = a3.attcollation
+                          WHERE x.indrelid = c.oid AND x.indisprimary AND NOT co.collisdeterministic)
+            THEN 2
+            ELSE 0 END::int4
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN unnest($1::text[], $2::text[]) AS w(s, t) ON w.s = n.nspname AND w.t = c.relname
@@ -209,6 +219,7 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
             return;
         };
         let key_name = w.policy_key.clone().or(pk.clone());
+        let found = meta.unservable;
         meta.unservable = if relkind != "r" {
             Some("not a plain table")
         } else if rls {
@@ -220,7 +231,7 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
         } else if key_name != pk {
             Some("policy key is not the primary key")
         } else {
-            None
+            found
         };
         match key_name.and_then(|k| meta.column(&k)) {
             Some(i) => {
@@ -255,7 +266,18 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
                     key_index: 0,
                     key_type: KeyType::Int8,
                     unique_name: r.get(5),
-                    unservable: None,
+                    // Why the change feed or the fills cannot track keys exactly (kept by
+                    // `finish` when nothing else already rules the table out):
+                    // - a replica identity index other than the primary key: an UPDATE of
+                    //   the key made elsewhere sends no old key, so the old key would keep
+                    //   its row;
+                    // - a nondeterministic key collation: `'ALICE'` finds the row `'alice'`,
+                    //   which fills match to keys by their bytes.
+                    unservable: match r.get::<_, i32>(13) {
+                        1 => Some("replica identity is an index other than the primary key"),
+                        2 => Some("key column has a nondeterministic collation"),
+                        _ => None,
+                    },
                     policy: w.policy.clone(),
                     budget: Arc::clone(&w.budget),
                     layout: 0,
