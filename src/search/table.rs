@@ -160,7 +160,9 @@ async fn describe(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    let mut case_insensitive_safe = true;
+    // Collations of the indexed columns, each probed once below (usually just the default).
+    let mut collations: Vec<String> = Vec::new();
+    let mut utf8 = true;
     for r in &cols {
         let name: String = r.get(0);
         if !policy.columns.contains(&name) {
@@ -173,16 +175,18 @@ async fn describe(
             // LIKE raises an error on these; a narrowed statement might never evaluate it.
             unusable = Some(format!("column {name:?} has a nondeterministic collation"));
         }
-        if case_insensitive_safe
-            && !(encoding == "UTF8"
-                && case_rules_match(
-                    client,
-                    collation.as_deref().unwrap_or("pg_catalog.\"default\""),
-                )
-                .await)
-        {
-            case_insensitive_safe = false;
+        utf8 &= encoding == "UTF8";
+        let collation = collation.unwrap_or_else(|| "pg_catalog.\"default\"".to_string());
+        if !collations.contains(&collation) {
+            collations.push(collation);
         }
+    }
+    let mut case_insensitive_safe = utf8;
+    for collation in &collations {
+        if !case_insensitive_safe {
+            break;
+        }
+        case_insensitive_safe = case_rules_match(client, collation).await;
     }
     let key_column = match pk.as_deref() {
         Some([one]) => one.clone(),

@@ -210,7 +210,8 @@ impl CacheSession {
                 .any(|w| {
                     w.eq_ignore_ascii_case("temp")
                         || w.eq_ignore_ascii_case("temporary")
-                        || w.to_ascii_lowercase().starts_with("pg_temp")
+                        || w.get(..7)
+                            .is_some_and(|p| p.eq_ignore_ascii_case("pg_temp"))
                 })
         {
             self.search_path_uncertain = true;
