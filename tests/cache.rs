@@ -636,6 +636,150 @@ async fn keys_the_cache_cannot_track_exactly_are_never_served() {
     }
 }
 
+/// Output that depends on the catalog rather than on the row: renaming an enum label (no row
+/// changes, so nothing reaches the change feed) is noticed within the 1 s schema refresh,
+/// and columns whose output is an object name (`regclass`) are never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_changes_that_alter_output_reach_the_cache() {
+    let fx = fixture(
+        "cache_catalog_output",
+        "CREATE TYPE mood AS ENUM ('sad', 'ok');
+         CREATE TYPE pair AS (a int, m mood);
+         CREATE TABLE feelings (id int PRIMARY KEY, m mood, ms mood[], p pair);
+         INSERT INTO feelings VALUES (1, 'sad', '{sad,ok}', '(1,sad)');
+         CREATE TABLE named (id int PRIMARY KEY, r regclass);
+         INSERT INTO named VALUES (1, 'feelings');",
+    )
+    .await;
+    let read = "SELECT * FROM feelings WHERE id = 1";
+    let mut proxied = fx.wire_proxy("postgres", &[]).await;
+    let mut direct = fx.wire_direct("postgres", &[]).await;
+    let served = simple_until_served(&fx, &mut proxied, read).await;
+    assert_same(read, &served, &direct.simple_query(read).await.unwrap());
+    assert!(render(&served).contains("sad"), "{}", render(&served));
+
+    // Made directly on Postgres, as a migration run elsewhere would.
+    direct
+        .simple_query("ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'")
+        .await
+        .expect("rename the label");
+    let renamed = Instant::now();
+    let want = direct.simple_query(read).await.unwrap();
+    assert!(render(&want).contains("blue"), "{}", render(&want));
+    loop {
+        let got = proxied.simple_query(read).await.unwrap();
+        if renamed.elapsed() > Duration::from_millis(2500) {
+            assert_same("2.5 s after the rename", &got, &want);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Served again, with the new label.
+    let served = simple_until_served(&fx, &mut proxied, read).await;
+    assert_same("served after the rename", &served, &want);
+
+    let named = "SELECT * FROM named WHERE id = 1";
+    for _ in 0..20 {
+        let before = fx.hits();
+        let got = proxied.simple_query(named).await.unwrap();
+        assert_eq!(
+            fx.hits(),
+            before,
+            "a regclass column was served from the cache"
+        );
+        assert_same(named, &got, &direct.simple_query(named).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `EXPLAIN ANALYZE` runs its statement: of a prepared write (`EXECUTE`), it owes the session
+/// a fence like the write itself, so the next read sees the new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_of_a_prepared_write_is_a_write() {
+    let fx = fixture(
+        "cache_explain_write",
+        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);",
+    )
+    .await;
+    let read = "SELECT v FROM kv WHERE id = 1";
+    let mut c = fx.wire_proxy("postgres", &[]).await;
+    c.simple_query("PREPARE w(int) AS UPDATE kv SET v = $1 WHERE id = 1")
+        .await
+        .expect("prepare");
+    for round in 1..=8 {
+        simple_until_served(&fx, &mut c, read).await;
+        c.simple_query(&format!("EXPLAIN ANALYZE EXECUTE w({round})"))
+            .await
+            .expect("explain analyze");
+        let got = c.simple_query(read).await.unwrap();
+        let value = got
+            .iter()
+            .find_map(|m| m.columns())
+            .and_then(|cols| cols[0].clone());
+        assert_eq!(
+            value.as_deref(),
+            Some(round.to_string().as_bytes()),
+            "round {round}: the session read its own write stale:\n{}",
+            render(&got)
+        );
+    }
+}
+
+/// A `RESET ALL` that a rollback undoes leaves the session's settings as they were: a session
+/// with `extra_float_digits = 0` keeps getting Postgres's answers, and one that really reset
+/// is served from the cache again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_a_rollback_restores_keep_the_cache_away() {
+    let fx = fixture(
+        "cache_reset_rollback",
+        "CREATE TABLE fl (id int PRIMARY KEY, f float8); INSERT INTO fl VALUES (1, 1.0 / 3);",
+    )
+    .await;
+    let read = "SELECT f FROM fl WHERE id = 1";
+    let mut warm = fx.wire_proxy("postgres", &[]).await;
+    simple_until_served(&fx, &mut warm, read).await;
+
+    let mut c = fx.wire_proxy("postgres", &[]).await;
+    let mut direct = fx.wire_direct("postgres", &[]).await;
+    let cases: [&[&str]; 3] = [
+        &["BEGIN", "RESET ALL", "ROLLBACK"],
+        &["BEGIN", "RESET ALL", "SELECT 1 / 0", "ROLLBACK"],
+        // One Query: its error rolls the RESET back too.
+        &["RESET ALL; SELECT 1 / 0"],
+    ];
+    for steps in cases {
+        let setup = steps.join(" / ");
+        for s in [&mut c, &mut direct] {
+            s.simple_query("SET extra_float_digits = 0")
+                .await
+                .expect("set");
+        }
+        for stmt in steps {
+            c.simple_query(stmt).await.expect("query");
+            direct.simple_query(stmt).await.expect("query");
+        }
+        let want = direct.simple_query(read).await.unwrap();
+        assert!(
+            render(&want).contains("0.333333333333333\""),
+            "{}",
+            render(&want)
+        );
+        for _ in 0..5 {
+            let before = fx.hits();
+            let got = c.simple_query(read).await.unwrap();
+            assert_eq!(fx.hits(), before, "{setup}: served from the cache");
+            assert_same(&setup, &got, &want);
+        }
+    }
+    c.simple_query("RESET ALL").await.expect("reset");
+    let served = simple_until_served(&fx, &mut c, read).await;
+    assert_same(
+        "after RESET ALL",
+        &served,
+        &warm.simple_query(read).await.unwrap(),
+    );
+}
+
 /// A temporary table that shadows a cached one is what Postgres reads from then on in that
 /// session: created with `CREATE TEMP TABLE`, by naming `pg_temp`, or inside a
 /// multi-statement Query, it ends cache service for the session.

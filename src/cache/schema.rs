@@ -1,8 +1,10 @@
 //! What the cache must know of each table it serves, read from Postgres's catalogs: the
 //! columns exactly as a RowDescription describes them, the key column, and the facts that
 //! decide whether serving it can ever be safe (row-level security, inheritance children,
-//! another relation of the same name that an unqualified name might resolve to). Plus the
-//! server-wide settings sessions inherit without being told (see [`super::profile`]).
+//! another relation of the same name that an unqualified name might resolve to), and the
+//! catalog entries their output depends on besides the row (enum labels, composite
+//! attributes, object names). Plus the server-wide settings sessions inherit without being
+//! told (see [`super::profile`]).
 //!
 //! Reloaded every [`super::SCHEMA_REFRESH`] and after DDL through the proxy; a table whose
 //! description changed is flushed from the store before anything is served from it again.
@@ -58,14 +60,20 @@ pub struct TableMeta {
     pub unservable: Option<&'static str>,
     pub policy: CachePolicy,
     pub budget: Arc<Budget>,
-    /// Hash of what an image's bytes depend on (columns, key type): names L2 images so a
-    /// layout change never meets an old one.
+    /// Hash of the catalog entries the columns' text and binary output depends on beyond
+    /// their type oids: the labels of every enum type the columns reach (through arrays,
+    /// domains, ranges, multiranges and composite types) and the attribute lists of the
+    /// composite types they reach. `ALTER TYPE ... RENAME VALUE` changes no row, so no
+    /// change reaches the feed: only this tells the refresh that cached text is stale.
+    pub output_catalog: u64,
+    /// Hash of what an image's bytes depend on (columns, key type, output catalog): names L2
+    /// images so a layout change never meets an old one.
     pub layout: u64,
 }
 
 impl TableMeta {
     fn layout_hash(&self) -> u64 {
-        let mut text = format!("{}|{:?}|", self.oid, self.key_type);
+        let mut text = format!("{}|{:?}|{}|", self.oid, self.key_type, self.output_catalog);
         for c in &self.columns {
             text.push_str(&format!(
                 "{}:{}:{}:{}:{};",
@@ -86,6 +94,7 @@ impl TableMeta {
             && self.columns == other.columns
             && self.key_index == other.key_index
             && self.unservable == other.unservable
+            && self.output_catalog == other.output_catalog
     }
 
     pub fn qualified(&self) -> String {
@@ -164,6 +173,39 @@ JOIN unnest($1::text[], $2::text[]) AS w(s, t) ON w.s = n.nspname AND w.t = c.re
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.oid, a.attnum";
 
+/// Per table (`$1`: their oids): whether a column reaches a `reg*` type (its output is an
+/// object name, which renames and search_path change without any row changing), and the
+/// text [`TableMeta::output_catalog`] hashes. Types are followed through array elements,
+/// domain bases, range subtypes, a multirange's range and composite attributes.
+const OUTPUT_CATALOG_SQL: &str = "\
+WITH RECURSIVE reach(rel, t) AS (
+    SELECT a.attrelid, a.atttypid FROM pg_attribute a
+     WHERE a.attrelid = ANY ($1::int8[]::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+  UNION
+    SELECT r.rel, d.t
+      FROM reach r JOIN pg_type ty ON ty.oid = r.t
+      CROSS JOIN LATERAL (
+          SELECT ty.typelem WHERE ty.typelem <> 0
+          UNION ALL SELECT ty.typbasetype WHERE ty.typbasetype <> 0
+          UNION ALL SELECT g.rngsubtype FROM pg_range g WHERE g.rngtypid = ty.oid
+          UNION ALL SELECT g.rngtypid FROM pg_range g WHERE g.rngmultitypid = ty.oid
+          UNION ALL SELECT ca.atttypid FROM pg_attribute ca
+                     WHERE ty.typrelid <> 0 AND ca.attrelid = ty.typrelid
+                       AND ca.attnum > 0 AND NOT ca.attisdropped) d(t)
+)
+SELECT r.rel::int8,
+       bool_or(r.t IN (24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191)),
+       concat_ws('|',
+         (SELECT string_agg(e.enumtypid::text || ':' || e.enumlabel, ','
+                            ORDER BY e.enumtypid, e.enumsortorder)
+            FROM pg_enum e WHERE e.enumtypid = ANY (array_agg(r.t))),
+         (SELECT string_agg(ty.oid::text || ':' || ca.attnum || ':' || ca.atttypid, ','
+                            ORDER BY ty.oid, ca.attnum)
+            FROM pg_type ty JOIN pg_attribute ca ON ca.attrelid = ty.typrelid
+           WHERE ty.oid = ANY (array_agg(r.t)) AND ty.typrelid <> 0
+             AND ca.attnum > 0 AND NOT ca.attisdropped))
+FROM reach r GROUP BY r.rel";
+
 const DOMAINS_SQL: &str =
     "SELECT oid::int8, typbasetype::int8, typtypmod FROM pg_type WHERE typtype = 'd'";
 
@@ -205,10 +247,10 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
         }
     }
 
-    let mut tables: HashMap<(String, String), Arc<TableMeta>> = HashMap::new();
+    let mut tables: HashMap<(String, String), TableMeta> = HashMap::new();
     let mut current: Option<(TableMeta, Option<String>, bool, bool, String)> = None;
     let finish = |t: Option<(TableMeta, Option<String>, bool, bool, String)>,
-                  tables: &mut HashMap<(String, String), Arc<TableMeta>>| {
+                  tables: &mut HashMap<(String, String), TableMeta>| {
         let Some((mut meta, pk, rls, children, relkind)) = t else {
             return;
         };
@@ -245,8 +287,7 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
             }
             None => meta.unservable = meta.unservable.or(Some("no key column")),
         }
-        meta.layout = meta.layout_hash();
-        tables.insert((meta.schema.clone(), meta.name.clone()), Arc::new(meta));
+        tables.insert((meta.schema.clone(), meta.name.clone()), meta);
     };
     for r in rows {
         let oid = r.get::<_, i64>(0) as u32;
@@ -280,6 +321,7 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
                     },
                     policy: w.policy.clone(),
                     budget: Arc::clone(&w.budget),
+                    output_catalog: 0,
                     layout: 0,
                 },
                 r.get(7),
@@ -311,6 +353,33 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
         }
     }
     finish(current.take(), &mut tables);
+
+    let oids: Vec<i64> = tables.values().map(|t| i64::from(t.oid)).collect();
+    let mut by_oid: HashMap<u32, (bool, u64)> = HashMap::new();
+    if !oids.is_empty() {
+        for r in client.query(OUTPUT_CATALOG_SQL, &[&oids]).await? {
+            let text: String = r.get(2);
+            by_oid.insert(
+                r.get::<_, i64>(0) as u32,
+                (r.get(1), xxhash_rust::xxh3::xxh3_64(text.as_bytes())),
+            );
+        }
+    }
+    let tables = tables
+        .into_iter()
+        .map(|(k, mut meta)| {
+            if let Some(&(names_objects, hash)) = by_oid.get(&meta.oid) {
+                meta.output_catalog = hash;
+                if names_objects {
+                    meta.unservable = meta
+                        .unservable
+                        .or(Some("a column's output names catalog objects (reg* type)"));
+                }
+            }
+            meta.layout = meta.layout_hash();
+            (k, Arc::new(meta))
+        })
+        .collect();
     Ok(CacheSchema { tables, defaults })
 }
 

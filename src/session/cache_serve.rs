@@ -149,8 +149,11 @@ impl CacheSession {
     }
 
     /// Follows a statement the session sends (whatever its route): settings it changes and
-    /// whether it may write.
-    pub fn observe(&mut self, shape: Option<&Shape>) {
+    /// whether it may write. `settled`: the statement was sent as a simple Query while the
+    /// session was idle outside a transaction block, so it commits on its own (a `RESET ALL`
+    /// inside a transaction block, a multi-statement Query or an extended-protocol batch
+    /// may still fail or be rolled back, restoring the settings it reset).
+    pub fn observe(&mut self, shape: Option<&Shape>, settled: bool) {
         let Some(shape) = shape else {
             // Unclassified: could be anything.
             self.fence = Fence::Needed;
@@ -179,7 +182,9 @@ impl CacheSession {
                     _ => {}
                 },
                 StatementKind::Set(SetCommand::ResetAll)
-                | StatementKind::Set(SetCommand::Discard(crate::sql::DiscardTarget::All)) => {
+                | StatementKind::Set(SetCommand::Discard(crate::sql::DiscardTarget::All))
+                    if settled && shape.kind != StatementKind::Multi =>
+                {
                     // Back to the start-up values, which the profile is computed from; role
                     // and search_path stay as doubtful as they were.
                     self.settings_uncertain = false;

@@ -299,7 +299,7 @@ where
                 b'E' => state.on_execute(body, ctx, shared),
                 b'S' => shared.tracker.sync(),
                 b'F' => {
-                    state.cache.observe(None);
+                    state.cache.observe(None, false);
                     shared.tracker.query(None, crate::stats::Route::Postgres)
                 }
                 b'C' => state.on_close(body, shared),

@@ -148,7 +148,7 @@ impl FrontendState {
     ) {
         ctx.metrics
             .count_statement(crate::sql::kind_index(&classified.shape.kind));
-        self.observe(ctx, Some(classified), None);
+        self.observe(ctx, Some(classified), None, false);
         ctx.metrics.route_reasons[router::Reason::Narrowed.index()].fetch_add(1, Relaxed);
         self.record_keys(ctx, classified, None);
         shared
@@ -190,8 +190,9 @@ impl FrontendState {
         ctx: &ProxyContext,
         classified: Option<&Classified>,
         bind: Option<(&Bind<'_>, &[u32])>,
+        settled: bool,
     ) {
-        self.cache.observe(classified.map(|c| &*c.shape));
+        self.cache.observe(classified.map(|c| &*c.shape), settled);
         if let (Some(c), true) = (classified, self.policy_database) {
             if !c.shape.write_keys.is_empty() {
                 invalidate_written(ctx, c, bind);
@@ -269,12 +270,13 @@ impl FrontendState {
             return Some(reply);
         }
         let Some((_, classified)) = self.classify(text, ctx, shared) else {
-            self.observe(ctx, None, None);
+            self.observe(ctx, None, None, false);
             let route = self.route(None, ctx, shared);
             shared.tracker.query(None, route);
             return None;
         };
-        self.observe(ctx, Some(&classified), None);
+        let settled = !shared.in_transaction_block() && shared.tracker.is_idle();
+        self.observe(ctx, Some(&classified), None, settled);
         let route = self.route(Some(&classified.shape), ctx, shared);
         if self.policy_database {
             self.keys.record(ctx, &classified, None);
@@ -351,8 +353,13 @@ impl FrontendState {
         };
         let stmt = shared.tracker.statement(bind.statement);
         match &stmt {
-            Some(p) => self.observe(ctx, Some(&p.classified), Some((&bind, &p.param_types))),
-            None => self.observe(ctx, None, None),
+            Some(p) => self.observe(
+                ctx,
+                Some(&p.classified),
+                Some((&bind, &p.param_types)),
+                false,
+            ),
+            None => self.observe(ctx, None, None, false),
         }
         if let (Some(p), true) = (&stmt, self.policy_database) {
             self.keys

@@ -582,7 +582,9 @@ fn kind_of(stmt: &Statement, facts: &Facts) -> StatementKind {
         } => {
             let inner = kind_of(statement, facts);
             let analyze = *analyze || explain_option_analyze(options.as_ref());
-            if analyze && matches!(inner, K::Write | K::Ddl) {
+            // ANALYZE runs the statement: it is whatever the statement is (a write, DDL such
+            // as CREATE TABLE AS, or `EXECUTE` of a prepared write).
+            if analyze {
                 inner
             } else {
                 K::Read

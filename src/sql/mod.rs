@@ -288,7 +288,8 @@ impl Shape {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StatementKind {
     /// SELECT (without INTO or writing CTEs), VALUES, TABLE, SHOW, EXPLAIN without ANALYZE,
-    /// EXPLAIN ANALYZE of a read, COPY ... TO.
+    /// EXPLAIN ANALYZE of a read, COPY ... TO. (EXPLAIN ANALYZE runs its statement, so it
+    /// has that statement's kind.)
     Read,
     /// INSERT, UPDATE, DELETE, MERGE, COPY ... FROM, SELECT INTO, a query with a writing CTE,
     /// EXPLAIN ANALYZE of any of these.

@@ -315,6 +315,11 @@ fn cases() -> Vec<Case> {
         c("explain analyze select * from t", K::Read),
         c("explain delete from t", K::Read),
         c("explain (analyze false) delete from t", K::Read),
+        c(
+            "explain analyze execute w(1)",
+            other(OtherCommand::Execute { name: "w".into() }),
+        ),
+        c("explain execute w(1)", K::Read),
         c("explain select * from t where id = 1", K::Read).tables(&["t"]),
         // --- reads of other forms ---
         c("values (1), (2)", K::Read),
