@@ -780,6 +780,58 @@ async fn settings_a_rollback_restores_keep_the_cache_away() {
     );
 }
 
+/// Point reads that Postgres answers with an error or a NOTICE get exactly that, never a
+/// cached row: another database's table, a key spelled as `int4in` refuses it (or as only
+/// PostgreSQL 16 reads it), an alias Postgres truncates, and a parameter the statement does
+/// not use but Postgres still reads with its declared type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_postgres_refuses_get_its_answer() {
+    let fx = fixture(
+        "cache_refused_reads",
+        "CREATE TABLE kv (id int PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'one');",
+    )
+    .await;
+    let mut proxied = fx.wire_proxy("postgres", &[]).await;
+    let mut direct = fx.wire_direct("postgres", &[]).await;
+    simple_until_served(&fx, &mut proxied, "SELECT * FROM kv WHERE id = 1").await;
+    let long_alias = "a".repeat(70);
+    let reads = [
+        "SELECT * FROM otherdb.public.kv WHERE id = 1".to_string(),
+        "SELECT * FROM kv WHERE id = '1\u{a0}'".to_string(),
+        "SELECT * FROM kv WHERE id = 0x1".to_string(),
+        "SELECT * FROM kv WHERE id = 0_1".to_string(),
+        format!("SELECT v AS {long_alias} FROM kv WHERE id = 1"),
+    ];
+    // Every case is checked before the test fails, so one run names all that broke.
+    let mut served = Vec::new();
+    for sql in &reads {
+        let before = fx.hits();
+        let got = proxied.simple_query(sql).await.expect("query");
+        if fx.hits() != before {
+            served.push(sql.clone());
+        } else {
+            assert_same(sql, &got, &direct.simple_query(sql).await.expect("query"));
+        }
+    }
+    // A declared parameter the text does not use is still read as an int4.
+    let sql = "SELECT * FROM kv WHERE id = $1";
+    for c in [&mut proxied, &mut direct] {
+        prepare(c, "two", sql, &[23, 23]).await;
+    }
+    for params in [[b"1".as_slice(), b"abc"], [b"1", b"2"]] {
+        let p: Vec<Option<&[u8]>> = params.iter().map(|v| Some(*v)).collect();
+        let before = fx.hits();
+        let got = bind_execute(&mut proxied, "two", &p, &[], &[], true).await;
+        let want = bind_execute(&mut direct, "two", &p, &[], &[], true).await;
+        if fx.hits() != before {
+            served.push(format!("{sql} with {params:?}"));
+        } else {
+            assert_same("unused parameter", &got, &want);
+        }
+    }
+    assert!(served.is_empty(), "served from the cache: {served:#?}");
+}
+
 /// A temporary table that shadows a cached one is what Postgres reads from then on in that
 /// session: created with `CREATE TEMP TABLE`, by naming `pg_temp`, or inside a
 /// multi-statement Query, it ends cache service for the session.

@@ -373,6 +373,18 @@ async fn serve_extended(
     if bind.param_count() != param_count || !bind.param_formats_valid() {
         return None;
     }
+    // Postgres reads every bound value with its type's input function, used or not: only
+    // keys are checked here (as they are read), so every parameter must be a key.
+    let point = stmt.classified.shape.point_read.as_ref()?;
+    let is_key = |n: usize| {
+        point
+            .keys
+            .iter()
+            .any(|k| matches!(k, crate::sql::KeyValue::Param(p) if usize::from(*p) == n))
+    };
+    if !(1..=param_count).all(is_key) {
+        return None;
+    }
     let result_formats = bind.result_formats()?;
     let plan = match plan(
         &stmt.classified,
@@ -479,6 +491,9 @@ impl Plan {
         })
     }
 }
+
+/// The longest identifier Postgres keeps (NAMEDATALEN − 1 bytes).
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Distinct keys an `IN` list may name for the cache to answer it.
 const MAX_IN_KEYS: usize = 64;
@@ -590,6 +605,16 @@ async fn plan(
                 name: c.name.clone(),
             })
             .collect(),
+        // Postgres truncates a longer alias and says so in a NOTICE.
+        Projection::Columns(list)
+            if list.iter().any(|c| {
+                c.alias
+                    .as_deref()
+                    .is_some_and(|a| a.len() > MAX_IDENTIFIER_BYTES)
+            }) =>
+        {
+            return Err(Reason::NotServable)
+        }
         Projection::Columns(list) => list
             .iter()
             .map(|c| {

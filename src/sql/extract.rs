@@ -187,6 +187,12 @@ fn plain_table(from: &TableWithJoins, allow_only: bool) -> Option<BaseTable<'_>>
                 Some(a) if a.columns.is_empty() => Some(a.name.value.as_str()),
                 Some(_) => return None,
             };
+            // `db.schema.t` works only when `db` is the session's database (else Postgres
+            // raises "cross-database references are not implemented"), which the
+            // classifier does not know: such a read is not a single-table read.
+            if name.0.len() > 2 {
+                return None;
+            }
             Some(BaseTable {
                 table: table_ref(name)?,
                 alias,

@@ -152,15 +152,19 @@ pub enum KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
-    /// The key as an integer, if it is one: integer literals in any PostgreSQL 16 spelling
-    /// (`42`, `-7`, `1_000`, `0x1F`, `0o17`, `0b101`) and strings holding a plain decimal
-    /// integer (`'42'`, as in `id = '42'` on an integer column).
+    /// The key as an integer, if it is one in a spelling every supported Postgres reads the
+    /// same way: plain decimal literals (`42`, `-7`) and strings holding a plain decimal
+    /// integer with optional ASCII whitespace around it (`' 42'`, as in `id = ' 42'` on an
+    /// integer column; `int4in` skips only what C's `isspace` calls space). PostgreSQL 16's
+    /// `1_000`, `0x1F`, `0o17`, `0b101` are syntax errors before 16, so they are `None`:
+    /// the statement passes through and Postgres answers it, whatever its version.
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             KeyRef::Param(_) => None,
-            KeyRef::Literal(Literal::Number(t)) => parse_int(t, false),
+            KeyRef::Literal(Literal::Number(t)) if is_decimal(t) => parse_int(t, false),
+            KeyRef::Literal(Literal::Number(_)) => None,
             KeyRef::Literal(Literal::String(s)) => {
-                let s = s.trim();
+                let s = s.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c'));
                 match s.strip_prefix('-') {
                     Some(d) if is_decimal(d) => parse_int(d, true),
                     _ if is_decimal(s.strip_prefix('+').unwrap_or(s)) => {
@@ -170,7 +174,8 @@ impl KeyRef<'_> {
                 }
             }
             KeyRef::Literal(_) => None,
-            KeyRef::NegativeNumber(t) => parse_int(t, true),
+            KeyRef::NegativeNumber(t) if is_decimal(t) => parse_int(t, true),
+            KeyRef::NegativeNumber(_) => None,
         }
     }
 
