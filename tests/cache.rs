@@ -725,6 +725,127 @@ async fn explain_analyze_of_a_prepared_write_is_a_write() {
     }
 }
 
+/// The first value of the first row of a simple-query answer.
+fn first_value(msgs: &[BackendMessage]) -> Option<Vec<u8>> {
+    msgs.iter()
+        .find_map(|m| m.columns())
+        .and_then(|cols| cols.into_iter().next().flatten())
+}
+
+/// `COMMIT PREPARED` makes a prepared transaction's writes visible: the session that
+/// committed it reads them, not the image cached (correctly) while it was only prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_prepared_fences_the_session() {
+    let fx = fixture(
+        "cache_commit_prepared",
+        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);",
+    )
+    .await;
+    let read = "SELECT v FROM kv WHERE id = 1";
+    let mut c = fx.wire_proxy("postgres", &[]).await;
+    // The change feed must be streaming before a transaction is prepared: creating its
+    // replication slot waits for every open transaction, prepared ones included.
+    simple_until_served(&fx, &mut c, read).await;
+    for round in 1..=6 {
+        let steps = [
+            "BEGIN".to_string(),
+            format!("UPDATE kv SET v = {round} WHERE id = 1"),
+            format!("PREPARE TRANSACTION 'cp_{round}'"),
+        ];
+        for stmt in &steps {
+            let got = c.simple_query(stmt).await.expect("query");
+            assert!(
+                got.iter().all(|m| m.tag != b'E'),
+                "{stmt}: {}",
+                render(&got)
+            );
+        }
+        // Prepared, not committed: the old value, from the cache.
+        let got = simple_until_served(&fx, &mut c, read).await;
+        let old = (round - 1).to_string();
+        assert_eq!(
+            first_value(&got).as_deref(),
+            Some(old.as_bytes()),
+            "{}",
+            render(&got)
+        );
+        let commit = format!("COMMIT PREPARED 'cp_{round}'");
+        let got = c.simple_query(&commit).await.expect("commit prepared");
+        assert!(
+            got.iter().all(|m| m.tag != b'E'),
+            "{commit}: {}",
+            render(&got)
+        );
+        let got = c.simple_query(read).await.expect("query");
+        assert_eq!(
+            first_value(&got).as_deref(),
+            Some(round.to_string().as_bytes()),
+            "round {round}: the session read its own committed write stale:\n{}",
+            render(&got)
+        );
+    }
+}
+
+/// `DEALLOCATE` that fails (here: in an aborted transaction block) leaves every statement
+/// in place; a later Parse of such a name gets Postgres's "already exists" error, never an
+/// answer from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deallocate_leaves_the_names_in_postgres() {
+    let fx = fixture(
+        "cache_failed_deallocate",
+        "CREATE TABLE kv (id int4 PRIMARY KEY, v text);
+         INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 10) g;",
+    )
+    .await;
+    let sql = "SELECT v, id FROM kv WHERE id = $1";
+    let mut p = fx.wire_proxy("postgres", &[]).await;
+    let mut d = fx.wire_direct("postgres", &[]).await;
+    let unnamed = vec![
+        parse_msg("", sql),
+        bind_msg("", "7"),
+        execute_msg(),
+        sync_msg(),
+    ];
+    within("unnamed Parse batch served", 30, async {
+        loop {
+            let before = fx.hits();
+            batch(&mut p, &unnamed).await;
+            if fx.hits() > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for (i, deallocate) in ["DEALLOCATE ALL", "DEALLOCATE s_keep_1"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("s_keep_{i}");
+        for c in [&mut p, &mut d] {
+            let got = prepare(c, &name, sql, &[]).await;
+            assert_eq!(got[0].tag, b'1', "{}", render(&got));
+            for stmt in ["BEGIN", "SELECT 1 / 0", deallocate, "ROLLBACK"] {
+                c.simple_query(stmt).await.expect("query");
+            }
+        }
+        let again = vec![
+            parse_msg(&name, sql),
+            bind_msg(&name, "7"),
+            execute_msg(),
+            sync_msg(),
+        ];
+        let via = batch(&mut p, &again).await;
+        assert_same(deallocate, &via, &batch(&mut d, &again).await);
+        assert_eq!(
+            via[0].sqlstate().as_deref(),
+            Some("42P05"),
+            "{}",
+            render(&via)
+        );
+    }
+}
+
 /// A `RESET ALL` that a rollback undoes leaves the session's settings as they were: a session
 /// with `extra_float_digits = 0` keeps getting Postgres's answers, and one that really reset
 /// is served from the cache again.

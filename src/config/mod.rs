@@ -235,7 +235,8 @@ pub struct StatsSettings {
     /// Latency window. Default `60s`.
     #[serde(with = "duration::serde_str")]
     pub window: Duration,
-    /// How often the aggregator drains the queue and publishes a snapshot. Default `1s`.
+    /// How often the aggregator publishes a snapshot (it drains the queue every 50 ms, or
+    /// this often if shorter). Default `1s`.
     #[serde(with = "duration::serde_str")]
     pub interval: Duration,
     /// Keys longer than this many bytes are not recorded. Default 128.

@@ -37,10 +37,10 @@
 
 use super::store::{table_pattern_matches, PolicySet};
 use crate::admin::table::{ColumnType as T, ResultTable};
-use crate::config::policy::{Policy, SearchPolicy};
+use crate::config::policy::{CachePolicy, Policy, SearchPolicy};
 use crate::sql::TableRef;
 use crate::stats::Snapshot;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -279,34 +279,102 @@ struct KeyStats {
 }
 
 /// A candidate key of one cache policy.
-struct Candidate<'a> {
-    table: &'a str,
+struct Candidate<'n, 'a> {
+    table: &'n str,
     key: &'a str,
     estimate: f64,
-    stats: &'a KeyStats,
+    stats: &'n KeyStats,
 }
 
-/// The placement `policies` call for, given the statistics' hot keys and their half-life.
-pub fn plan(policies: &PolicySet, hot_keys: &[HotKeyInput], half_life: Duration) -> Plan {
-    // (schema, name) -> key -> merged stats.
-    let mut tables: BTreeMap<(String, String), BTreeMap<&str, KeyStats>> = BTreeMap::new();
+/// One hot key, borrowed from the statistics (a [`Snapshot`] or [`HotKeyInput`]s).
+#[derive(Clone, Copy)]
+struct Observed<'a> {
+    table: &'a TableRef,
+    key: &'a str,
+    score: f64,
+    error: f64,
+    last_seen_age: Duration,
+}
+
+impl<'a> From<&'a HotKeyInput> for Observed<'a> {
+    fn from(k: &'a HotKeyInput) -> Self {
+        Observed {
+            table: &k.table,
+            key: &k.key,
+            score: k.score,
+            error: k.error,
+            last_seen_age: k.last_seen_age,
+        }
+    }
+}
+
+/// Every hot key of a snapshot, borrowed.
+fn observed(snapshot: &Snapshot) -> impl Iterator<Item = Observed<'_>> {
+    snapshot
+        .tables
+        .iter()
+        .flat_map(|t| t.hot_keys.iter())
+        .map(|k| Observed {
+            table: &k.table,
+            key: &k.key,
+            score: k.score,
+            error: k.error,
+            last_seen_age: snapshot.taken_at.saturating_duration_since(k.last_seen),
+        })
+}
+
+/// Per table (schema, name): its keys, with the statistics' entries for `t` and
+/// `public.t` merged.
+type KeysByTable<'a> = BTreeMap<(String, String), HashMap<&'a str, KeyStats>>;
+
+/// Merges the hot keys per resolved table and picks, per policy (in file order), the keys
+/// whose estimate reaches its `promote_after`, hottest first; then hands both to `f`.
+fn with_candidates<'a, T>(
+    policies: &PolicySet,
+    hot_keys: impl Iterator<Item = Observed<'a>>,
+    half_life: Duration,
+    f: impl FnOnce(&KeysByTable<'a>, Vec<Vec<Candidate<'_, 'a>>>) -> T,
+) -> T {
+    let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut per_table: Vec<HashMap<&'a str, KeyStats>> = Vec::new();
+    // Keys arrive grouped by table: the table is looked up (by owned name) only when it
+    // changes.
+    let mut last: Option<(&str, &str, usize)> = None;
     for k in hot_keys {
-        let schema = k.table.schema.as_deref().unwrap_or("public").to_string();
-        let keys = tables
-            .entry((schema, k.table.name.to_string()))
-            .or_default();
-        let s = keys.entry(k.key.as_str()).or_default();
+        let schema = k.table.schema.as_deref().unwrap_or("public");
+        let name = &*k.table.name;
+        let slot = match last {
+            Some((s, n, i)) if s == schema && n == name => i,
+            _ => {
+                let next = per_table.len();
+                let i = *index
+                    .entry((schema.to_string(), name.to_string()))
+                    .or_insert(next);
+                if i == next {
+                    per_table.push(HashMap::new());
+                }
+                last = Some((schema, name, i));
+                i
+            }
+        };
+        let s = per_table[slot].entry(k.key).or_default();
         s.score += k.score.max(0.0);
         s.error += k.error.max(0.0);
         s.age = Some(s.age.map_or(k.last_seen_age, |a| a.min(k.last_seen_age)));
     }
+    let mut per_table: Vec<Option<HashMap<&'a str, KeyStats>>> =
+        per_table.into_iter().map(Some).collect();
+    let tables: KeysByTable<'a> = index
+        .into_iter()
+        .map(|(t, i)| (t, per_table[i].take().unwrap_or_default()))
+        .collect();
     let names: BTreeMap<&(String, String), String> = tables
         .keys()
         .map(|t| (t, format!("{}.{}", t.0, t.1)))
         .collect();
 
     let index_of = |p: &Policy| policies.policies.iter().position(|q| std::ptr::eq(p, q));
-    let mut candidates: Vec<Vec<Candidate<'_>>> =
+    let mut candidates: Vec<Vec<Candidate<'_, 'a>>> =
         policies.policies.iter().map(|_| Vec::new()).collect();
     for (table, keys) in &tables {
         let Some(m) = policies.policy_for(&table.0, &table.1) else {
@@ -327,27 +395,103 @@ pub fn plan(policies: &PolicySet, hot_keys: &[HotKeyInput], half_life: Duration)
             }
         }
     }
+    for keys in &mut candidates {
+        keys.sort_by(|a, b| {
+            b.estimate
+                .total_cmp(&a.estimate)
+                .then_with(|| a.table.cmp(b.table))
+                .then_with(|| a.key.cmp(b.key))
+        });
+    }
+    f(&tables, candidates)
+}
 
-    let mut entries = Vec::new();
-    for (policy, mut keys) in policies.policies.iter().zip(candidates) {
-        if let Some(cache) = &policy.cache {
-            keys.sort_by(|a, b| {
-                b.estimate
-                    .total_cmp(&a.estimate)
-                    .then_with(|| a.table.cmp(b.table))
-                    .then_with(|| a.key.cmp(b.key))
-            });
-            entries.extend(cache_rows(policy, cache, &keys, half_life));
+/// What a cache policy does with one candidate key.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Promote,
+    /// Last seen this long ago, beyond `demote_after_idle`.
+    Idle(Duration),
+    /// `max_keys` hotter keys were promoted.
+    MaxKeysReached,
+}
+
+/// The verdict for each of `keys` (hottest first) under `cache`.
+fn verdicts<'k, 'n, 'a>(
+    cache: &CachePolicy,
+    keys: &'k [Candidate<'n, 'a>],
+) -> impl Iterator<Item = (&'k Candidate<'n, 'a>, Verdict)> {
+    let mut promoted = 0u64;
+    let (idle_after, max_keys) = (cache.demote_after_idle, cache.max_keys);
+    keys.iter().map(move |c| {
+        let age = c.stats.age.unwrap_or_default();
+        let verdict = if age > idle_after {
+            Verdict::Idle(age)
+        } else if promoted >= max_keys {
+            Verdict::MaxKeysReached
+        } else {
+            promoted += 1;
+            Verdict::Promote
+        };
+        (c, verdict)
+    })
+}
+
+/// The placement `policies` call for, given the statistics' hot keys and their half-life.
+pub fn plan(policies: &PolicySet, hot_keys: &[HotKeyInput], half_life: Duration) -> Plan {
+    let observed = hot_keys.iter().map(Observed::from);
+    with_candidates(policies, observed, half_life, |tables, candidates| {
+        let mut entries = Vec::new();
+        for (policy, keys) in policies.policies.iter().zip(candidates) {
+            if let Some(cache) = &policy.cache {
+                entries.extend(cache_rows(policy, cache, &keys, half_life));
+            }
+            if let Some(search) = &policy.search {
+                entries.extend(search_rows(policies, policy, search, tables.keys()));
+            }
         }
-        if let Some(search) = &policy.search {
-            entries.extend(search_rows(policies, policy, search, tables.keys()));
+        Plan {
+            entries,
+            keys_considered: tables.values().map(HashMap::len).sum(),
+            tables_seen: tables.len(),
         }
-    }
-    Plan {
-        entries,
-        keys_considered: tables.values().map(BTreeMap::len).sum(),
-        tables_seen: tables.len(),
-    }
+    })
+}
+
+/// The keys [`plan`] would promote from `snapshot`, per table (`schema.table`), without the
+/// plan's text and without copying the keys: the placer asks this of up to
+/// `top_k_per_table` keys per table each time the statistics are published.
+pub fn promoted_keys<'s>(policies: &PolicySet, snapshot: &'s Snapshot) -> PromotedKeys<'s> {
+    promoted(policies, observed(snapshot), snapshot.half_life)
+}
+
+/// Promoted keys per table (`schema.table`), hottest first within a policy.
+pub type PromotedKeys<'a> = BTreeMap<String, Vec<&'a str>>;
+
+fn promoted<'a>(
+    policies: &PolicySet,
+    hot_keys: impl Iterator<Item = Observed<'a>>,
+    half_life: Duration,
+) -> PromotedKeys<'a> {
+    with_candidates(policies, hot_keys, half_life, |_, candidates| {
+        let mut out = PromotedKeys::new();
+        for (policy, keys) in policies.policies.iter().zip(candidates) {
+            let Some(cache) = &policy.cache else {
+                continue;
+            };
+            for (c, verdict) in verdicts(cache, &keys) {
+                if matches!(verdict, Verdict::Promote) {
+                    match out.get_mut(c.table) {
+                        Some(list) => list.push(c.key),
+                        None => {
+                            out.insert(c.table.to_string(), vec![c.key]);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    })
 }
 
 /// Estimated reads within `window` at the steady rate the lower-bound score implies.
@@ -362,16 +506,14 @@ fn reads_within(s: &KeyStats, window: Duration, half_life: Duration) -> f64 {
 
 fn cache_rows(
     policy: &Policy,
-    cache: &crate::config::policy::CachePolicy,
-    keys: &[Candidate<'_>],
+    cache: &CachePolicy,
+    keys: &[Candidate<'_, '_>],
     half_life: Duration,
 ) -> Vec<PlanEntry> {
     let store = cache.store.name();
-    let mut promoted = 0u64;
     let mut skipped = Vec::new();
     let mut rows = Vec::new();
-    for c in keys {
-        let age = c.stats.age.unwrap_or_default();
+    for (c, verdict) in verdicts(cache, keys) {
         let estimate = format!(
             "~{:.1} reads per {} (score {:.1}{}, half-life {})",
             c.estimate,
@@ -384,32 +526,29 @@ fn cache_rows(
             },
             duration_text(half_life),
         );
-        let (action, reason) = if age > cache.demote_after_idle {
-            (
+        let (action, reason) = match verdict {
+            Verdict::Idle(age) => (
                 Action::Skip,
                 format!(
                     "idle {} > demote_after_idle {}; {estimate}",
                     duration_text(age),
                     duration_text(cache.demote_after_idle)
                 ),
-            )
-        } else if promoted >= cache.max_keys {
-            (
+            ),
+            Verdict::MaxKeysReached => (
                 Action::Skip,
                 format!(
                     "max_keys reached ({} hotter keys); {estimate}",
                     cache.max_keys
                 ),
-            )
-        } else {
-            promoted += 1;
-            (
+            ),
+            Verdict::Promote => (
                 Action::Promote,
                 format!(
                     "{estimate} >= promote_after {}; max_bytes not checked (row sizes unknown)",
                     cache.promote_after
                 ),
-            )
+            ),
         };
         let entry = PlanEntry {
             table: c.table.to_string(),
@@ -636,6 +775,39 @@ mod tests {
             .reason
             .starts_with("idle 400s > demote_after_idle 5m"));
         assert!(plan.entries[3].reason.starts_with("max_keys reached (2"));
+    }
+
+    /// The placer's short path promotes exactly what the plan's Promote rows say, across
+    /// tables, unqualified names (merged with `public.`), idle keys and `max_keys`.
+    #[test]
+    fn promoted_keys_are_the_plans_promote_rows() {
+        let set = set(&[
+            ("hot.toml", ACCOUNTS),
+            (
+                "orders.toml",
+                "tables = [\"public.orders\"]\n[cache]\npromote_after = 1\nmax_keys = 3\n",
+            ),
+        ]);
+        let keys = [
+            key("public.accounts", "c", 80.0, 1),
+            key("accounts", "c", 30.0, 1),
+            key("public.accounts", "a", 100.0, 1),
+            key("public.accounts", "idle", 500.0, 400),
+            key("public.accounts", "b", 90.0, 1),
+            key("orders", "1", 20.0, 1),
+            key("public.orders", "2", 40.0, 1),
+            key("public.orders", "3", 10.0, 1),
+            key("public.orders", "4", 0.5, 1),
+            key("other", "9", 900.0, 1),
+        ];
+        let mut want: PromotedKeys<'_> = BTreeMap::new();
+        let plan = plan(&set, &keys, H);
+        for e in plan.entries.iter().filter(|e| e.action == Action::Promote) {
+            let key = e.key.as_deref().unwrap();
+            want.entry(e.table.clone()).or_default().push(key);
+        }
+        assert_eq!(want.values().map(Vec::len).sum::<usize>(), 5, "{want:?}");
+        assert_eq!(promoted(&set, keys.iter().map(Observed::from), H), want);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! count one of the reasons after `IndexNotReady`; a search candidate (`IndexNotReady`) goes
 //! on to `session::search_serve`, which counts `Narrowed` or why not.
 
+use crate::placement::store::PolicyMatch;
 use crate::placement::PolicySet;
 use crate::sql::{Shape, StatementKind, TableRef};
 use crate::stats::Route;
@@ -155,17 +156,6 @@ pub struct Decision {
     pub detail: String,
 }
 
-impl Decision {
-    fn postgres(reason: Reason, detail: impl Into<String>) -> Self {
-        Decision {
-            route: Route::Postgres,
-            reason,
-            policy: None,
-            detail: detail.into(),
-        }
-    }
-}
-
 /// What the router knows about the session.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionView {
@@ -179,108 +169,109 @@ pub struct SessionView {
 
 /// Where a statement of shape `shape` goes. `None` means it could not be classified.
 pub fn decide(shape: Option<&Shape>, session: SessionView, policies: &PolicySet) -> Decision {
-    if session.in_transaction {
-        return Decision::postgres(
-            Reason::InTransaction,
-            "inside a transaction block every statement goes to Postgres",
-        );
-    }
-    if session.pipelined {
-        return Decision::postgres(
-            Reason::Pipelined,
-            "earlier statements of this session are not answered yet",
-        );
-    }
-    let Some(shape) = shape else {
-        return Decision::postgres(
-            Reason::Unclassified,
-            "statement text was not classified (client_encoding is not UTF8, or invalid UTF-8)",
-        );
-    };
-    decide_shape(shape, session, policies)
-}
-
-fn decide_shape(shape: &Shape, session: SessionView, policies: &PolicySet) -> Decision {
-    match &shape.kind {
-        StatementKind::Read => {}
-        StatementKind::Unparsed => {
-            return Decision::postgres(
-                Reason::Unparsed,
-                "the SQL parser could not read the statement",
-            )
+    let (reason, matched) = decide_core(shape, session, policies);
+    let target = shape.and_then(target);
+    let detail: String = match reason {
+        Reason::InTransaction => {
+            "inside a transaction block every statement goes to Postgres".into()
         }
-        other => {
-            return Decision::postgres(
-                Reason::NotARead,
-                format!("statement kind is {}", other.name()),
-            )
+        Reason::Pipelined => "earlier statements of this session are not answered yet".into(),
+        Reason::Unclassified => {
+            "statement text was not classified (client_encoding is not UTF8, or invalid UTF-8)"
+                .into()
         }
-    }
-    let f = &shape.flags;
-    if f.has_locking_clause {
-        return Decision::postgres(Reason::Locking, "the statement takes row locks");
-    }
-    if f.has_volatile_functions || f.has_unknown_functions {
-        return Decision::postgres(
-            Reason::VolatileFunction,
-            "the statement calls a volatile or unknown function",
-        );
-    }
-    let (table, wants_cache) = match (&shape.point_read, shape.text_predicates.first()) {
-        (Some(p), _) => (&p.table, true),
-        (None, Some(t)) => (&t.table, false),
-        (None, None) => {
-            return Decision::postgres(
-                Reason::NotPointRead,
-                "not a single-table read by key or text predicate",
-            )
+        Reason::Unparsed => "the SQL parser could not read the statement".into(),
+        Reason::NotARead => format!(
+            "statement kind is {}",
+            shape.map_or("unknown", |s| s.kind.name())
+        ),
+        Reason::Locking => "the statement takes row locks".into(),
+        Reason::VolatileFunction => "the statement calls a volatile or unknown function".into(),
+        Reason::NotPointRead => "not a single-table read by key or text predicate".into(),
+        Reason::OtherDatabase => "policies apply to the upstream URL's database only".into(),
+        Reason::NoPolicy => {
+            let (schema, name) = target.map_or(("?", "?"), |(t, _)| resolve(t));
+            format!("no policy covers {schema}.{name}")
         }
-    };
-    if !session.policy_database {
-        return Decision::postgres(
-            Reason::OtherDatabase,
-            "policies apply to the upstream URL's database only",
-        );
-    }
-    let (schema, name) = resolve(table);
-    let Some(m) = policies.policy_for(schema, name) else {
-        return Decision::postgres(
-            Reason::NoPolicy,
-            format!("no policy covers {schema}.{name}"),
-        );
-    };
-    let policy = Some(format!("{} ({})", m.policy.file.display(), m.pattern));
-    let (reason, detail) = if wants_cache {
-        match &m.policy.cache {
-            None => (
-                Reason::NotInPolicy,
-                "the policy has no [cache] section".to_string(),
-            ),
-            Some(_) => (
-                Reason::KeyNotPlaced,
-                "a cache candidate: served only if the key is placed and every check holds"
-                    .to_string(),
-            ),
+        Reason::NotInPolicy if target.is_some_and(|(_, cache)| cache) => {
+            "the policy has no [cache] section".into()
         }
-    } else {
-        match &m.policy.search {
-            None => (
-                Reason::NotInPolicy,
-                "the policy has no [search] section".to_string(),
-            ),
-            Some(_) => (
-                Reason::IndexNotReady,
-                "a search candidate: narrowed only if the index is ready and every check holds"
-                    .to_string(),
-            ),
+        Reason::NotInPolicy => "the policy has no [search] section".into(),
+        Reason::KeyNotPlaced => {
+            "a cache candidate: served only if the key is placed and every check holds".into()
         }
+        Reason::IndexNotReady => {
+            "a search candidate: narrowed only if the index is ready and every check holds".into()
+        }
+        other => other.label().into(),
     };
     Decision {
         route: Route::Postgres,
         reason,
-        policy,
+        policy: matched.map(|m| format!("{} ({})", m.policy.file.display(), m.pattern)),
         detail,
     }
+}
+
+/// [`decide`]'s reason alone, without the text: what every statement's route needs,
+/// computed without allocating.
+pub fn decide_reason(shape: Option<&Shape>, session: SessionView, policies: &PolicySet) -> Reason {
+    decide_core(shape, session, policies).0
+}
+
+/// The table a statement would be served for, and whether by the cache (a point read)
+/// rather than the search store (a text predicate).
+fn target(shape: &Shape) -> Option<(&TableRef, bool)> {
+    match (&shape.point_read, shape.text_predicates.first()) {
+        (Some(p), _) => Some((&p.table, true)),
+        (None, Some(t)) => Some((&t.table, false)),
+        (None, None) => None,
+    }
+}
+
+/// The reason, and the policy consulted (if one was).
+fn decide_core<'p>(
+    shape: Option<&Shape>,
+    session: SessionView,
+    policies: &'p PolicySet,
+) -> (Reason, Option<PolicyMatch<'p>>) {
+    if session.in_transaction {
+        return (Reason::InTransaction, None);
+    }
+    if session.pipelined {
+        return (Reason::Pipelined, None);
+    }
+    let Some(shape) = shape else {
+        return (Reason::Unclassified, None);
+    };
+    match &shape.kind {
+        StatementKind::Read => {}
+        StatementKind::Unparsed => return (Reason::Unparsed, None),
+        _ => return (Reason::NotARead, None),
+    }
+    let f = &shape.flags;
+    if f.has_locking_clause {
+        return (Reason::Locking, None);
+    }
+    if f.has_volatile_functions || f.has_unknown_functions {
+        return (Reason::VolatileFunction, None);
+    }
+    let Some((table, wants_cache)) = target(shape) else {
+        return (Reason::NotPointRead, None);
+    };
+    if !session.policy_database {
+        return (Reason::OtherDatabase, None);
+    }
+    let (schema, name) = resolve(table);
+    let Some(m) = policies.policy_for(schema, name) else {
+        return (Reason::NoPolicy, None);
+    };
+    let reason = match (wants_cache, &m.policy.cache, &m.policy.search) {
+        (true, None, _) | (false, _, None) => Reason::NotInPolicy,
+        (true, Some(_), _) => Reason::KeyNotPlaced,
+        (false, _, Some(_)) => Reason::IndexNotReady,
+    };
+    (reason, Some(m))
 }
 
 /// The schema an unqualified name resolves to. The proxy does not track each session's

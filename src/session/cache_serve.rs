@@ -572,9 +572,9 @@ async fn plan(
         policy_database: true,
     };
     fs.refresh_keys(ctx);
-    let decision = router::decide(Some(shape), view, fs.policies());
-    if decision.reason != Reason::KeyNotPlaced {
-        return Err(decision.reason);
+    let reason = router::decide_reason(Some(shape), view, fs.policies());
+    if reason != Reason::KeyNotPlaced {
+        return Err(reason);
     }
     let p = shape.point_read.as_ref().ok_or(Reason::NotPointRead)?;
     if p.key_cast.is_some() || p.limit.is_some() {

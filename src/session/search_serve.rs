@@ -310,9 +310,9 @@ async fn narrow(
         policy_database: true,
     };
     fs.refresh_keys(ctx);
-    let decision = router::decide(Some(shape), view, fs.policies());
-    if decision.reason != Reason::IndexNotReady || shape.point_read.is_some() {
-        return Err(decision.reason);
+    let reason = router::decide_reason(Some(shape), view, fs.policies());
+    if reason != Reason::IndexNotReady || shape.point_read.is_some() {
+        return Err(reason);
     }
     if !narrowable_shape(shape)
         || shared.parameter("standard_conforming_strings").as_deref() != Some("on")

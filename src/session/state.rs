@@ -232,9 +232,9 @@ impl FrontendState {
             pipelined: !shared.tracker.is_idle(),
             policy_database: self.policy_database,
         };
-        let decision = router::decide(shape, view, self.keys.policies());
+        let decided = router::decide_reason(shape, view, self.keys.policies());
         let cache_reason = self.cache.last_reason.take();
-        let reason = match (decision.reason, cache_reason) {
+        let reason = match (decided, cache_reason) {
             (router::Reason::KeyNotPlaced | router::Reason::IndexNotReady, Some(r)) => r,
             (r, _) => r,
         };
@@ -250,7 +250,9 @@ impl FrontendState {
         if shape.is_some_and(may_change_schema) {
             ctx.cache.schema_changed();
         }
-        decision.route
+        // The router sends everything to Postgres; the cache and search paths answer
+        // before a statement gets here.
+        Route::Postgres
     }
 
     /// Query: classify, route, record keys, track the statement, and follow SQL-level
@@ -289,10 +291,18 @@ impl FrontendState {
             match kind {
                 StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
                 | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
-                    shared.tracker.forget_statements(None)
+                    shared.tracker.forget_statements(None);
+                    if !settled {
+                        // It may fail (in an aborted transaction block, say) and leave
+                        // every name in place: the book no longer knows which exist.
+                        shared.tracker.no_virtual_names();
+                    }
                 }
                 StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
-                    shared.tracker.forget_statements(Some(name.as_bytes()))
+                    shared.tracker.forget_statements(Some(name.as_bytes()));
+                    if !settled {
+                        shared.tracker.no_virtual_names();
+                    }
                 }
                 // SQL PREPARE shares the protocol's statement names; the proxy does not
                 // track them, so it stops answering named Parses itself.

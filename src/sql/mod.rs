@@ -275,6 +275,9 @@ impl Shape {
     pub fn may_write(&self) -> bool {
         let kind_writes = |k: &StatementKind| match k {
             StatementKind::Read => false,
+            // COMMIT PREPARED makes another transaction's writes visible (the session may
+            // have made them before PREPARE TRANSACTION): its commit is a write to fence.
+            StatementKind::Transaction(TxnControl::CommitPrepared) => true,
             StatementKind::Transaction(_) | StatementKind::Set(_) | StatementKind::Empty => false,
             // Decided by the parts.
             StatementKind::Multi => false,

@@ -16,7 +16,7 @@
 //!  record_key ───────┐                  ┌▶ tables: a Space-Saving top-K sketch each
 //!                    ├▶ bounded ─▶ drain ┼▶ shapes: calls, rows, errors, hdr latency per route
 //!  record_statement ─┘   queue          └▶ routes: totals, hdr latency
-//!    full queue: count as dropped,               │ publish (every interval)
+//!    full queue: count as dropped,               │ drain every 50 ms, publish every interval
 //!    move on, never wait                         ▼
 //!                                   StatsHandle::snapshot() -> Arc<Snapshot>   (readers)
 //! ```
@@ -24,8 +24,8 @@
 //! - [`recorder`]: the hot path. One length check, at most one allocation, one
 //!   `try_send`; a full queue increments a counter ([`StatsRecorder::dropped`]).
 //! - [`aggregator`]: the single writer; applies events stamped with the drain time, and
-//!   publishes a [`Snapshot`] after each drain ([`StatsAggregator::run`] does both on an
-//!   interval).
+//!   publishes a [`Snapshot`] ([`StatsAggregator::run`] drains every 50 ms and publishes
+//!   every interval).
 //! - `decay`: exponential decay with a configurable half-life, done lazily with *forward
 //!   decay* (weights grow instead of counters shrinking; one global epoch), so nothing is
 //!   rescanned per tick and orders stay comparable.
@@ -105,8 +105,7 @@ pub struct StatsConfig {
     /// Query shapes tracked at once, likewise. Default 10 000.
     pub max_shapes: usize,
     /// Events queued between the hot path and the aggregator; beyond, events are dropped
-    /// and counted. Default 65 536 (about one second of a busy proxy at a 1 s drain
-    /// interval; 3 MiB).
+    /// and counted. Default 65 536 (drained every 50 ms: about 1.3M events/s; 3 MiB).
     pub channel_capacity: usize,
     /// Length of a latency window; summaries cover the previous complete window plus the
     /// current one. Default 60 s.
