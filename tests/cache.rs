@@ -46,7 +46,11 @@ impl Drop for PolicyDir {
 }
 
 async fn fixture(name: &str, schema_sql: &str) -> Fixture {
-    let pg = shared_cluster().await;
+    fixture_on(shared_cluster().await, name, schema_sql).await
+}
+
+/// [`fixture`] on a cluster of the test's own.
+async fn fixture_on(pg: Arc<EmbeddedPostgres>, name: &str, schema_sql: &str) -> Fixture {
     let db = database_with(&pg, name, schema_sql).await;
     let dir = std::env::temp_dir().join(format!("pgpolyglot-cache-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -736,7 +740,16 @@ fn first_value(msgs: &[BackendMessage]) -> Option<Vec<u8>> {
 /// committed it reads them, not the image cached (correctly) while it was only prepared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_prepared_fences_the_session() {
-    let fx = fixture(
+    // A cluster of its own: a prepared transaction holds back the creation of every
+    // replication slot on the cluster (other tests' change feeds would wait for it), and
+    // PREPARE TRANSACTION needs max_prepared_transactions.
+    let pg = cluster_with(EmbeddedPgOptions {
+        extra_conf: vec![("max_prepared_transactions".into(), "4".into())],
+        ..EmbeddedPgOptions::default()
+    })
+    .await;
+    let fx = fixture_on(
+        Arc::new(pg),
         "cache_commit_prepared",
         "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);",
     )

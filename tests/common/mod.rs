@@ -61,15 +61,6 @@ pub async fn cluster_with(mut opts: EmbeddedPgOptions) -> EmbeddedPostgres {
     if opts.hba.is_none() {
         opts.hba = Some(TEST_HBA.to_string());
     }
-    // Room for PREPARE TRANSACTION (the default, 0, refuses it).
-    if !opts
-        .extra_conf
-        .iter()
-        .any(|(k, _)| k == "max_prepared_transactions")
-    {
-        opts.extra_conf
-            .push(("max_prepared_transactions".into(), "8".into()));
-    }
     let pg = within("starting PostgreSQL", 120, EmbeddedPostgres::start(opts))
         .await
         .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
