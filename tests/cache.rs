@@ -1072,6 +1072,83 @@ async fn roles_postgres_refuses_never_get_cached_rows() {
     assert_eq!(fx.hits(), before);
 }
 
+/// A REVOKE or a row-level-security switch inside a transaction block takes effect for the
+/// cache at COMMIT, not at the statement: a catalog read between the two (the cache reads it
+/// again right after the statement) still shows the old privileges and table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privilege_and_table_changes_count_from_their_commit() {
+    let fx = fixture(
+        "cache_acl_txn",
+        "CREATE TABLE secret (id int4 PRIMARY KEY, v text);
+         INSERT INTO secret VALUES (1, 'classified');
+         CREATE ROLE reader LOGIN;
+         GRANT SELECT ON secret TO reader;",
+    )
+    .await;
+    let sql = "SELECT * FROM secret WHERE id = 1";
+    let mut admin = fx.wire_proxy("postgres", &[]).await;
+    let mut reader = fx.wire_proxy("reader", &[]).await;
+    let mut reader_direct = fx.wire_direct("reader", &[]).await;
+    for round in 1..=3 {
+        // REVOKE inside a transaction block: until COMMIT the reader may still read (and
+        // the cache may answer, as Postgres would); from COMMIT on, never.
+        simple_until_served(&fx, &mut reader, sql).await;
+        admin.simple_query("BEGIN").await.unwrap();
+        admin
+            .simple_query("REVOKE SELECT ON secret FROM reader")
+            .await
+            .unwrap();
+        let before_commit = simple_until_served(&fx, &mut reader, sql).await;
+        assert!(
+            render(&before_commit).contains("classified"),
+            "round {round}: {}",
+            render(&before_commit)
+        );
+        admin.simple_query("COMMIT").await.unwrap();
+        let before = fx.hits();
+        let refused = reader.simple_query(sql).await.unwrap();
+        assert_eq!(
+            refused[0].sqlstate().as_deref(),
+            Some("42501"),
+            "round {round}: {}",
+            render(&refused)
+        );
+        assert_eq!(fx.hits(), before, "round {round}: served after REVOKE");
+        admin
+            .simple_query("GRANT SELECT ON secret TO reader")
+            .await
+            .unwrap();
+
+        // Row-level security switched on inside a transaction block: from COMMIT on, the
+        // reader (no policy) sees no row, and the cache never answers for the table.
+        simple_until_served(&fx, &mut reader, sql).await;
+        admin.simple_query("BEGIN").await.unwrap();
+        admin
+            .simple_query("ALTER TABLE secret ENABLE ROW LEVEL SECURITY")
+            .await
+            .unwrap();
+        // Long enough for the catalog to be read again while the change is uncommitted.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        admin.simple_query("COMMIT").await.unwrap();
+        for i in 0..20 {
+            let before = fx.hits();
+            let via_proxy = reader.simple_query(sql).await.unwrap();
+            let direct = reader_direct.simple_query(sql).await.unwrap();
+            assert_eq!(
+                fx.hits(),
+                before,
+                "round {round}, read {i}: served under RLS"
+            );
+            assert_same(&format!("round {round}, read {i}"), &via_proxy, &direct);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        admin
+            .simple_query("ALTER TABLE secret DISABLE ROW LEVEL SECURITY")
+            .await
+            .unwrap();
+    }
+}
+
 /// With the change feed's connection gone, reads pass through; writes made meanwhile are
 /// never hidden by the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

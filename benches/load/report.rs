@@ -208,7 +208,9 @@ pub fn markdown(
         out,
         "- method: one embedded PostgreSQL (shared_buffers 256MB) behind every \
          target; targets interleaved (order rotated) within each repetition; medians over repetitions; `-j` = min(clients, 2); \
-         ratios are TPS ratios from this run; `*` = median over fewer repetitions (some failed)\n"
+         ratios are TPS ratios from this run; latencies from pgbench's log of a {:.0} % sample of transactions; \
+         `*` = median over fewer repetitions (some failed)\n",
+        crate::pgbench::LATENCY_SAMPLING * 100.0
     );
     let mut notes = header.notes.clone();
     for section in sections {

@@ -443,6 +443,16 @@ where
                         if let Some(done) = shared.tracker.ready() {
                             done.record(ctx);
                         }
+                        // A schema or privilege change has committed (or rolled back):
+                        // before the client hears of it, make the cache read the catalog
+                        // and privileges again.
+                        if shared
+                            .tracker
+                            .schema_change_done(body.first() == Some(&b'I'))
+                        {
+                            ctx.catalog.schema_changed();
+                            ctx.cache.schema_changed();
+                        }
                     }
                     b'C' => {
                         if let Some(done) = shared.tracker.completion(tag_rows(body), false) {

@@ -206,7 +206,8 @@ impl FrontendState {
         ctx: &ProxyContext,
         shared: &SharedState,
     ) -> Option<(Arc<str>, Classified)> {
-        if !shared.client_encoding_utf8.load(Relaxed) {
+        // ASCII reads the same in every client encoding Postgres accepts.
+        if !shared.client_encoding_utf8.load(Relaxed) && !text.is_ascii() {
             ctx.metrics
                 .statements_unclassified_encoding
                 .fetch_add(1, Relaxed);
@@ -239,7 +240,8 @@ impl FrontendState {
             (r, _) => r,
         };
         ctx.metrics.route_reasons[reason.index()].fetch_add(1, Relaxed);
-        if shape.is_some_and(|s| {
+        // Unclassified (not UTF-8, or another client_encoding and not ASCII): may be anything.
+        if shape.is_none_or(|s| {
             matches!(
                 s.kind,
                 StatementKind::Ddl | StatementKind::Multi | StatementKind::Unparsed
@@ -247,8 +249,12 @@ impl FrontendState {
         }) {
             ctx.catalog.schema_changed();
         }
-        if shape.is_some_and(may_change_schema) {
+        if shape.is_none_or(may_change_schema) {
+            // Now, and again once it has committed: a re-read of the catalog that runs
+            // before the commit (or inside the transaction block, before COMMIT) still sees
+            // the old tables and privileges.
             ctx.cache.schema_changed();
+            shared.tracker.schema_change_sent();
         }
         // The router sends everything to Postgres; the cache and search paths answer
         // before a statement gets here.

@@ -65,6 +65,9 @@ struct Inner {
     book: StatementBook,
     /// An Execute was sent since the last Sync.
     executed_since_sync: bool,
+    /// A statement that may change the schema or privileges was sent: the number of the
+    /// batch whose ReadyForQuery follows its commit (or rollback).
+    schema_change_due: Option<u64>,
 }
 
 impl Inner {
@@ -204,6 +207,30 @@ impl StatementTracker {
                 }
             }
             None
+        })
+    }
+
+    /// A statement that may change the schema or privileges (DDL, GRANT, REVOKE, DO, ...)
+    /// is about to be forwarded (as a Query, or an Execute): the ReadyForQuery that ends its
+    /// batch is the first moment another session can rely on it having committed.
+    pub fn schema_change_sent(&self) {
+        self.with(|s| {
+            // The Query itself, or the Sync after the Execute, is the next batch end.
+            let due = s.batches_sent + 1;
+            s.schema_change_due = Some(s.schema_change_due.map_or(due, |d| d.max(due)));
+        })
+    }
+
+    /// After [`ready`](Self::ready) of a ReadyForQuery that reports the session `idle` (not in
+    /// a transaction block): whether a schema change sent earlier has now committed or
+    /// rolled back (reported once). Inside a transaction block it waits for the block's end.
+    pub fn schema_change_done(&self, idle: bool) -> bool {
+        self.with(|s| match s.schema_change_due {
+            Some(due) if idle && s.batches_done >= due => {
+                s.schema_change_due = None;
+                true
+            }
+            _ => false,
         })
     }
 
@@ -453,6 +480,37 @@ mod tests {
         assert!(!t.is_idle());
         t.ready();
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn schema_change_is_done_at_the_end_of_its_batch() {
+        let t = StatementTracker::default();
+        // A Query in flight before the change: its ReadyForQuery is not the change's.
+        t.query(None, Route::Postgres);
+        // DDL as an Execute, then its Sync.
+        t.schema_change_sent();
+        t.execute(None, Route::Postgres);
+        t.sync();
+        t.ready();
+        assert!(!t.schema_change_done(true));
+        t.completion(0, false);
+        t.ready();
+        assert!(t.schema_change_done(true));
+        assert!(!t.schema_change_done(true), "reported once");
+        // As a simple Query: done at its own ReadyForQuery.
+        t.schema_change_sent();
+        t.query(None, Route::Postgres);
+        assert!(!t.schema_change_done(true));
+        t.ready();
+        assert!(t.schema_change_done(true));
+        // Inside a transaction block: done only once the block has ended.
+        t.schema_change_sent();
+        t.query(None, Route::Postgres);
+        t.ready();
+        assert!(!t.schema_change_done(false));
+        t.query(None, Route::Postgres); // COMMIT
+        t.ready();
+        assert!(t.schema_change_done(true));
     }
 
     #[test]
