@@ -49,6 +49,14 @@ pub enum ContextError {
 }
 
 impl ProxyContext {
+    /// A schema or privilege change may have happened (or has just committed): the key
+    /// catalog and the cache's table descriptions and privilege answers are read again,
+    /// and the cache serves nothing until they have been.
+    pub fn schema_changed(&self) {
+        self.catalog.schema_changed();
+        self.cache.schema_changed();
+    }
+
     /// Builds the shared context. The statistics aggregator, when statistics are on, is
     /// returned for the caller to run in a background task.
     pub fn new(

@@ -702,7 +702,8 @@ async fn catalog_changes_that_alter_output_reach_the_cache() {
 async fn explain_analyze_of_a_prepared_write_is_a_write() {
     let fx = fixture(
         "cache_explain_write",
-        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);",
+        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);
+         CREATE ROLE cp_reader LOGIN; GRANT SELECT ON kv TO cp_reader;",
     )
     .await;
     let read = "SELECT v FROM kv WHERE id = 1";
@@ -738,8 +739,11 @@ fn first_value(msgs: &[BackendMessage]) -> Option<Vec<u8>> {
 
 /// `COMMIT PREPARED` makes a prepared transaction's writes visible: the session that
 /// committed it reads them, not the image cached (correctly) while it was only prepared.
+/// And a REVOKE in a prepared transaction takes effect at `COMMIT PREPARED`: from then on
+/// nothing is served to the role (the privilege answer read while it was only prepared,
+/// still "allowed", is forgotten).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_prepared_fences_the_session() {
+async fn commit_prepared_fences_the_session_and_rereads_privileges() {
     // A cluster of its own: a prepared transaction holds back the creation of every
     // replication slot on the cluster (other tests' change feeds would wait for it), and
     // PREPARE TRANSACTION needs max_prepared_transactions.
@@ -751,7 +755,8 @@ async fn commit_prepared_fences_the_session() {
     let fx = fixture_on(
         Arc::new(pg),
         "cache_commit_prepared",
-        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);",
+        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL); INSERT INTO kv VALUES (1, 0);
+         CREATE ROLE cp_reader LOGIN; GRANT SELECT ON kv TO cp_reader;",
     )
     .await;
     let read = "SELECT v FROM kv WHERE id = 1";
@@ -796,6 +801,50 @@ async fn commit_prepared_fences_the_session() {
             "round {round}: the session read its own committed write stale:\n{}",
             render(&got)
         );
+    }
+
+    let mut reader = fx.wire_proxy("cp_reader", &[]).await;
+    for round in 1..=3 {
+        simple_until_served(&fx, &mut reader, read).await;
+        for stmt in [
+            "BEGIN".to_string(),
+            "REVOKE SELECT ON kv FROM cp_reader".to_string(),
+            format!("PREPARE TRANSACTION 'rv_{round}'"),
+        ] {
+            let got = c.simple_query(&stmt).await.expect("query");
+            assert!(
+                got.iter().all(|m| m.tag != b'E'),
+                "{stmt}: {}",
+                render(&got)
+            );
+        }
+        // Only prepared: the reader may still read, and the cache may answer.
+        simple_until_served(&fx, &mut reader, read).await;
+        let commit = format!("COMMIT PREPARED 'rv_{round}'");
+        let got = c.simple_query(&commit).await.expect("commit prepared");
+        assert!(
+            got.iter().all(|m| m.tag != b'E'),
+            "{commit}: {}",
+            render(&got)
+        );
+        let before = fx.hits();
+        let refused = reader.simple_query(read).await.expect("query");
+        assert_eq!(
+            refused[0].sqlstate().as_deref(),
+            Some("42501"),
+            "round {round}: {}",
+            render(&refused)
+        );
+        assert_eq!(
+            fx.hits(),
+            before,
+            "round {round}: served after COMMIT PREPARED of a REVOKE"
+        );
+        let got = c
+            .simple_query("GRANT SELECT ON kv TO cp_reader")
+            .await
+            .expect("grant");
+        assert!(got.iter().all(|m| m.tag != b'E'), "{}", render(&got));
     }
 }
 
@@ -1478,4 +1527,74 @@ async fn proxy_and_upstream_restarts_never_serve_stale() {
     )
     .await;
     proxy.shutdown().await;
+}
+
+/// Answers from the cache go out only between Postgres's frames: a listening session
+/// reading cached rows while bursts of large notifications arrive (frames that span the
+/// proxy's reads, so answers often wait behind a half-forwarded one) gets every answer whole
+/// and in order, and every notification intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_never_split_a_notification() {
+    let fx = fixture(
+        "cache_notify_interleave",
+        "CREATE TABLE kv (id int4 PRIMARY KEY, v text); INSERT INTO kv VALUES (1, 'one');",
+    )
+    .await;
+    let read = "SELECT v FROM kv WHERE id = 1";
+    let mut listener = fx.wire_proxy("postgres", &[]).await;
+    let got = listener.simple_query("LISTEN burst").await.expect("listen");
+    assert!(got.iter().all(|m| m.tag != b'E'), "{}", render(&got));
+    simple_until_served(&fx, &mut listener, read).await;
+
+    const BURSTS: usize = 20;
+    const PER_BURST: usize = 40;
+    let mut notifier = fx.wire_direct("postgres", &[]).await;
+    let notify = tokio::spawn(async move {
+        for b in 0..BURSTS {
+            // Distinct payloads (Postgres folds identical ones), ~8 kB each, one commit.
+            let sql = format!(
+                "SELECT count(pg_notify('burst', lpad('{b}-' || g, 7900, 'x'))) \
+                 FROM generate_series(1, {PER_BURST}) g"
+            );
+            let got = notifier.simple_query(&sql).await.expect("notify");
+            assert!(got.iter().all(|m| m.tag != b'E'), "{}", render(&got));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    let mut seen = std::collections::HashSet::new();
+    let hits_before = fx.hits();
+    let mut reads = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < BURSTS * PER_BURST {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} notifications after {reads} reads",
+            seen.len(),
+            BURSTS * PER_BURST
+        );
+        let msgs = listener.simple_query(read).await.expect("read");
+        reads += 1;
+        let mut answer = Vec::new();
+        for m in &msgs {
+            match m.notification() {
+                Some(n) => {
+                    assert_eq!(n.channel, "burst");
+                    assert_eq!(n.payload.len(), 7900, "a notification was cut");
+                    let tail = n.payload.trim_start_matches('x').to_string();
+                    assert!(seen.insert(tail.clone()), "{tail} delivered twice");
+                }
+                None => answer.push(m),
+            }
+        }
+        let tags: Vec<u8> = answer.iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"TDCZ", "read {reads}: {}", render(&msgs));
+        assert_eq!(first_value(&msgs).as_deref(), Some(&b"one"[..]));
+    }
+    notify.await.expect("notifier");
+    assert!(
+        fx.hits() - hits_before > reads as u64 / 2,
+        "the reads were not answered from the cache: {} hits of {reads}",
+        fx.hits() - hits_before
+    );
 }

@@ -26,14 +26,65 @@ use bytes::{Buf, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Mutex, Notify};
 
 /// Bytes of free buffer space each read asks for.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Answers from the cache queued for the backend direction to write at most; beyond, the
-/// frontend waits (a client that sends without reading cannot grow the queue).
+/// Answers from the cache queued behind a half-forwarded frame at most; beyond, the frontend
+/// waits (a client that sends without reading cannot grow the queue).
 const SERVED_QUEUE: usize = 64;
+
+/// The client's write half, shared by both directions: the backend forwards Postgres's
+/// frames, the frontend writes answers from the cache itself (handing them to the backend
+/// would wake the session's task a second time per answer). An answer may go out only
+/// between two of Postgres's frames: one that comes while a frame is half forwarded waits
+/// in `queued` until the backend has forwarded the frame's end.
+struct ClientOut<W> {
+    wr: W,
+    /// The backend has forwarded part of a frame and not its end.
+    mid_frame: bool,
+    queued: Vec<BytesMut>,
+}
+
+impl<W: AsyncWrite + Unpin> ClientOut<W> {
+    /// Writes the queued answers (the backend calls this at a frame boundary).
+    async fn write_queued(&mut self) -> Result<(), SessionError> {
+        for a in self.queued.drain(..) {
+            self.wr
+                .write_all(&a)
+                .await
+                .map_err(SessionError::ClientIo)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a cache answer to the client, or queues it behind the frame the backend is
+/// forwarding; waits while the queue is full.
+async fn write_answer<W: AsyncWrite + Unpin>(
+    out: &Mutex<ClientOut<W>>,
+    drained: &Notify,
+    answer: BytesMut,
+) -> Result<(), SessionError> {
+    loop {
+        let mut o = out.lock().await;
+        if !o.mid_frame {
+            return o
+                .wr
+                .write_all(&answer)
+                .await
+                .map_err(SessionError::ClientIo);
+        }
+        if o.queued.len() < SERVED_QUEUE {
+            o.queued.push(answer);
+            return Ok(());
+        }
+        let wait = drained.notified();
+        drop(o);
+        wait.await;
+    }
+}
 
 /// How long the backend direction may take to finish its current write once the client side
 /// has ended.
@@ -95,7 +146,12 @@ where
     // Lives as long as the relay: when the frontend fails only because the upstream closed,
     // the backend keeps draining so the client still gets Postgres's last words (a FATAL).
     let mut control = Some(control_tx);
-    let (served_tx, served_rx) = mpsc::channel(SERVED_QUEUE);
+    let out = Mutex::new(ClientOut {
+        wr: client_wr,
+        mid_frame: false,
+        queued: Vec::new(),
+    });
+    let drained = Notify::new();
     let front = frontend(
         client_rd,
         upstream_wr,
@@ -103,9 +159,9 @@ where
         shared,
         &mut frontend_state,
         &mut control,
-        served_tx,
+        (&out, &drained),
     );
-    let back = backend(upstream_rd, client_wr, ctx, shared, control_rx, served_rx);
+    let back = backend(upstream_rd, (&out, &drained), ctx, shared, control_rx);
     tokio::pin!(front, back);
     tokio::select! {
         f = &mut front => {
@@ -200,18 +256,19 @@ fn ensure_space(buf: &mut BytesMut, pending_frame: usize) {
     }
 }
 
-async fn frontend<R, W>(
+async fn frontend<R, W, CW>(
     mut rd: R,
     mut wr: W,
     ctx: &ProxyContext,
     shared: &SharedState,
     state: &mut FrontendState,
     control: &mut Option<oneshot::Sender<Control>>,
-    served: mpsc::Sender<BytesMut>,
+    (client, drained): (&Mutex<ClientOut<CW>>, &Notify),
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    CW: AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut scanner = FrameScanner::new(ctx.config.max_message_bytes);
@@ -242,8 +299,9 @@ where
             && ctx.cache.may_serve()
         {
             if let Some(answer) = cache_serve::try_serve(&buf, state, ctx, shared).await {
-                if served.send(answer.response).await.is_err() {
-                    return Ok(());
+                if let Err(e) = write_answer(client, drained, answer.response).await {
+                    send(control, Control::Stop);
+                    return Err(e);
                 }
                 buf.advance(answer.consumed);
                 rescan = !buf.is_empty();
@@ -366,11 +424,10 @@ fn send(control: &mut Option<oneshot::Sender<Control>>, message: Control) {
 
 async fn backend<R, W>(
     mut rd: R,
-    mut wr: W,
+    (client, drained): (&Mutex<ClientOut<W>>, &Notify),
     ctx: &ProxyContext,
     shared: &SharedState,
     mut control: oneshot::Receiver<Control>,
-    mut served: mpsc::Receiver<BytesMut>,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin,
@@ -381,9 +438,6 @@ where
     let mut pending_frame = 0;
     // Keeps this session's cancel key registered for as long as the relay runs.
     let mut cancel_guard: Option<CancelGuard> = None;
-    // Cache answers waiting for the end of a frame the upstream is still sending.
-    let mut answers: Vec<BytesMut> = Vec::new();
-    let mut served_open = true;
     loop {
         ensure_space(&mut buf, pending_frame);
         let n = tokio::select! {
@@ -391,40 +445,35 @@ where
             ctl = &mut control => {
                 // Only between frames: inside a frame already partly forwarded (a large
                 // DataRow), the client would read the error as part of that frame.
+                let mut out = client.lock().await;
                 if let (Ok(Control::Fatal(bytes)), true) = (ctl, scanner.at_boundary()) {
-                    let _ = wr.write_all(&bytes).await;
+                    let _ = out.wr.write_all(&bytes).await;
                 }
-                let _ = wr.shutdown().await;
+                let _ = out.wr.shutdown().await;
                 return Ok(());
-            }
-            answer = served.recv(), if served_open => {
-                match answer {
-                    Some(bytes) => answers.push(bytes),
-                    None => served_open = false,
-                }
-                if scanner.at_boundary() {
-                    write_answers(&mut wr, &mut answers).await?;
-                }
-                continue;
             }
             r = rd.read_buf(&mut buf) => r.map_err(SessionError::UpstreamIo)?,
         };
+        let mut out = client.lock().await;
         if n == 0 {
-            let _ = wr.shutdown().await;
+            let _ = out.wr.shutdown().await;
             return Ok(());
         }
         ctx.metrics.backend_bytes.fetch_add(n as u64, Relaxed);
         // With answers waiting inside a frame, forward only the rest of that frame first:
         // they go out before anything the upstream sends after it.
-        if !answers.is_empty() && !scanner.at_boundary() {
+        if !out.queued.is_empty() && !scanner.at_boundary() {
             let upto = scanner.remaining_in_frame().min(buf.len());
             let scanned = scanner.scan(&mut buf[..upto], |_| false, |_, _| true)?;
-            wr.write_all(&buf[..scanned.ready])
+            out.wr
+                .write_all(&buf[..scanned.ready])
                 .await
                 .map_err(SessionError::ClientIo)?;
             buf.advance(scanned.ready);
             if scanner.at_boundary() {
-                write_answers(&mut wr, &mut answers).await?;
+                out.mid_frame = false;
+                out.write_queued().await?;
+                drained.notify_one();
             }
             if buf.is_empty() {
                 continue;
@@ -440,18 +489,15 @@ where
                             shared.txn_status.store(status, Relaxed);
                         }
                         shared.authenticated.store(true, Relaxed);
-                        if let Some(done) = shared.tracker.ready() {
+                        let ready = shared.tracker.ready(body.first() == Some(&b'I'));
+                        if let Some(done) = ready.completed {
                             done.record(ctx);
                         }
                         // A schema or privilege change has committed (or rolled back):
                         // before the client hears of it, make the cache read the catalog
                         // and privileges again.
-                        if shared
-                            .tracker
-                            .schema_change_done(body.first() == Some(&b'I'))
-                        {
-                            ctx.catalog.schema_changed();
-                            ctx.cache.schema_changed();
+                        if ready.schema_changed {
+                            ctx.schema_changed();
                         }
                     }
                     b'C' => {
@@ -494,13 +540,16 @@ where
             })?;
             let keep = scanned.ready - drop_frame.unwrap_or(0);
             if keep > 0 {
-                wr.write_all(&buf[..keep])
+                out.wr
+                    .write_all(&buf[..keep])
                     .await
                     .map_err(SessionError::ClientIo)?;
             }
             buf.advance(scanned.ready);
-            if !answers.is_empty() && scanner.at_boundary() {
-                write_answers(&mut wr, &mut answers).await?;
+            out.mid_frame = !scanner.at_boundary();
+            if !out.mid_frame && !out.queued.is_empty() {
+                out.write_queued().await?;
+                drained.notify_one();
             }
             pending_frame = scanned.pending_frame;
             if drop_frame.is_none() || buf.is_empty() {
@@ -508,14 +557,4 @@ where
             }
         }
     }
-}
-
-async fn write_answers<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    answers: &mut Vec<BytesMut>,
-) -> Result<(), SessionError> {
-    for a in answers.drain(..) {
-        wr.write_all(&a).await.map_err(SessionError::ClientIo)?;
-    }
-    Ok(())
 }

@@ -12,7 +12,9 @@ use super::tracker::StatementTracker;
 use crate::context::ProxyContext;
 use crate::protocol::frames::read_cstr;
 use crate::router::{self, SessionView};
-use crate::sql::{Classified, DiscardTarget, OtherCommand, SetCommand, Shape, StatementKind};
+use crate::sql::{
+    Classified, DiscardTarget, OtherCommand, SetCommand, Shape, StatementKind, TxnControl,
+};
 use crate::stats::Route;
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -428,14 +430,17 @@ impl FrontendState {
 }
 
 /// Whether a statement may change table definitions or privileges (the cache then serves
-/// nothing until it has re-read them). Statements it cannot classify, and functions that
-/// run DDL, are caught by the periodic re-read instead.
+/// nothing until it has re-read them). Functions that run DDL are caught by the periodic
+/// re-read instead. `COMMIT PREPARED` counts: the prepared transaction may hold DDL or a
+/// REVOKE, which take effect only then (the re-read after its PREPARE TRANSACTION saw
+/// them uncommitted).
 fn may_change_schema(shape: &Shape) -> bool {
     let risky = |k: &StatementKind| {
         matches!(
             k,
             StatementKind::Ddl
                 | StatementKind::Unparsed
+                | StatementKind::Transaction(TxnControl::CommitPrepared)
                 | StatementKind::Other(OtherCommand::Do)
                 | StatementKind::Other(OtherCommand::Call)
                 | StatementKind::Other(OtherCommand::Unknown)

@@ -82,6 +82,15 @@ pub struct StatementTracker {
     inner: Mutex<Inner>,
 }
 
+/// What a ReadyForQuery ended.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// The simple Query it completed, if any.
+    pub completed: Option<Completed>,
+    /// A schema or privilege change sent earlier has committed (or rolled back).
+    pub schema_changed: bool,
+}
+
 /// A statement whose response has completed.
 #[derive(Debug)]
 pub struct Completed {
@@ -182,31 +191,48 @@ impl StatementTracker {
         })
     }
 
-    /// ReadyForQuery: completes a simple Query, or closes an extended batch (dropping
-    /// Executes that Postgres skipped after an error).
-    pub fn ready(&self) -> Option<Completed> {
+    /// ReadyForQuery, reporting the session `idle` (not in a transaction block) or not:
+    /// completes a simple Query, or closes an extended batch (dropping Executes that
+    /// Postgres skipped after an error), and says whether a schema change sent earlier has
+    /// now committed or rolled back (reported once; inside a transaction block it waits for
+    /// the block's end). One lock per ReadyForQuery: this runs for every relayed statement.
+    pub fn ready(&self, idle: bool) -> Ready {
         self.with(|s| {
             if s.outstanding() == 0 {
                 // The start-up ReadyForQuery, or one the proxy lost count of.
-                return None;
+                return Ready::default();
             }
             let batch = s.batches_done;
             s.book.batch_done(batch);
             s.batches_done += 1;
+            let schema_changed = match s.schema_change_due {
+                Some(due) if idle && s.batches_done >= due => {
+                    s.schema_change_due = None;
+                    true
+                }
+                _ => false,
+            };
+            let mut completed = None;
             if s.desynced {
                 if s.outstanding() == 0 {
                     s.desynced = false;
                 }
-                return None;
-            }
-            while let Some(e) = s.queue.pop_front() {
-                match e.kind {
-                    Kind::Simple => return Some(finish(e)),
-                    Kind::Sync => return None,
-                    Kind::Execute => continue,
+            } else {
+                while let Some(e) = s.queue.pop_front() {
+                    match e.kind {
+                        Kind::Simple => {
+                            completed = Some(finish(e));
+                            break;
+                        }
+                        Kind::Sync => break,
+                        Kind::Execute => continue,
+                    }
                 }
             }
-            None
+            Ready {
+                completed,
+                schema_changed,
+            }
         })
     }
 
@@ -218,19 +244,6 @@ impl StatementTracker {
             // The Query itself, or the Sync after the Execute, is the next batch end.
             let due = s.batches_sent + 1;
             s.schema_change_due = Some(s.schema_change_due.map_or(due, |d| d.max(due)));
-        })
-    }
-
-    /// After [`ready`](Self::ready) of a ReadyForQuery that reports the session `idle` (not in
-    /// a transaction block): whether a schema change sent earlier has now committed or
-    /// rolled back (reported once). Inside a transaction block it waits for the block's end.
-    pub fn schema_change_done(&self, idle: bool) -> bool {
-        self.with(|s| match s.schema_change_due {
-            Some(due) if idle && s.batches_done >= due => {
-                s.schema_change_due = None;
-                true
-            }
-            _ => false,
         })
     }
 
@@ -395,7 +408,7 @@ mod tests {
         t.query(None, Route::Postgres);
         assert!(t.completion(2, false).is_none());
         assert!(t.completion(3, true).is_none());
-        let c = t.ready().unwrap();
+        let c = t.ready(true).completed.unwrap();
         assert_eq!((c.rows, c.error), (5, true));
         assert_eq!(t.pending(), 0);
     }
@@ -412,27 +425,27 @@ mod tests {
         t.sync();
         let c = t.completion(0, true).unwrap();
         assert!(c.error);
-        assert!(t.ready().is_none()); // drops the skipped execute and the sync
+        assert!(t.ready(true).completed.is_none()); // drops the skipped execute and the sync
         assert_eq!(t.pending(), 2);
         let c = t.completion(7, false).unwrap();
         assert_eq!(c.rows, 7);
-        assert!(t.ready().is_none());
+        assert!(t.ready(true).completed.is_none());
         assert_eq!(t.pending(), 0);
     }
 
     #[test]
     fn startup_ready_and_stray_messages_are_harmless() {
         let t = StatementTracker::default();
-        assert!(t.ready().is_none());
+        assert!(t.ready(true).completed.is_none());
         assert!(t.completion(1, false).is_none());
         t.sync();
         assert!(t.completion(0, true).is_none()); // error at sync
-        assert!(t.ready().is_none());
+        assert!(t.ready(true).completed.is_none());
         assert_eq!(t.pending(), 0);
         // Extra ReadyForQuery messages do not make later batches look finished.
-        assert!(t.ready().is_none());
+        assert!(t.ready(true).completed.is_none());
         t.query(None, Route::Postgres);
-        assert!(t.ready().is_some());
+        assert!(t.ready(true).completed.is_some());
     }
 
     #[test]
@@ -445,17 +458,17 @@ mod tests {
         t.sync();
         let c = t.completion(2, false).unwrap();
         assert_eq!(c.rows, 2);
-        assert!(t.ready().is_none());
+        assert!(t.ready(true).completed.is_none());
         assert_eq!(t.pending(), 0);
         // The next statement pairs with its own completion.
         t.query(None, Route::Postgres);
         assert!(t.completion(1, false).is_none());
-        assert_eq!(t.ready().unwrap().rows, 1);
+        assert_eq!(t.ready(true).completed.unwrap().rows, 1);
         // Simple-protocol COPY: nothing to drop.
         t.query(None, Route::Postgres);
         t.copy_end();
         assert!(t.completion(3, false).is_none());
-        assert_eq!(t.ready().unwrap().rows, 3);
+        assert_eq!(t.ready(true).completed.unwrap().rows, 3);
     }
 
     #[test]
@@ -472,13 +485,13 @@ mod tests {
         assert!(!t.is_idle());
         t.sync();
         assert!(!t.is_idle());
-        t.ready();
+        t.ready(true);
         assert!(!t.is_idle());
-        t.ready();
+        t.ready(true);
         assert!(t.is_idle());
         t.query(None, Route::Postgres);
         assert!(!t.is_idle());
-        t.ready();
+        t.ready(true);
         assert!(t.is_idle());
     }
 
@@ -491,26 +504,24 @@ mod tests {
         t.schema_change_sent();
         t.execute(None, Route::Postgres);
         t.sync();
-        t.ready();
-        assert!(!t.schema_change_done(true));
+        assert!(!t.ready(true).schema_changed);
         t.completion(0, false);
-        t.ready();
-        assert!(t.schema_change_done(true));
-        assert!(!t.schema_change_done(true), "reported once");
+        assert!(t.ready(true).schema_changed);
+        t.query(None, Route::Postgres);
+        assert!(!t.ready(true).schema_changed, "reported once");
         // As a simple Query: done at its own ReadyForQuery.
         t.schema_change_sent();
         t.query(None, Route::Postgres);
-        assert!(!t.schema_change_done(true));
-        t.ready();
-        assert!(t.schema_change_done(true));
+        assert!(t.ready(true).schema_changed);
         // Inside a transaction block: done only once the block has ended.
         t.schema_change_sent();
         t.query(None, Route::Postgres);
-        t.ready();
-        assert!(!t.schema_change_done(false));
+        assert!(!t.ready(false).schema_changed);
         t.query(None, Route::Postgres); // COMMIT
-        t.ready();
-        assert!(t.schema_change_done(true));
+        assert!(t.ready(true).schema_changed);
+        // The start-up ReadyForQuery (nothing outstanding) reports nothing.
+        t.schema_change_sent();
+        assert!(!t.ready(true).schema_changed);
     }
 
     #[test]
@@ -524,9 +535,9 @@ mod tests {
         t.sync();
         // Overflowed: nothing is matched until both ReadyForQuery messages came back.
         assert!(t.completion(1, false).is_none());
-        assert!(t.ready().is_none());
-        assert!(t.ready().is_none());
+        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true).completed.is_none());
         t.query(None, Route::Postgres);
-        assert!(t.ready().is_some());
+        assert!(t.ready(true).completed.is_some());
     }
 }
