@@ -79,13 +79,13 @@ pub enum TargetKind {
 /// The cache target's policy: every key the statistics call hot is placed.
 const CACHE_POLICY: &str =
     "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"memory\"\n\
-promote_after = 1\nwindow = \"60s\"\ndemote_after_idle = \"5m\"\nmax_keys = 200000\n\
+promote_after = 1\nwindow = \"5m\"\ndemote_after_idle = \"10m\"\nmax_keys = 200000\n\
 max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
 
 /// The L1+Redis target's policy.
 const CACHE_REDIS_POLICY: &str =
     "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"redis\"\n\
-promote_after = 1\nwindow = \"60s\"\ndemote_after_idle = \"5m\"\nmax_keys = 200000\n\
+promote_after = 1\nwindow = \"5m\"\ndemote_after_idle = \"10m\"\nmax_keys = 200000\n\
 max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
 
 /// Hot keys tracked per table by the cache target's statistics (the default, 1000, covers
