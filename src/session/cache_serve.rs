@@ -4,7 +4,8 @@
 //! session is idle (nothing unanswered upstream, no transaction block). A simple Query, or an
 //! extended-protocol batch `Bind [Describe portal] Execute Sync` on a statement Postgres has
 //! prepared, is answered here when every check of the "routing is safe" contract holds; the
-//! answer is written to the client by the backend direction, in order. Anything else returns
+//! relay writes the answer to the client between two of Postgres's frames (behind any frame
+//! it is forwarding, e.g. a notification), in order. Anything else returns
 //! `None` and the frames are relayed as usual (and the reason is counted).
 //!
 //! The session's part of the contract lives in [`CacheSession`]: the role (and whether it
