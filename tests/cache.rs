@@ -236,6 +236,16 @@ async fn bind_execute(
     until_ready(c).await
 }
 
+/// Fails the test if `msgs` hold an ErrorResponse (`what`: the statement, for the message).
+#[track_caller]
+fn assert_no_error(msgs: &[BackendMessage], what: &str) {
+    assert!(
+        msgs.iter().all(|m| m.tag != b'E'),
+        "{what}: {}",
+        render(msgs)
+    );
+}
+
 fn render(msgs: &[BackendMessage]) -> String {
     msgs.iter()
         .map(|m| format!("{}:{:?}", m.tag as char, String::from_utf8_lossy(&m.body)))
@@ -772,11 +782,7 @@ async fn commit_prepared_fences_the_session_and_rereads_privileges() {
         ];
         for stmt in &steps {
             let got = c.simple_query(stmt).await.expect("query");
-            assert!(
-                got.iter().all(|m| m.tag != b'E'),
-                "{stmt}: {}",
-                render(&got)
-            );
+            assert_no_error(&got, stmt);
         }
         // Prepared, not committed: the old value, from the cache.
         let got = simple_until_served(&fx, &mut c, read).await;
@@ -789,11 +795,7 @@ async fn commit_prepared_fences_the_session_and_rereads_privileges() {
         );
         let commit = format!("COMMIT PREPARED 'cp_{round}'");
         let got = c.simple_query(&commit).await.expect("commit prepared");
-        assert!(
-            got.iter().all(|m| m.tag != b'E'),
-            "{commit}: {}",
-            render(&got)
-        );
+        assert_no_error(&got, &commit);
         let got = c.simple_query(read).await.expect("query");
         assert_eq!(
             first_value(&got).as_deref(),
@@ -812,21 +814,13 @@ async fn commit_prepared_fences_the_session_and_rereads_privileges() {
             format!("PREPARE TRANSACTION 'rv_{round}'"),
         ] {
             let got = c.simple_query(&stmt).await.expect("query");
-            assert!(
-                got.iter().all(|m| m.tag != b'E'),
-                "{stmt}: {}",
-                render(&got)
-            );
+            assert_no_error(&got, &stmt);
         }
         // Only prepared: the reader may still read, and the cache may answer.
         simple_until_served(&fx, &mut reader, read).await;
         let commit = format!("COMMIT PREPARED 'rv_{round}'");
         let got = c.simple_query(&commit).await.expect("commit prepared");
-        assert!(
-            got.iter().all(|m| m.tag != b'E'),
-            "{commit}: {}",
-            render(&got)
-        );
+        assert_no_error(&got, &commit);
         let before = fx.hits();
         let refused = reader.simple_query(read).await.expect("query");
         assert_eq!(
@@ -844,7 +838,7 @@ async fn commit_prepared_fences_the_session_and_rereads_privileges() {
             .simple_query("GRANT SELECT ON kv TO cp_reader")
             .await
             .expect("grant");
-        assert!(got.iter().all(|m| m.tag != b'E'), "{}", render(&got));
+        assert_no_error(&got, "GRANT");
     }
 }
 
@@ -1543,7 +1537,7 @@ async fn cached_answers_never_split_a_notification() {
     let read = "SELECT v FROM kv WHERE id = 1";
     let mut listener = fx.wire_proxy("postgres", &[]).await;
     let got = listener.simple_query("LISTEN burst").await.expect("listen");
-    assert!(got.iter().all(|m| m.tag != b'E'), "{}", render(&got));
+    assert_no_error(&got, "LISTEN");
     simple_until_served(&fx, &mut listener, read).await;
 
     const BURSTS: usize = 20;
@@ -1557,7 +1551,7 @@ async fn cached_answers_never_split_a_notification() {
                  FROM generate_series(1, {PER_BURST}) g"
             );
             let got = notifier.simple_query(&sql).await.expect("notify");
-            assert!(got.iter().all(|m| m.tag != b'E'), "{}", render(&got));
+            assert_no_error(&got, &sql);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
