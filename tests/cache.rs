@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 const MAX_STALENESS_MS: u64 = 1000;
 
+/// A table `kv (id int4 PRIMARY KEY, v text)` with rows 1..=10, `v` = 'v' || id.
+const KV_TEN_ROWS: &str = "CREATE TABLE kv (id int4 PRIMARY KEY, v text);
+     INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 10) g;";
+
 /// (label, start-up parameters, SET statements) of one output-settings round.
 type SettingsRound<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 /// (label, parameters, parameter formats, result formats, describe) of one extended case.
@@ -847,12 +851,7 @@ async fn commit_prepared_fences_the_session_and_rereads_privileges() {
 /// answer from the cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_deallocate_leaves_the_names_in_postgres() {
-    let fx = fixture(
-        "cache_failed_deallocate",
-        "CREATE TABLE kv (id int4 PRIMARY KEY, v text);
-         INSERT INTO kv SELECT g, 'v' || g FROM generate_series(1, 10) g;",
-    )
-    .await;
+    let fx = fixture("cache_failed_deallocate", KV_TEN_ROWS).await;
     let sql = "SELECT v, id FROM kv WHERE id = $1";
     let mut p = fx.wire_proxy("postgres", &[]).await;
     let mut d = fx.wire_direct("postgres", &[]).await;
@@ -900,6 +899,162 @@ async fn a_failed_deallocate_leaves_the_names_in_postgres() {
             render(&via)
         );
     }
+}
+
+/// A Bind of a statement SQL `PREPARE` made, and an Execute of a cursor SQL `DECLARE`
+/// opened, run queries, never DDL: they get Postgres's answers through the proxy and leave
+/// the cache as it was (they used to count as unclassified statements, after each of which
+/// the cache forgot every key and re-read the catalog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_cursors_made_in_sql_keep_the_cache() {
+    let fx = fixture("cache_sql_prepared", KV_TEN_ROWS).await;
+    let read = "SELECT v FROM kv WHERE id = 3";
+    let mut reader = fx.wire_proxy("postgres", &[]).await;
+    simple_until_served(&fx, &mut reader, read).await;
+    let mut p = fx.wire_proxy("postgres", &[]).await;
+    let mut d = fx.wire_direct("postgres", &[]).await;
+    let prepare_sql = "PREPARE from_sql(int4) AS SELECT v, id FROM kv WHERE id = $1";
+    for c in [&mut p, &mut d] {
+        let got = c.simple_query(prepare_sql).await.expect("PREPARE");
+        assert_no_error(&got, prepare_sql);
+    }
+    let mut fetch = cstr("cur");
+    fetch.extend(2i32.to_be_bytes());
+    let fetch_two = [(b'E', fetch), sync_msg()];
+    for round in 0..3 {
+        let via = bind_execute(&mut p, "from_sql", &[Some(b"4")], &[], &[], true).await;
+        let direct = bind_execute(&mut d, "from_sql", &[Some(b"4")], &[], &[], true).await;
+        assert_same("Bind of a statement SQL PREPARE made", &via, &direct);
+        assert_no_error(&via, "Bind of from_sql");
+        for c in [&mut p, &mut d] {
+            for sql in [
+                "BEGIN",
+                "DECLARE cur CURSOR FOR SELECT v FROM kv ORDER BY id",
+            ] {
+                assert_no_error(&c.simple_query(sql).await.expect("query"), sql);
+            }
+        }
+        let via = batch(&mut p, &fetch_two).await;
+        assert_same(
+            "Execute of a SQL cursor",
+            &via,
+            &batch(&mut d, &fetch_two).await,
+        );
+        assert_eq!(
+            via.iter().filter(|m| m.tag == b'D').count(),
+            2,
+            "{}",
+            render(&via)
+        );
+        for c in [&mut p, &mut d] {
+            assert_no_error(&c.simple_query("COMMIT").await.expect("COMMIT"), "COMMIT");
+        }
+        // The other session is still served, at once: nothing was flushed.
+        assert!(
+            served_at_once(&fx, &mut reader, read).await,
+            "round {round}: the cache stopped serving after a SQL-prepared statement or cursor ran: {}",
+            fx.cache_state()
+        );
+    }
+}
+
+/// Sends one Query written in bytes (another client encoding than UTF-8).
+async fn raw_query(c: &mut WireClient, sql: &[u8]) -> Vec<BackendMessage> {
+    let mut q = sql.to_vec();
+    q.push(0);
+    c.queue(b'Q', &q).await.unwrap();
+    c.flush().await.unwrap();
+    until_ready(c).await
+}
+
+/// Whether the cache answers `sql` for `c` within three tries, none of which waits.
+async fn served_at_once(fx: &Fixture, c: &mut WireClient, sql: &str) -> bool {
+    let before = fx.hits();
+    for _ in 0..3 {
+        let got = c.simple_query(sql).await.expect("read");
+        assert_no_error(&got, sql);
+        if fx.hits() > before {
+            return true;
+        }
+    }
+    false
+}
+
+/// A LATIN1 session's statements are read as Postgres reads them (byte b is U+00b): a
+/// write naming a non-ASCII key drops exactly that key at once, and neither its reads nor
+/// its writes make the cache forget anything else (they were unclassified, and each one
+/// flushed the whole cache). A statement pipelined behind `SET client_encoding` is not
+/// read in an encoding that may no longer hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latin1_statements_are_read_as_postgres_reads_them() {
+    let fx = fixture(
+        "cache_latin1",
+        "CREATE TABLE tk (k text PRIMARY KEY, v int4);
+         INSERT INTO tk VALUES ('plain', 1), ('\u{e9}', 1), ('\u{c3}\u{a9}', 1);",
+    )
+    .await;
+    // UTF-8 readers of the three keys: 'plain', 'é' and 'Ã©' (whose LATIN1 bytes C3 A9
+    // are also the UTF-8 bytes of 'é').
+    let plain = "SELECT v FROM tk WHERE k = 'plain'";
+    let e_acute = "SELECT v FROM tk WHERE k = '\u{e9}'";
+    let mojibake = "SELECT v FROM tk WHERE k = '\u{c3}\u{a9}'";
+    let mut reader = fx.wire_proxy("postgres", &[]).await;
+    for sql in [plain, e_acute, mojibake] {
+        simple_until_served(&fx, &mut reader, sql).await;
+    }
+    let mut p = fx
+        .wire_proxy("postgres", &[("client_encoding", "LATIN1")])
+        .await;
+    let mut d = fx
+        .wire_direct("postgres", &[("client_encoding", "LATIN1")])
+        .await;
+
+    let read = b"SELECT k, v FROM tk WHERE k = '\xe9'";
+    let via = raw_query(&mut p, read).await;
+    assert_same("LATIN1 read", &via, &raw_query(&mut d, read).await);
+    assert_no_error(&via, "LATIN1 read");
+    assert!(
+        served_at_once(&fx, &mut reader, plain).await,
+        "a LATIN1 read made the cache forget its keys: {}",
+        fx.cache_state()
+    );
+
+    let write = b"UPDATE tk SET v = v + 1 WHERE k = '\xe9'";
+    let via = raw_query(&mut p, write).await;
+    assert_no_error(&via, "LATIN1 write");
+    let got = reader.simple_query(e_acute).await.expect("read");
+    assert_eq!(
+        first_value(&got).as_deref(),
+        Some(&b"2"[..]),
+        "the key a LATIN1 write named was served stale: {}",
+        render(&got)
+    );
+    assert!(
+        served_at_once(&fx, &mut reader, plain).await,
+        "a LATIN1 write made the cache forget other keys: {}",
+        fx.cache_state()
+    );
+
+    // A UTF-8 session switches to LATIN1 and, without waiting, writes the key whose LATIN1
+    // bytes read as 'é' in UTF-8: Postgres changes 'Ã©', and so must the cache.
+    let mut switcher = fx.wire_proxy("postgres", &[]).await;
+    switcher
+        .queue(b'Q', b"SET client_encoding TO 'LATIN1'\0")
+        .await
+        .unwrap();
+    let mut q = b"UPDATE tk SET v = v + 10 WHERE k = '\xc3\xa9'".to_vec();
+    q.push(0);
+    switcher.queue(b'Q', &q).await.unwrap();
+    switcher.flush().await.unwrap();
+    assert_no_error(&until_ready(&mut switcher).await, "SET client_encoding");
+    assert_no_error(&until_ready(&mut switcher).await, "pipelined LATIN1 write");
+    let got = reader.simple_query(mojibake).await.expect("read");
+    assert_eq!(
+        first_value(&got).as_deref(),
+        Some(&b"11"[..]),
+        "a write pipelined behind SET client_encoding was read in the old encoding: {}",
+        render(&got)
+    );
 }
 
 /// A `RESET ALL` that a rollback undoes leaves the session's settings as they were: a session
@@ -1124,21 +1279,21 @@ async fn privilege_and_table_changes_count_from_their_commit() {
         "cache_acl_txn",
         "CREATE TABLE secret (id int4 PRIMARY KEY, v text);
          INSERT INTO secret VALUES (1, 'classified');
-         CREATE ROLE reader LOGIN;
-         GRANT SELECT ON secret TO reader;",
+         CREATE ROLE txn_reader LOGIN;
+         GRANT SELECT ON secret TO txn_reader;",
     )
     .await;
     let sql = "SELECT * FROM secret WHERE id = 1";
     let mut admin = fx.wire_proxy("postgres", &[]).await;
-    let mut reader = fx.wire_proxy("reader", &[]).await;
-    let mut reader_direct = fx.wire_direct("reader", &[]).await;
+    let mut reader = fx.wire_proxy("txn_reader", &[]).await;
+    let mut reader_direct = fx.wire_direct("txn_reader", &[]).await;
     for round in 1..=3 {
         // REVOKE inside a transaction block: until COMMIT the reader may still read (and
         // the cache may answer, as Postgres would); from COMMIT on, never.
         simple_until_served(&fx, &mut reader, sql).await;
         admin.simple_query("BEGIN").await.unwrap();
         admin
-            .simple_query("REVOKE SELECT ON secret FROM reader")
+            .simple_query("REVOKE SELECT ON secret FROM txn_reader")
             .await
             .unwrap();
         let before_commit = simple_until_served(&fx, &mut reader, sql).await;
@@ -1158,7 +1313,7 @@ async fn privilege_and_table_changes_count_from_their_commit() {
         );
         assert_eq!(fx.hits(), before, "round {round}: served after REVOKE");
         admin
-            .simple_query("GRANT SELECT ON secret TO reader")
+            .simple_query("GRANT SELECT ON secret TO txn_reader")
             .await
             .unwrap();
 

@@ -499,6 +499,11 @@ where
                         if ready.schema_changed {
                             ctx.schema_changed();
                         }
+                        // Everything sent has been answered: client_encoding is what the
+                        // last ParameterStatus said.
+                        if shared.tracker.is_idle() {
+                            shared.encoding_unsettled.store(false, Relaxed);
+                        }
                     }
                     b'C' => {
                         if let Some(done) = shared.tracker.completion(tag_rows(body), false) {

@@ -8,6 +8,7 @@ use super::bind::{parse_param_types, Bind};
 use super::cache_serve::CacheSession;
 use super::explain;
 use super::keys::KeyResolver;
+use super::statements::Lookup;
 use super::tracker::StatementTracker;
 use crate::context::ProxyContext;
 use crate::protocol::frames::read_cstr;
@@ -27,8 +28,17 @@ pub struct SharedState {
     /// Last ReadyForQuery status: b'I' idle, b'T' in a transaction block, b'E' failed block.
     pub txn_status: AtomicU8,
     /// True while the session's client_encoding is UTF8, so statement text can be read as
-    /// UTF-8. Any other encoding: statements are relayed unclassified.
+    /// UTF-8. Other encodings but LATIN1: non-ASCII statements are relayed unclassified.
     pub client_encoding_utf8: AtomicBool,
+    /// True while the session's client_encoding is LATIN1, whose bytes map one to one onto
+    /// the first 256 code points: statements are read by decoding them.
+    pub client_encoding_latin1: AtomicBool,
+    /// A statement that may change client_encoding (or that the proxy could not read) is in
+    /// flight: until Postgres has answered everything sent, the encoding the flags above
+    /// name may not be the one the next statement is written in, so non-ASCII statements are
+    /// not classified. Set by the frontend, cleared at a ReadyForQuery that leaves nothing
+    /// in flight.
+    pub encoding_unsettled: AtomicBool,
     pub backend_pid: AtomicU32,
     /// Every ParameterStatus the server reported, latest value per name.
     pub parameters: Mutex<HashMap<String, String>>,
@@ -47,6 +57,8 @@ impl Default for SharedState {
         SharedState {
             txn_status: AtomicU8::new(b'I'),
             client_encoding_utf8: AtomicBool::new(false),
+            client_encoding_latin1: AtomicBool::new(false),
+            encoding_unsettled: AtomicBool::new(false),
             backend_pid: AtomicU32::new(0),
             parameters: Mutex::new(HashMap::new()),
             parameter_generation: AtomicU64::new(0),
@@ -69,6 +81,8 @@ impl SharedState {
         if name == "client_encoding" {
             let utf8 = value.eq_ignore_ascii_case("UTF8") || value.eq_ignore_ascii_case("UNICODE");
             self.client_encoding_utf8.store(utf8, Relaxed);
+            let latin1 = value.eq_ignore_ascii_case("LATIN1");
+            self.client_encoding_latin1.store(latin1, Relaxed);
         }
         if let Ok(mut p) = self.parameters.lock() {
             p.insert(name, value);
@@ -109,6 +123,9 @@ pub struct FrontendState {
     /// The statement shape the unnamed portal runs (`None`: unclassified).
     unnamed_portal: Option<Arc<Shape>>,
     named_portals: HashMap<Box<[u8]>, Option<Arc<Shape>>>,
+    /// `named_portals` overflowed and was cleared: a name it lacks may be a portal bound
+    /// through the protocol to any statement, not only a SQL cursor.
+    portals_lost: bool,
     keys: KeyResolver,
     /// Connected to the database policies apply to (the upstream URL's): the only one whose
     /// catalog the proxy reads, so the only one whose keys are recorded.
@@ -122,6 +139,7 @@ impl FrontendState {
         FrontendState {
             unnamed_portal: None,
             named_portals: HashMap::new(),
+            portals_lost: false,
             keys: KeyResolver::new(ctx),
             policy_database: database == ctx.upstream.database,
             cache,
@@ -209,7 +227,22 @@ impl FrontendState {
         shared: &SharedState,
     ) -> Option<(Arc<str>, Classified)> {
         // ASCII reads the same in every client encoding Postgres accepts.
-        if !shared.client_encoding_utf8.load(Relaxed) && !text.is_ascii() {
+        let decoded: String;
+        let text = if text.is_ascii() || shared.client_encoding_utf8.load(Relaxed) {
+            text
+        } else if shared.client_encoding_latin1.load(Relaxed)
+            && !shared.encoding_unsettled.load(Relaxed)
+        {
+            // Postgres converts LATIN1 byte b to U+00b (0x80..0x9F included).
+            decoded = text.iter().map(|&b| char::from(b)).collect();
+            decoded.as_bytes()
+        } else {
+            ctx.metrics
+                .statements_unclassified_encoding
+                .fetch_add(1, Relaxed);
+            return None;
+        };
+        if !text.is_ascii() && shared.encoding_unsettled.load(Relaxed) {
             ctx.metrics
                 .statements_unclassified_encoding
                 .fetch_add(1, Relaxed);
@@ -242,7 +275,11 @@ impl FrontendState {
             (r, _) => r,
         };
         ctx.metrics.route_reasons[reason.index()].fetch_add(1, Relaxed);
-        // Unclassified (not UTF-8, or another client_encoding and not ASCII): may be anything.
+        if shape.is_none_or(may_change_encoding) {
+            shared.encoding_unsettled.store(true, Relaxed);
+        }
+        // Unclassified (not valid text, not ASCII under an encoding the proxy does not read,
+        // or while client_encoding may be changing): may be anything.
         if shape.is_none_or(|s| {
             matches!(
                 s.kind,
@@ -300,16 +337,17 @@ impl FrontendState {
                 StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
                 | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
                     shared.tracker.forget_statements(None);
-                    if !settled {
-                        // It may fail (in an aborted transaction block, say) and leave
-                        // every name in place: the book no longer knows which exist.
-                        shared.tracker.no_virtual_names();
+                    if !settled || shape.kind == StatementKind::Multi {
+                        // It may fail (in an aborted transaction block, or after an
+                        // error earlier in the same Query) and leave every name in place:
+                        // the book no longer knows which exist.
+                        shared.tracker.statement_names_may_be_lost();
                     }
                 }
                 StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
                     shared.tracker.forget_statements(Some(name.as_bytes()));
-                    if !settled {
-                        shared.tracker.no_virtual_names();
+                    if !settled || shape.kind == StatementKind::Multi {
+                        shared.tracker.statement_names_may_be_lost();
                     }
                 }
                 // SQL PREPARE shares the protocol's statement names; the proxy does not
@@ -369,7 +407,11 @@ impl FrontendState {
         let Some(bind) = Bind::parse(body) else {
             return;
         };
-        let stmt = shared.tracker.statement(bind.statement);
+        let stmt = match shared.tracker.statement_source(bind.statement) {
+            Lookup::Known(stmt) => Some(stmt),
+            Lookup::Unknown => None,
+            Lookup::SqlPrepared => self.stand_in(b"EXECUTE ", bind.statement, ctx, shared),
+        };
         match &stmt {
             Some(p) => self.observe(
                 ctx,
@@ -389,9 +431,40 @@ impl FrontendState {
         } else {
             if self.named_portals.len() >= MAX_NAMED_PORTALS {
                 self.named_portals.clear();
+                self.portals_lost = true;
             }
             self.named_portals.insert(bind.portal.into(), shape);
         }
+    }
+
+    /// A classified stand-in for a statement or portal SQL made (`PREPARE`, `DECLARE`) that
+    /// the protocol refers to by name: `EXECUTE "name"` or `FETCH ALL FROM "name"`, which
+    /// route, fence and count like the SQL that names it. Without one, the statement would
+    /// be unclassified, and each of its Executes would make the cache forget everything as
+    /// if it could have been DDL, which neither can be.
+    fn stand_in(
+        &self,
+        command: &[u8],
+        name: &[u8],
+        ctx: &ProxyContext,
+        shared: &SharedState,
+    ) -> Option<Arc<PreparedStatement>> {
+        let mut text = Vec::with_capacity(command.len() + name.len() + 2);
+        text.extend_from_slice(command);
+        text.push(b'"');
+        for &b in name {
+            if b == b'"' {
+                text.push(b'"');
+            }
+            text.push(b);
+        }
+        text.push(b'"');
+        let (sql, classified) = self.classify(&text, ctx, shared)?;
+        Some(Arc::new(PreparedStatement {
+            sql,
+            classified,
+            param_types: Box::default(),
+        }))
     }
 
     /// Execute: route and track the portal's statement.
@@ -400,7 +473,15 @@ impl FrontendState {
         let shape = if portal.is_empty() {
             self.unnamed_portal.clone()
         } else {
-            self.named_portals.get(portal).cloned().flatten()
+            match self.named_portals.get(portal) {
+                Some(shape) => shape.clone(),
+                // Not bound through the protocol: a cursor SQL `DECLARE` opened (a query,
+                // never DDL), or no portal at all (Postgres answers with an error).
+                None if !self.portals_lost => self
+                    .stand_in(b"FETCH ALL FROM ", portal, ctx, shared)
+                    .map(|p| Arc::clone(&p.classified.shape)),
+                None => None,
+            }
         };
         let route = self.route(shape.as_deref(), ctx, shared);
         shared.tracker.execute(shape, route);
@@ -447,6 +528,23 @@ fn may_change_schema(shape: &Shape) -> bool {
         )
     };
     risky(&shape.kind) || shape.parts.iter().any(risky)
+}
+
+/// Whether a statement may change client_encoding: `SET client_encoding` / `SET NAMES`,
+/// `RESET client_encoding`, `RESET ALL`, `DISCARD ALL`, a call of `set_config` (its
+/// arguments are literals, gone from the normalized text), and text the proxy could not
+/// parse that mentions `client_encoding` or `names` (normalized text has unquoted
+/// identifiers lowercased). A user function that sets it is not caught.
+fn may_change_encoding(shape: &Shape) -> bool {
+    let n = &*shape.normalized;
+    shape.kinds().iter().any(|k| match k {
+        StatementKind::Unparsed => n.contains("client_encoding") || n.contains("names"),
+        StatementKind::Set(SetCommand::ResetAll)
+        | StatementKind::Set(SetCommand::Discard(DiscardTarget::All)) => true,
+        StatementKind::Set(SetCommand::Set { name, .. })
+        | StatementKind::Set(SetCommand::Reset { name }) => &**name == "client_encoding",
+        _ => false,
+    }) || n.contains("set_config")
 }
 
 /// Drops from the cache the keys a write names; a key it cannot read (or a write that moves

@@ -63,6 +63,24 @@ pub struct StatementBook {
     /// The book may not know every name Postgres has (it overflowed, or SQL PREPARE ran):
     /// a named Parse could collide with one, so none is answered by the proxy.
     names_unknown: bool,
+    /// The book may have lost a protocol-level statement Postgres still has (it overflowed,
+    /// or a DEALLOCATE it applied may have failed). Until then a name it does not hold can
+    /// only be one made by SQL `PREPARE`.
+    names_lost: bool,
+}
+
+/// What a Bind's statement name refers to, as far as the book knows.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A statement the book holds, classified.
+    Known(Arc<PreparedStatement>),
+    /// A statement of unknown text: its Parse could not be classified, or the book may have
+    /// lost it.
+    Unknown,
+    /// No protocol-level statement of that name exists: the name is one SQL `PREPARE` made
+    /// (its body a SELECT, INSERT, UPDATE, DELETE, MERGE or VALUES, never DDL) or none at
+    /// all (Postgres answers the Bind with an error).
+    SqlPrepared,
 }
 
 fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) {
@@ -84,11 +102,13 @@ impl StatementBook {
     fn sent(&mut self, batch: u64, op: Op) {
         if self.view.len() >= MAX_STATEMENTS {
             self.names_unknown = true;
+            self.names_lost = true;
         }
         apply(&mut self.view, &op);
         if self.pending.len() >= MAX_STATEMENTS {
             // A client that never reads its responses: stop tracking confirmations.
             self.names_unknown = true;
+            self.names_lost = true;
             self.pending.clear();
             self.confirmed = self.view.clone();
             return;
@@ -117,6 +137,9 @@ impl StatementBook {
         {
             return false;
         }
+        if self.view.len() >= MAX_STATEMENTS {
+            self.names_may_be_lost();
+        }
         apply(
             &mut self.view,
             &Op::Parse(name.into(), Some(Arc::clone(&stmt)), false),
@@ -139,6 +162,13 @@ impl StatementBook {
 
     pub fn no_virtual_names(&mut self) {
         self.names_unknown = true;
+    }
+
+    /// A DEALLOCATE or DISCARD the book applied may fail in Postgres and leave statements
+    /// the book no longer holds.
+    pub fn names_may_be_lost(&mut self) {
+        self.names_unknown = true;
+        self.names_lost = true;
     }
 
     /// If `name` exists only in the proxy: its Parse frame, to be sent to Postgres now (in
@@ -194,6 +224,17 @@ impl StatementBook {
     /// The statement a Bind sent now refers to. `None` when unknown or unclassified.
     pub fn lookup(&self, name: &[u8]) -> Option<&Arc<PreparedStatement>> {
         self.view.get(name).and_then(Option::as_ref)
+    }
+
+    /// What a Bind sent now refers to, telling a statement of unknown text from a name
+    /// only SQL `PREPARE` can have made.
+    pub fn source(&self, name: &[u8]) -> Lookup {
+        match self.view.get(name) {
+            Some(Some(stmt)) => Lookup::Known(Arc::clone(stmt)),
+            Some(None) => Lookup::Unknown,
+            None if self.names_lost => Lookup::Unknown,
+            None => Lookup::SqlPrepared,
+        }
     }
 
     /// ParseComplete or CloseComplete: the oldest unanswered op took effect. True when
@@ -384,5 +425,30 @@ mod tests {
         assert!(b.len() <= MAX_STATEMENTS);
         b.forget(None);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn names_the_book_lacks_are_sql_prepared_until_it_may_have_lost_some() {
+        let mut b = StatementBook::default();
+        b.parse_sent(0, b"known", stmt("SELECT 1"));
+        b.parse_sent(0, b"opaque", None);
+        assert!(matches!(b.source(b"known"), Lookup::Known(_)));
+        assert!(matches!(b.source(b"opaque"), Lookup::Unknown));
+        assert!(matches!(b.source(b"from_sql"), Lookup::SqlPrepared));
+        // A Parse Postgres skipped leaves no statement behind.
+        b.batch_done(0);
+        assert!(matches!(b.source(b"known"), Lookup::SqlPrepared));
+        // SQL PREPARE makes names the book cannot see, but none of them is lost.
+        b.no_virtual_names();
+        assert!(matches!(b.source(b"from_sql"), Lookup::SqlPrepared));
+        b.names_may_be_lost();
+        assert!(matches!(b.source(b"from_sql"), Lookup::Unknown));
+
+        let mut full = StatementBook::default();
+        for i in 0..=MAX_STATEMENTS {
+            full.parse_sent(1, format!("s{i}").as_bytes(), stmt("SELECT 1"));
+            full.completed();
+        }
+        assert!(matches!(full.source(b"s0"), Lookup::Unknown));
     }
 }

@@ -18,7 +18,7 @@
 //! until the responses catch up.
 
 use super::state::PreparedStatement;
-use super::statements::StatementBook;
+use super::statements::{Lookup, StatementBook};
 use crate::context::ProxyContext;
 use crate::sql::Shape;
 use crate::stats::Route;
@@ -303,6 +303,16 @@ impl StatementTracker {
     /// The prepared statement a Bind forwarded now refers to.
     pub fn statement(&self, name: &[u8]) -> Option<Arc<PreparedStatement>> {
         self.with(|s| s.book.lookup(name).cloned())
+    }
+
+    /// What a Bind forwarded now refers to (see [`Lookup`]).
+    pub fn statement_source(&self, name: &[u8]) -> Lookup {
+        self.with(|s| s.book.source(name))
+    }
+
+    /// A DEALLOCATE or DISCARD that may fail was applied to the book.
+    pub fn statement_names_may_be_lost(&self) {
+        self.with(|s| s.book.names_may_be_lost())
     }
 
     /// ParseComplete or CloseComplete arrived. True when it answers a message the proxy
