@@ -116,6 +116,20 @@ impl Fixture {
         self.proxy.context().cache.counters.hits.load(Relaxed)
     }
 
+    /// The proxy's admin console.
+    async fn wire_console(&self) -> WireClient {
+        WireClient::connect_with(
+            self.proxy.local_addr(),
+            &Startup {
+                user: "postgres",
+                database: "pgpolyglot",
+                ..Startup::default()
+            },
+        )
+        .await
+        .expect("connect to the admin console")
+    }
+
     async fn wire_proxy(&self, user: &str, params: &[(&str, &str)]) -> WireClient {
         WireClient::connect_with(
             self.proxy.local_addr(),
@@ -248,6 +262,19 @@ fn assert_no_error(msgs: &[BackendMessage], what: &str) {
         "{what}: {}",
         render(msgs)
     );
+}
+
+/// The rows an admin console command answers, each column as text.
+async fn console_rows(console: &mut WireClient, command: &str) -> Vec<Vec<String>> {
+    let msgs = console.simple_query(command).await.expect(command);
+    msgs.iter()
+        .filter_map(BackendMessage::columns)
+        .map(|row| {
+            row.into_iter()
+                .map(|c| String::from_utf8_lossy(&c.unwrap_or_default()).into_owned())
+                .collect()
+        })
+        .collect()
 }
 
 fn render(msgs: &[BackendMessage]) -> String {
@@ -1287,6 +1314,7 @@ async fn privilege_and_table_changes_count_from_their_commit() {
     let mut admin = fx.wire_proxy("postgres", &[]).await;
     let mut reader = fx.wire_proxy("txn_reader", &[]).await;
     let mut reader_direct = fx.wire_direct("txn_reader", &[]).await;
+    let mut console = fx.wire_console().await;
     for round in 1..=3 {
         // REVOKE inside a transaction block: until COMMIT the reader may still read (and
         // the cache may answer, as Postgres would); from COMMIT on, never.
@@ -1339,6 +1367,22 @@ async fn privilege_and_table_changes_count_from_their_commit() {
             );
             assert_same(&format!("round {round}, read {i}"), &via_proxy, &direct);
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // The operator is told why the table gets nothing placed (once the catalog has
+        // been read again, at most a second after the commit).
+        let unservable: Vec<String> = ["public.secret", "*", "memory", "0"]
+            .into_iter()
+            .chain(["not servable: row-level security"])
+            .map(String::from)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let placements = console_rows(&mut console, "SHOW PLACEMENTS").await;
+            if placements.contains(&unservable) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: {placements:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         admin
             .simple_query("ALTER TABLE secret DISABLE ROW LEVEL SECURITY")

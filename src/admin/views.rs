@@ -485,6 +485,23 @@ fn placements(ctx: &ProxyContext) -> ResultTable {
             "placed".into(),
         ]);
     }
+    // Tables a cache policy names that the cache will never serve, and why: otherwise an
+    // operator sees only that nothing gets placed.
+    let mut unservable: Vec<_> = schema
+        .tables
+        .values()
+        .filter_map(|m| m.unservable.map(|why| (m.qualified(), why)))
+        .collect();
+    unservable.sort();
+    for (table, why) in unservable {
+        t.push(vec![
+            table.into(),
+            "*".into(),
+            "memory".into(),
+            0i64.into(),
+            format!("not servable: {why}").into(),
+        ]);
+    }
     super::search::placement_rows(ctx, &mut t);
     t
 }

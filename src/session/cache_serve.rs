@@ -18,7 +18,7 @@ use super::state::{FrontendState, PreparedStatement, SharedState};
 use crate::cache::key::KeyType;
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
 use crate::cache::response::{self, OutputColumn};
-use crate::cache::schema::TableMeta;
+use crate::cache::schema::{CacheSchema, TableMeta};
 use crate::cache::store::{CachedRow, EntryKey};
 use crate::cache::{CacheService, Gate};
 use crate::cdc::Lsn;
@@ -31,7 +31,7 @@ use crate::sql::{
 use crate::stats::Route;
 use bytes::BytesMut;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 /// The freshness fence of a session's own writes.
@@ -105,8 +105,10 @@ pub struct CacheSession {
     pub fence: Fence,
     /// The same fence, against the search store's position (which moves independently).
     pub search_fence: Fence,
-    /// (ParameterStatus generation, schema pointer, flags) the profile was computed for.
-    profile_for: Option<(u64, usize, bool)>,
+    /// (ParameterStatus generation, schema, flags) the profile was computed for. The schema
+    /// is held weakly: that keeps its allocation, so a later schema cannot reuse the address
+    /// and pass for it (it carries the server defaults the profile depends on).
+    profile_for: Option<(u64, Weak<CacheSchema>, bool)>,
     profile: Option<u32>,
     /// Why the last attempt did not serve, for the router's count of the same statement.
     pub last_reason: Option<Reason>,
@@ -227,15 +229,16 @@ impl CacheSession {
     /// The session's output profile, if the cache can serve it text values.
     fn profile(&mut self, ctx: &ProxyContext, shared: &SharedState) -> Option<u32> {
         let schema = ctx.cache.schema();
-        let key = (
-            shared.parameter_generation.load(Relaxed),
-            Arc::as_ptr(&schema) as usize,
-            self.settings_uncertain,
-        );
-        if self.profile_for == Some(key) {
-            return self.profile;
+        let generation = shared.parameter_generation.load(Relaxed);
+        if let Some((g, s, uncertain)) = &self.profile_for {
+            if *g == generation
+                && std::ptr::eq(s.as_ptr(), Arc::as_ptr(&schema))
+                && *uncertain == self.settings_uncertain
+            {
+                return self.profile;
+            }
         }
-        self.profile_for = Some(key);
+        self.profile_for = Some((generation, Arc::downgrade(&schema), self.settings_uncertain));
         self.profile = None;
         if self.settings_uncertain || self.startup_options {
             return None;
