@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::wire::{BackendMessage, Startup, WireClient};
+use common::wire::{frame, BackendMessage, Startup, WireClient};
 use common::*;
 use pgpolyglot::server::ServerHandle;
 use std::path::PathBuf;
@@ -985,6 +985,114 @@ async fn statements_and_cursors_made_in_sql_keep_the_cache() {
     }
 }
 
+/// A named statement answered from the cache, dropped by a `DEALLOCATE` run through the
+/// extended protocol and made again by SQL `PREPARE` as a write, runs as that write: the
+/// cache never answers its Bind with the old query's rows. (It did: the proxy still held
+/// the old statement, served the read, and the write never reached Postgres.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_redefined_by_sql_run_as_redefined() {
+    let fx = fixture("cache_redefined", KV_TEN_ROWS).await;
+    let read = "SELECT v FROM kv WHERE id = $1";
+    for round in 1..=3 {
+        // A session of its own each round: the write's Bind, of a name the proxy lost
+        // track of, is unclassified, and a session that sent one is not served again
+        // (it may have changed any setting).
+        let mut p = fx.wire_proxy("postgres", &[]).await;
+        assert_no_error(&prepare(&mut p, "s", read, &[]).await, read);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = fx.hits();
+            let got = bind_execute(&mut p, "s", &[Some(b"5")], &[], &[], false).await;
+            assert_no_error(&got, "Bind of s");
+            if fx.hits() > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the named statement was never served: {}",
+                fx.cache_state()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p.queue(b'P', &parse_msg("", "DEALLOCATE s").1)
+            .await
+            .unwrap();
+        let got = bind_execute(&mut p, "", &[], &[], &[], false).await;
+        assert_no_error(&got, "DEALLOCATE s (extended protocol)");
+        let prepare_write =
+            "PREPARE s(int4) AS UPDATE kv SET v = v || '+' WHERE id = $1 RETURNING v";
+        assert_no_error(&p.simple_query(prepare_write).await.unwrap(), prepare_write);
+        let wrote = bind_execute(&mut p, "s", &[Some(b"5")], &[], &[], false).await;
+        let want = format!("v5{}", "+".repeat(round));
+        assert_eq!(
+            first_value(&wrote).as_deref(),
+            Some(want.as_bytes()),
+            "round {round}: {}",
+            render(&wrote)
+        );
+        assert_eq!(
+            wrote
+                .iter()
+                .find_map(BackendMessage::command_tag)
+                .as_deref(),
+            Some("UPDATE 1"),
+            "round {round}: {}",
+            render(&wrote)
+        );
+        let row = fx
+            .db
+            .query_one("SELECT v FROM kv WHERE id = 5", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, String>(0),
+            want,
+            "round {round}: the write was lost"
+        );
+    }
+}
+
+/// Messages a client pipelines behind its StartupMessage are forwarded before the proxy
+/// reads anything: a statement they prepared is unknown to it, so a later Bind of the name
+/// counts as unclassified (here DDL, after which the cache forgets its keys), never as a
+/// statement SQL `PREPARE` made (a query or write, which would leave the cache as it is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_before_authentication_ended_are_unknown() {
+    let fx = fixture("cache_early", KV_TEN_ROWS).await;
+    let read = "SELECT v FROM kv WHERE id = 3";
+    let mut reader = fx.wire_proxy("postgres", &[]).await;
+    for round in 1..=3 {
+        simple_until_served(&fx, &mut reader, read).await;
+        let (tag, parse) = parse_msg("early", &format!("CREATE TABLE made_early_{round} (x int)"));
+        let mut early = frame(tag, &parse);
+        early.extend(frame(b'S', &[]));
+        let mut c = WireClient::connect_with(
+            fx.proxy.local_addr(),
+            &Startup {
+                user: "postgres",
+                database: &fx.name,
+                early: &early,
+                ..Startup::default()
+            },
+        )
+        .await
+        .expect("connect through the proxy");
+        let parsed = until_ready(&mut c).await;
+        assert_eq!(parsed[0].tag, b'1', "round {round}: {}", render(&parsed));
+        let made = bind_execute(&mut c, "early", &[], &[], &[], false).await;
+        assert_no_error(
+            &made,
+            "Bind of a statement parsed before authentication ended",
+        );
+        assert_eq!(
+            fx.proxy.context().cache.store.len(),
+            0,
+            "round {round}: DDL run by name kept the cache: {}",
+            fx.cache_state()
+        );
+    }
+}
+
 /// Sends one Query written in bytes (another client encoding than UTF-8).
 async fn raw_query(c: &mut WireClient, sql: &[u8]) -> Vec<BackendMessage> {
     let mut q = sql.to_vec();
@@ -1082,6 +1190,106 @@ async fn latin1_statements_are_read_as_postgres_reads_them() {
         "a write pipelined behind SET client_encoding was read in the old encoding: {}",
         render(&got)
     );
+
+    // A UTF-8 session sets LATIN1 inside a transaction block, then pipelines ROLLBACK (which
+    // restores UTF8) and a UTF-8 write of 'é' in a new block, left open: the key must be
+    // dropped at once (not only when the change feed applies the commit), so the next read
+    // of 'é' is not answered from the cache.
+    simple_until_served(&fx, &mut reader, e_acute).await;
+    let mut undo = fx.wire_proxy("postgres", &[]).await;
+    for sql in ["BEGIN", "SET client_encoding TO 'LATIN1'"] {
+        assert_no_error(&undo.simple_query(sql).await.expect(sql), sql);
+    }
+    let write = "UPDATE tk SET v = v + 100 WHERE k = '\u{e9}'";
+    for sql in ["ROLLBACK", "BEGIN", write] {
+        undo.queue(b'Q', &cstr(sql)).await.unwrap();
+    }
+    undo.flush().await.unwrap();
+    for sql in ["ROLLBACK", "BEGIN", write] {
+        assert_no_error(&until_ready(&mut undo).await, sql);
+    }
+    let before = fx.hits();
+    reader.simple_query(e_acute).await.expect("read");
+    assert_eq!(
+        fx.hits(),
+        before,
+        "a write pipelined behind a ROLLBACK that restored UTF8 was read as LATIN1: \
+         the key it names stayed in the cache"
+    );
+    assert_no_error(
+        &undo.simple_query("COMMIT").await.expect("COMMIT"),
+        "COMMIT",
+    );
+
+    // The same switch made by a FunctionCall of set_config, with a LATIN1 write of 'Ã©'
+    // behind it.
+    simple_until_served(&fx, &mut reader, mojibake).await;
+    let set_config: u32 = fx
+        .db
+        .query_one(
+            "SELECT 'set_config(text,text,boolean)'::regprocedure::oid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut call = set_config.to_be_bytes().to_vec();
+    call.extend(0i16.to_be_bytes());
+    call.extend(3i16.to_be_bytes());
+    for arg in [&b"client_encoding"[..], b"LATIN1", b"f"] {
+        call.extend((arg.len() as i32).to_be_bytes());
+        call.extend(arg);
+    }
+    call.extend(0i16.to_be_bytes());
+    let mut caller = fx.wire_proxy("postgres", &[]).await;
+    caller.queue(b'F', &call).await.unwrap();
+    caller.queue(b'Q', b"BEGIN\0").await.unwrap();
+    let mut q = b"UPDATE tk SET v = v + 1000 WHERE k = '\xc3\xa9'".to_vec();
+    q.push(0);
+    caller.queue(b'Q', &q).await.unwrap();
+    caller.flush().await.unwrap();
+    assert_no_error(&until_ready(&mut caller).await, "FunctionCall set_config");
+    assert_no_error(&until_ready(&mut caller).await, "BEGIN");
+    assert_no_error(&until_ready(&mut caller).await, "pipelined LATIN1 write");
+    let before = fx.hits();
+    reader.simple_query(mojibake).await.expect("read");
+    assert_eq!(
+        fx.hits(),
+        before,
+        "a write pipelined behind a FunctionCall of set_config was read in the old \
+         encoding: the key it names stayed in the cache"
+    );
+    assert_no_error(
+        &caller.simple_query("COMMIT").await.expect("COMMIT"),
+        "COMMIT",
+    );
+    let got = reader.simple_query(mojibake).await.expect("read");
+    assert_eq!(
+        first_value(&got).as_deref(),
+        Some(&b"1011"[..]),
+        "{}",
+        render(&got)
+    );
+
+    // A LATIN1 session binds the key as a parameter: bytes C3 A9 are 'Ã©' once Postgres
+    // has converted them, not the 'é' they spell in UTF-8.
+    simple_until_served(&fx, &mut reader, mojibake).await;
+    let bound_write = "UPDATE tk SET v = v + 1 WHERE k = $1";
+    assert_no_error(&p.simple_query("BEGIN").await.expect("BEGIN"), "BEGIN");
+    assert_no_error(&prepare(&mut p, "w", bound_write, &[]).await, bound_write);
+    let got = bind_execute(&mut p, "w", &[Some(b"\xc3\xa9")], &[], &[], false).await;
+    assert_eq!(
+        got.iter().find_map(BackendMessage::command_tag).as_deref(),
+        Some("UPDATE 1")
+    );
+    let before = fx.hits();
+    reader.simple_query(mojibake).await.expect("read");
+    assert_eq!(
+        fx.hits(),
+        before,
+        "a LATIN1 session's bound key was read as UTF-8: the key it names stayed in the cache"
+    );
+    assert_no_error(&p.simple_query("COMMIT").await.expect("COMMIT"), "COMMIT");
 }
 
 /// A `RESET ALL` that a rollback undoes leaves the session's settings as they were: a session

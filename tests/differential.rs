@@ -118,6 +118,7 @@ impl Side {
             database: db,
             password: None,
             params: &[("application_name", "differential")],
+            early: &[],
         };
         let mut client = WireClient::connect_with(addr, &startup).await?;
         client.timeout = std::time::Duration::from_secs(120);
@@ -294,6 +295,7 @@ async fn check_md5_client(pg: &EmbeddedPostgres) {
         database: "postgres",
         password: Some(common::MD5_PASSWORD),
         params: &[],
+        early: &[],
     };
     let client = WireClient::connect_with(addr, &good)
         .await

@@ -26,6 +26,16 @@ pub enum Param<'a> {
     Binary(&'a [u8]),
 }
 
+impl Param<'_> {
+    /// The value's bytes as sent (none for NULL).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Param::Null => &[],
+            Param::Text(b) | Param::Binary(b) => b,
+        }
+    }
+}
+
 fn be_u16(b: &[u8]) -> Option<usize> {
     Some(u16::from_be_bytes([*b.first()?, *b.get(1)?]) as usize)
 }

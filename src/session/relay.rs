@@ -335,8 +335,21 @@ where
         let mut replacement: Option<(usize, BytesMut)> = None;
         // Nothing is inspected before Postgres has authenticated the client.
         let inspect = shared.authenticated.load(Relaxed);
-        let wants = |typ: u8| inspect && frontend_wants(typ);
+        // Before that, only password messages are expected; anything else (a client that
+        // pipelines statements behind its start-up) is forwarded unread.
+        let wants = |typ: u8| {
+            if inspect {
+                frontend_wants(typ)
+            } else {
+                typ != b'p'
+            }
+        };
+        let mut unread = false;
         let scanned = scanner.scan(&mut buf, wants, |typ, body| {
+            if !inspect {
+                unread = true;
+                return true;
+            }
             // A message that refers to a statement only the proxy has (its Parse was
             // answered from the cache): send that Parse first.
             let inject =
@@ -357,6 +370,8 @@ where
                 b'E' => state.on_execute(body, ctx, shared),
                 b'S' => shared.tracker.sync(),
                 b'F' => {
+                    // A function called by OID may be anything, set_config included.
+                    shared.tracker.encoding_change_sent();
                     state.cache.observe(None, false);
                     shared.tracker.query(None, crate::stats::Route::Postgres)
                 }
@@ -375,6 +390,9 @@ where
             }
             true
         });
+        if unread {
+            state.messages_unread(shared);
+        }
         let scanned = match scanned {
             Ok(s) => s,
             Err(e) => {
@@ -498,11 +516,6 @@ where
                         // and privileges again.
                         if ready.schema_changed {
                             ctx.schema_changed();
-                        }
-                        // Everything sent has been answered: client_encoding is what the
-                        // last ParameterStatus said.
-                        if shared.tracker.is_idle() {
-                            shared.encoding_unsettled.store(false, Relaxed);
                         }
                     }
                     b'C' => {

@@ -8,13 +8,14 @@ use super::bind::{parse_param_types, Bind};
 use super::cache_serve::CacheSession;
 use super::explain;
 use super::keys::KeyResolver;
-use super::statements::Lookup;
+use super::statements::{pg_name, Lookup};
 use super::tracker::StatementTracker;
+use crate::cache::key::KeyType;
 use crate::context::ProxyContext;
 use crate::protocol::frames::read_cstr;
 use crate::router::{self, SessionView};
 use crate::sql::{
-    Classified, DiscardTarget, OtherCommand, SetCommand, Shape, StatementKind, TxnControl,
+    Classified, DiscardTarget, KeyRef, OtherCommand, SetCommand, Shape, StatementKind, TxnControl,
 };
 use crate::stats::Route;
 use bytes::BytesMut;
@@ -33,12 +34,6 @@ pub struct SharedState {
     /// True while the session's client_encoding is LATIN1, whose bytes map one to one onto
     /// the first 256 code points: statements are read by decoding them.
     pub client_encoding_latin1: AtomicBool,
-    /// A statement that may change client_encoding (or that the proxy could not read) is in
-    /// flight: until Postgres has answered everything sent, the encoding the flags above
-    /// name may not be the one the next statement is written in, so non-ASCII statements are
-    /// not classified. Set by the frontend, cleared at a ReadyForQuery that leaves nothing
-    /// in flight.
-    pub encoding_unsettled: AtomicBool,
     pub backend_pid: AtomicU32,
     /// Every ParameterStatus the server reported, latest value per name.
     pub parameters: Mutex<HashMap<String, String>>,
@@ -58,7 +53,6 @@ impl Default for SharedState {
             txn_status: AtomicU8::new(b'I'),
             client_encoding_utf8: AtomicBool::new(false),
             client_encoding_latin1: AtomicBool::new(false),
-            encoding_unsettled: AtomicBool::new(false),
             backend_pid: AtomicU32::new(0),
             parameters: Mutex::new(HashMap::new()),
             parameter_generation: AtomicU64::new(0),
@@ -112,9 +106,10 @@ pub struct PreparedStatement {
 }
 
 /// Named portals tracked at most; beyond, the map is cleared (their Executes then count as
-/// unclassified). Postgres drops portals at the end of their transaction; the proxy forgets
-/// them only on Close, on rebinding the name, or at this cap, so the map is bounded but may
-/// name portals Postgres has already dropped (harmless: their Executes fail in Postgres).
+/// unclassified). Postgres drops portals at the end of their transaction (and on Close);
+/// the proxy forgets them only on rebinding the name or at this cap, so the map is bounded
+/// but may name portals Postgres has already dropped (harmless: an Execute of one fails, or
+/// runs a cursor SQL declared since, which is a query).
 const MAX_NAMED_PORTALS: usize = 256;
 
 /// State only the frontend direction touches (no locks).
@@ -209,7 +204,7 @@ impl FrontendState {
         &mut self,
         ctx: &ProxyContext,
         classified: Option<&Classified>,
-        bind: Option<(&Bind<'_>, &[u32])>,
+        bind: Option<BoundValues<'_>>,
         settled: bool,
     ) {
         self.cache.observe(classified.map(|c| &*c.shape), settled);
@@ -231,7 +226,7 @@ impl FrontendState {
         let text = if text.is_ascii() || shared.client_encoding_utf8.load(Relaxed) {
             text
         } else if shared.client_encoding_latin1.load(Relaxed)
-            && !shared.encoding_unsettled.load(Relaxed)
+            && !shared.tracker.encoding_unsettled()
         {
             // Postgres converts LATIN1 byte b to U+00b (0x80..0x9F included).
             decoded = text.iter().map(|&b| char::from(b)).collect();
@@ -242,7 +237,9 @@ impl FrontendState {
                 .fetch_add(1, Relaxed);
             return None;
         };
-        if !text.is_ascii() && shared.encoding_unsettled.load(Relaxed) {
+        // While a change of client_encoding is unanswered (see `route`), the flags above may
+        // name the wrong encoding.
+        if !text.is_ascii() && shared.tracker.encoding_unsettled() {
             ctx.metrics
                 .statements_unclassified_encoding
                 .fetch_add(1, Relaxed);
@@ -275,8 +272,9 @@ impl FrontendState {
             (r, _) => r,
         };
         ctx.metrics.route_reasons[reason.index()].fetch_add(1, Relaxed);
-        if shape.is_none_or(may_change_encoding) {
-            shared.encoding_unsettled.store(true, Relaxed);
+        let set_in_block = || shared.tracker.encoding_set_in_block();
+        if shape.is_none_or(|s| may_change_encoding(s, set_in_block)) {
+            shared.tracker.encoding_change_sent();
         }
         // Unclassified (not valid text, not ASCII under an encoding the proxy does not read,
         // or while client_encoding may be changing): may be anything.
@@ -331,33 +329,7 @@ impl FrontendState {
         shared
             .tracker
             .query(Some(Arc::clone(&classified.shape)), route);
-        let shape = &classified.shape;
-        for kind in shape.kinds() {
-            match kind {
-                StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
-                | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
-                    shared.tracker.forget_statements(None);
-                    if !settled || shape.kind == StatementKind::Multi {
-                        // It may fail (in an aborted transaction block, or after an
-                        // error earlier in the same Query) and leave every name in place:
-                        // the book no longer knows which exist.
-                        shared.tracker.statement_names_may_be_lost();
-                    }
-                }
-                StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
-                    shared.tracker.forget_statements(Some(name.as_bytes()));
-                    if !settled || shape.kind == StatementKind::Multi {
-                        shared.tracker.statement_names_may_be_lost();
-                    }
-                }
-                // SQL PREPARE shares the protocol's statement names; the proxy does not
-                // track them, so it stops answering named Parses itself.
-                StatementKind::Other(OtherCommand::Prepare { .. })
-                | StatementKind::Multi
-                | StatementKind::Unparsed => shared.tracker.no_virtual_names(),
-                _ => {}
-            }
-        }
+        follow_statement_commands(&classified.shape, settled, shared);
         None
     }
 
@@ -416,7 +388,11 @@ impl FrontendState {
             Some(p) => self.observe(
                 ctx,
                 Some(&p.classified),
-                Some((&bind, &p.param_types)),
+                Some(BoundValues {
+                    bind: &bind,
+                    types: &p.param_types,
+                    utf8: shared.client_encoding_utf8.load(Relaxed),
+                }),
                 false,
             ),
             None => self.observe(ctx, None, None, false),
@@ -433,8 +409,17 @@ impl FrontendState {
                 self.named_portals.clear();
                 self.portals_lost = true;
             }
-            self.named_portals.insert(bind.portal.into(), shape);
+            self.named_portals
+                .insert(pg_name(bind.portal).into(), shape);
         }
+    }
+
+    /// Messages were forwarded without being read (sent before authentication ended): they
+    /// may have made statements and portals the proxy does not know, so a name it lacks may
+    /// be anything.
+    pub fn messages_unread(&mut self, shared: &SharedState) {
+        self.portals_lost = true;
+        shared.tracker.statement_names_may_be_lost();
     }
 
     /// A classified stand-in for a statement or portal SQL made (`PREPARE`, `DECLARE`) that
@@ -469,9 +454,13 @@ impl FrontendState {
 
     /// Execute: route and track the portal's statement.
     pub fn on_execute(&mut self, body: &[u8], ctx: &ProxyContext, shared: &SharedState) {
-        let portal = read_cstr(body).map_or(&b""[..], |(p, _)| p);
+        let portal = pg_name(read_cstr(body).map_or(&b""[..], |(p, _)| p));
         let shape = if portal.is_empty() {
             self.unnamed_portal.clone()
+        } else if !portal.is_ascii() {
+            // Postgres converts names to the server encoding: after a change of
+            // client_encoding these bytes may name another portal.
+            None
         } else {
             match self.named_portals.get(portal) {
                 Some(shape) => shape.clone(),
@@ -483,6 +472,11 @@ impl FrontendState {
                 None => None,
             }
         };
+        if let Some(shape) = &shape {
+            // Run by the extended protocol: it may be skipped after an error earlier in
+            // the batch, so never settled.
+            follow_statement_commands(shape, false, shared);
+        }
         let route = self.route(shape.as_deref(), ctx, shared);
         shared.tracker.execute(shape, route);
     }
@@ -498,10 +492,13 @@ impl FrontendState {
             Some((&b'P', rest)) => {
                 if let Some((name, _)) = read_cstr(rest) {
                     shared.tracker.close_sent(None);
+                    // A named portal's entry stays: Postgres skips the Close after an
+                    // error, and inside a transaction block (past a `ROLLBACK TO`) the
+                    // portal can run later. A later Execute of the name runs that
+                    // statement, fails, or runs a cursor SQL declared (a query): the old
+                    // shape is never less cautious than the truth.
                     if name.is_empty() {
                         self.unnamed_portal = None;
-                    } else {
-                        self.named_portals.remove(name);
                     }
                 }
             }
@@ -530,26 +527,82 @@ fn may_change_schema(shape: &Shape) -> bool {
     risky(&shape.kind) || shape.parts.iter().any(risky)
 }
 
+/// Follows SQL that changes the session's prepared statements (`DEALLOCATE`, `DISCARD ALL`,
+/// `PREPARE`), sent as a Query or run by an Execute. `settled`: nothing else is in flight
+/// and no transaction block is open, so only an error in the statement itself can stop it.
+fn follow_statement_commands(shape: &Shape, settled: bool, shared: &SharedState) {
+    for kind in shape.kinds() {
+        match kind {
+            StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
+            | StatementKind::Other(OtherCommand::Deallocate { name: None }) => {
+                shared.tracker.forget_statements(None);
+                if !settled || shape.kind == StatementKind::Multi {
+                    // It may fail (in an aborted transaction block, or after an error
+                    // earlier in the same Query) and leave every name in place: the book
+                    // no longer knows which exist.
+                    shared.tracker.statement_names_may_be_lost();
+                }
+            }
+            StatementKind::Other(OtherCommand::Deallocate { name: Some(name) }) => {
+                shared.tracker.forget_statements(Some(name.as_bytes()));
+                if !settled || shape.kind == StatementKind::Multi {
+                    shared.tracker.statement_names_may_be_lost();
+                }
+            }
+            // SQL PREPARE shares the protocol's statement names; the proxy does not track
+            // what it prepares, so it stops answering named Parses itself. A name the book
+            // holds makes Postgres refuse the PREPARE, unless the book is wrong: either
+            // way the name's text is in doubt from here on.
+            StatementKind::Other(OtherCommand::Prepare { name, .. }) => {
+                shared.tracker.no_virtual_names();
+                shared.tracker.prepare_sent(name.as_bytes());
+            }
+            StatementKind::Multi | StatementKind::Unparsed => shared.tracker.no_virtual_names(),
+            _ => {}
+        }
+    }
+}
+
 /// Whether a statement may change client_encoding: `SET client_encoding` / `SET NAMES`,
 /// `RESET client_encoding`, `RESET ALL`, `DISCARD ALL`, a call of `set_config` (its
-/// arguments are literals, gone from the normalized text), and text the proxy could not
-/// parse that mentions `client_encoding` or `names` (normalized text has unquoted
-/// identifiers lowercased). A user function that sets it is not caught.
-fn may_change_encoding(shape: &Shape) -> bool {
+/// arguments are literals, gone from the normalized text), `DO` and `CALL`, the end of a
+/// transaction block (or a rollback to a savepoint) when `set_in_block` says the encoding
+/// may have been set since the session was last idle, and text the proxy could not parse
+/// that mentions `client_encoding` or `names` (normalized text has unquoted identifiers
+/// lowercased). A user function that sets it is not caught.
+fn may_change_encoding(shape: &Shape, set_in_block: impl Fn() -> bool) -> bool {
     let n = &*shape.normalized;
     shape.kinds().iter().any(|k| match k {
         StatementKind::Unparsed => n.contains("client_encoding") || n.contains("names"),
         StatementKind::Set(SetCommand::ResetAll)
-        | StatementKind::Set(SetCommand::Discard(DiscardTarget::All)) => true,
+        | StatementKind::Set(SetCommand::Discard(DiscardTarget::All))
+        | StatementKind::Other(OtherCommand::Do | OtherCommand::Call) => true,
         StatementKind::Set(SetCommand::Set { name, .. })
         | StatementKind::Set(SetCommand::Reset { name }) => &**name == "client_encoding",
+        StatementKind::Transaction(t) => {
+            !matches!(
+                t,
+                TxnControl::Begin | TxnControl::Savepoint | TxnControl::Release
+            ) && set_in_block()
+        }
         _ => false,
     }) || n.contains("set_config")
 }
 
+/// A Bind's parameter values, with what they are read by.
+#[derive(Clone, Copy)]
+struct BoundValues<'a> {
+    bind: &'a Bind<'a>,
+    /// Parameter types the statement's Parse declared.
+    types: &'a [u32],
+    /// The session's client_encoding is UTF8: text values are UTF-8 as sent. Otherwise
+    /// Postgres converts them first, and only ASCII reads the same before and after.
+    utf8: bool,
+}
+
 /// Drops from the cache the keys a write names; a key it cannot read (or a write that moves
 /// rows to new keys) drops the whole table.
-fn invalidate_written(ctx: &ProxyContext, c: &Classified, bind: Option<(&Bind<'_>, &[u32])>) {
+fn invalidate_written(ctx: &ProxyContext, c: &Classified, bound: Option<BoundValues<'_>>) {
     let cache = &ctx.cache;
     let schema = cache.schema();
     for w in &c.shape.write_keys {
@@ -570,7 +623,18 @@ fn invalidate_written(ctx: &ProxyContext, c: &Classified, bind: Option<(&Bind<'_
                 continue;
             }
             for k in keys {
-                let key = c.key(k).and_then(|k| meta.key_type.of_statement(k, bind));
+                let key = c.key(k).and_then(|k| {
+                    if let (KeyRef::Param(n), Some(b)) = (k, bound) {
+                        let converted = meta.key_type == KeyType::Text
+                            && !b.utf8
+                            && b.bind.param(n).is_some_and(|p| !p.bytes().is_ascii());
+                        if converted {
+                            return None;
+                        }
+                    }
+                    meta.key_type
+                        .of_statement(k, bound.map(|b| (b.bind, b.types)))
+                });
                 match key {
                     Some(key) => {
                         cache

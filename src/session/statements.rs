@@ -28,6 +28,15 @@ pub const MAX_STATEMENTS: usize = 10_000;
 /// names pass through (the unnamed statement is always allowed).
 pub const MAX_VIRTUAL: usize = 256;
 
+/// Postgres keys statements and portals by the first `NAMEDATALEN - 1` bytes of their
+/// names: two names that share those bytes are one statement.
+pub const NAME_BYTES: usize = 63;
+
+/// `name` as Postgres keys it (see [`NAME_BYTES`]).
+pub fn pg_name(name: &[u8]) -> &[u8] {
+    &name[..name.len().min(NAME_BYTES)]
+}
+
 #[derive(Debug)]
 enum Op {
     /// `None`: the statement could not be classified. `injected`: sent by the proxy to
@@ -83,6 +92,27 @@ pub enum Lookup {
     SqlPrepared,
 }
 
+impl Op {
+    /// Whether the op creates or removes statement `name`.
+    fn names(&self, name: &[u8]) -> bool {
+        match self {
+            Op::Parse(n, _, _) | Op::Close(n) => &**n == name,
+            Op::ClosePortal | Op::Private => false,
+        }
+    }
+}
+
+type Entry = Option<Arc<PreparedStatement>>;
+
+/// Whether two entries (present or not, classified or not) are the same statement.
+fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
+    match (a, b) {
+        (None, None) | (Some(None), Some(None)) => true,
+        (Some(Some(a)), Some(Some(b))) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
 fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) {
     match op {
         Op::Parse(name, stmt, _) => {
@@ -118,6 +148,7 @@ impl StatementBook {
 
     /// A Parse was forwarded in batch `batch` (Postgres now has the name, or errors).
     pub fn parse_sent(&mut self, batch: u64, name: &[u8], stmt: Option<Arc<PreparedStatement>>) {
+        let name = pg_name(name);
         self.virtuals.remove(name);
         self.sent(batch, Op::Parse(name.into(), stmt, false));
     }
@@ -131,6 +162,7 @@ impl StatementBook {
         stmt: Arc<PreparedStatement>,
         frame: bytes::Bytes,
     ) -> bool {
+        let name = pg_name(name);
         if !name.is_empty()
             && !self.virtuals.contains_key(name)
             && self.virtuals.len() >= MAX_VIRTUAL
@@ -152,6 +184,7 @@ impl StatementBook {
     /// statement; for a name, only if no statement of that name can exist in Postgres (so
     /// Postgres would have accepted the Parse) and there is room.
     pub fn virtual_room(&self, name: &[u8]) -> bool {
+        let name = pg_name(name);
         name.is_empty()
             || (!self.names_unknown
                 && !self.view.contains_key(name)
@@ -164,6 +197,26 @@ impl StatementBook {
         self.names_unknown = true;
     }
 
+    /// SQL `PREPARE name` was sent. Postgres refuses it if `name` exists, so a name the book
+    /// holds means the PREPARE fails or the book is wrong about the name (a DEALLOCATE it
+    /// did not see, run by a function, say): either way the name's text is unknown now.
+    pub fn prepare_sent(&mut self, name: &[u8]) {
+        let name = pg_name(name);
+        for map in [&mut self.view, &mut self.confirmed] {
+            if let Some(entry) = map.get_mut(name) {
+                *entry = None;
+            }
+        }
+        for p in &mut self.pending {
+            if let Op::Parse(n, stmt, _) = &mut p.op {
+                if &**n == name {
+                    *stmt = None;
+                }
+            }
+        }
+        self.virtuals.remove(name);
+    }
+
     /// A DEALLOCATE or DISCARD the book applied may fail in Postgres and leave statements
     /// the book no longer holds.
     pub fn names_may_be_lost(&mut self) {
@@ -174,6 +227,7 @@ impl StatementBook {
     /// If `name` exists only in the proxy: its Parse frame, to be sent to Postgres now (in
     /// batch `batch`); from here on Postgres has it.
     pub fn materialize(&mut self, batch: u64, name: &[u8]) -> Option<bytes::Bytes> {
+        let name = pg_name(name);
         let (frame, stmt) = self.virtuals.remove(name)?;
         self.sent(batch, Op::Parse(name.into(), Some(stmt), true));
         Some(frame)
@@ -182,7 +236,7 @@ impl StatementBook {
     /// A Close of a statement (`Some(name)`) or of a portal (`None`) was forwarded.
     pub fn close_sent(&mut self, batch: u64, statement: Option<&[u8]>) {
         let op = match statement {
-            Some(name) => Op::Close(name.into()),
+            Some(name) => Op::Close(pg_name(name).into()),
             None => Op::ClosePortal,
         };
         self.sent(batch, op);
@@ -207,7 +261,7 @@ impl StatementBook {
     /// SQL-level `DEALLOCATE name` / `DEALLOCATE ALL` / `DISCARD ALL`: applied at once to
     /// both views (they are rare, and a failed one leaves at worst a statement unclassified).
     pub fn forget(&mut self, name: Option<&[u8]>) {
-        match name {
+        match name.map(pg_name) {
             Some(n) => {
                 self.view.remove(n);
                 self.confirmed.remove(n);
@@ -221,19 +275,49 @@ impl StatementBook {
         }
     }
 
-    /// The statement a Bind sent now refers to. `None` when unknown or unclassified.
-    pub fn lookup(&self, name: &[u8]) -> Option<&Arc<PreparedStatement>> {
-        self.view.get(name).and_then(Option::as_ref)
+    /// The view's entry for `name` as a message of batch `batch` sees it: `Err` when an op
+    /// on the name from an earlier batch is unanswered and the view and the confirmed
+    /// entries differ, since Postgres skips that op if its batch failed. (An op of the same
+    /// batch is skipped only together with the message itself.)
+    fn entry(&self, batch: u64, name: &[u8]) -> Result<Option<&Entry>, ()> {
+        let view = self.view.get(name);
+        let in_doubt = self
+            .pending
+            .iter()
+            .any(|p| p.batch < batch && p.op.names(name));
+        if in_doubt && !same(view, self.confirmed.get(name)) {
+            return Err(());
+        }
+        Ok(view)
     }
 
-    /// What a Bind sent now refers to, telling a statement of unknown text from a name
-    /// only SQL `PREPARE` can have made.
-    pub fn source(&self, name: &[u8]) -> Lookup {
-        match self.view.get(name) {
-            Some(Some(stmt)) => Lookup::Known(Arc::clone(stmt)),
-            Some(None) => Lookup::Unknown,
-            None if self.names_lost => Lookup::Unknown,
-            None => Lookup::SqlPrepared,
+    /// The statement a Bind sent now (in batch `batch`) refers to. `None` when unknown,
+    /// unclassified or in doubt. Non-ASCII names are never looked up: Postgres converts
+    /// names to the server encoding, so after a change of client_encoding the same bytes
+    /// may name another statement.
+    pub fn lookup(&self, batch: u64, name: &[u8]) -> Option<&Arc<PreparedStatement>> {
+        let name = pg_name(name);
+        if !name.is_ascii() {
+            return None;
+        }
+        self.entry(batch, name)
+            .ok()
+            .flatten()
+            .and_then(Option::as_ref)
+    }
+
+    /// What a Bind sent now (in batch `batch`) refers to, telling a statement of unknown
+    /// text from a name only SQL `PREPARE` can have made.
+    pub fn source(&self, batch: u64, name: &[u8]) -> Lookup {
+        let name = pg_name(name);
+        if !name.is_ascii() {
+            return Lookup::Unknown;
+        }
+        match self.entry(batch, name) {
+            Ok(Some(Some(stmt))) => Lookup::Known(Arc::clone(stmt)),
+            Err(()) | Ok(Some(None)) => Lookup::Unknown,
+            Ok(None) if self.names_lost => Lookup::Unknown,
+            Ok(None) => Lookup::SqlPrepared,
         }
     }
 
@@ -290,18 +374,18 @@ mod tests {
         }))
     }
 
-    fn sql_of(book: &StatementBook, name: &[u8]) -> Option<String> {
-        book.lookup(name).map(|s| s.sql.to_string())
+    fn sql_of(book: &StatementBook, batch: u64, name: &[u8]) -> Option<String> {
+        book.lookup(batch, name).map(|s| s.sql.to_string())
     }
 
     #[test]
     fn pipelined_bind_sees_its_parse_and_confirmation_keeps_it() {
         let mut b = StatementBook::default();
         b.parse_sent(0, b"s1", stmt("SELECT 1"));
-        assert_eq!(sql_of(&b, b"s1").as_deref(), Some("SELECT 1"));
+        assert_eq!(sql_of(&b, 0, b"s1").as_deref(), Some("SELECT 1"));
         b.completed();
         b.batch_done(0);
-        assert_eq!(sql_of(&b, b"s1").as_deref(), Some("SELECT 1"));
+        assert_eq!(sql_of(&b, 1, b"s1").as_deref(), Some("SELECT 1"));
     }
 
     #[test]
@@ -312,9 +396,9 @@ mod tests {
         b.batch_done(0);
         // P s1=B fails (42P05): no ParseComplete, the batch ends.
         b.parse_sent(1, b"s1", stmt("SELECT 'B'"));
-        assert_eq!(sql_of(&b, b"s1").as_deref(), Some("SELECT 'B'"));
+        assert_eq!(sql_of(&b, 1, b"s1").as_deref(), Some("SELECT 'B'"));
         b.batch_done(1);
-        assert_eq!(sql_of(&b, b"s1").as_deref(), Some("SELECT 'A'"));
+        assert_eq!(sql_of(&b, 2, b"s1").as_deref(), Some("SELECT 'A'"));
     }
 
     #[test]
@@ -326,15 +410,15 @@ mod tests {
         b.close_sent(0, Some(b"a"));
         // Batch 1 already sent: P c.
         b.parse_sent(1, b"c", stmt("SELECT 3"));
-        assert!(b.lookup(b"a").is_none());
+        assert!(b.lookup(1, b"a").is_none());
         b.completed(); // ParseComplete for a
         b.batch_done(0);
-        assert_eq!(sql_of(&b, b"a").as_deref(), Some("SELECT 1"));
-        assert!(b.lookup(b"b").is_none());
-        assert_eq!(sql_of(&b, b"c").as_deref(), Some("SELECT 3"));
+        assert_eq!(sql_of(&b, 1, b"a").as_deref(), Some("SELECT 1"));
+        assert!(b.lookup(1, b"b").is_none());
+        assert_eq!(sql_of(&b, 1, b"c").as_deref(), Some("SELECT 3"));
         b.completed();
         b.batch_done(1);
-        assert_eq!(sql_of(&b, b"c").as_deref(), Some("SELECT 3"));
+        assert_eq!(sql_of(&b, 2, b"c").as_deref(), Some("SELECT 3"));
     }
 
     #[test]
@@ -345,7 +429,7 @@ mod tests {
         b.completed(); // CloseComplete (portal)
         b.completed(); // ParseComplete
         b.batch_done(0);
-        assert_eq!(sql_of(&b, b"s").as_deref(), Some("SELECT 1"));
+        assert_eq!(sql_of(&b, 1, b"s").as_deref(), Some("SELECT 1"));
     }
 
     #[test]
@@ -353,17 +437,17 @@ mod tests {
         let mut b = StatementBook::default();
         let s = stmt("SELECT 1").unwrap();
         assert!(b.virtual_parse(b"v", Arc::clone(&s), bytes::Bytes::from_static(b"P...")));
-        assert_eq!(sql_of(&b, b"v").as_deref(), Some("SELECT 1"));
+        assert_eq!(sql_of(&b, 0, b"v").as_deref(), Some("SELECT 1"));
         // An unrelated batch that fails keeps the virtual statement visible.
         b.parse_sent(0, b"x", stmt("SELECT 2"));
         b.batch_done(0);
-        assert_eq!(sql_of(&b, b"v").as_deref(), Some("SELECT 1"));
+        assert_eq!(sql_of(&b, 1, b"v").as_deref(), Some("SELECT 1"));
         // A Bind of it passes through: materialized once, its ParseComplete is ours.
         assert_eq!(b.materialize(1, b"v").as_deref(), Some(&b"P..."[..]));
         assert_eq!(b.materialize(1, b"v"), None);
         assert!(b.completed());
         b.batch_done(1);
-        assert_eq!(sql_of(&b, b"v").as_deref(), Some("SELECT 1"));
+        assert_eq!(sql_of(&b, 2, b"v").as_deref(), Some("SELECT 1"));
         // A client Parse is not ours.
         b.parse_sent(2, b"y", stmt("SELECT 3"));
         assert!(!b.completed());
@@ -398,8 +482,8 @@ mod tests {
         assert!(b.completed()); // its Parse
         assert!(!b.completed()); // the client's portal Close
         b.batch_done(0); // the trailing private Close was skipped (an error)
-        assert_eq!(sql_of(&b, b"s").as_deref(), Some("SELECT 1"));
-        assert!(b.lookup(PRIVATE_STATEMENT).is_none());
+        assert_eq!(sql_of(&b, 1, b"s").as_deref(), Some("SELECT 1"));
+        assert!(b.lookup(1, PRIVATE_STATEMENT).is_none());
         b.parse_sent(1, b"t", stmt("SELECT 2"));
         assert!(!b.completed());
         assert!(b.private_name_free());
@@ -417,7 +501,7 @@ mod tests {
         b.parse_sent(0, b"x", stmt("SELECT 1"));
         b.completed();
         b.forget(Some(b"x"));
-        assert!(b.lookup(b"x").is_none());
+        assert!(b.lookup(2, b"x").is_none());
         for i in 0..MAX_STATEMENTS + 5 {
             b.parse_sent(1, format!("s{i}").as_bytes(), None);
             b.completed();
@@ -432,23 +516,68 @@ mod tests {
         let mut b = StatementBook::default();
         b.parse_sent(0, b"known", stmt("SELECT 1"));
         b.parse_sent(0, b"opaque", None);
-        assert!(matches!(b.source(b"known"), Lookup::Known(_)));
-        assert!(matches!(b.source(b"opaque"), Lookup::Unknown));
-        assert!(matches!(b.source(b"from_sql"), Lookup::SqlPrepared));
+        assert!(matches!(b.source(0, b"known"), Lookup::Known(_)));
+        assert!(matches!(b.source(0, b"opaque"), Lookup::Unknown));
+        assert!(matches!(b.source(0, b"from_sql"), Lookup::SqlPrepared));
         // A Parse Postgres skipped leaves no statement behind.
         b.batch_done(0);
-        assert!(matches!(b.source(b"known"), Lookup::SqlPrepared));
+        assert!(matches!(b.source(1, b"known"), Lookup::SqlPrepared));
         // SQL PREPARE makes names the book cannot see, but none of them is lost.
         b.no_virtual_names();
-        assert!(matches!(b.source(b"from_sql"), Lookup::SqlPrepared));
+        assert!(matches!(b.source(1, b"from_sql"), Lookup::SqlPrepared));
         b.names_may_be_lost();
-        assert!(matches!(b.source(b"from_sql"), Lookup::Unknown));
+        assert!(matches!(b.source(1, b"from_sql"), Lookup::Unknown));
 
         let mut full = StatementBook::default();
         for i in 0..=MAX_STATEMENTS {
             full.parse_sent(1, format!("s{i}").as_bytes(), stmt("SELECT 1"));
             full.completed();
         }
-        assert!(matches!(full.source(b"s0"), Lookup::Unknown));
+        assert!(matches!(full.source(2, b"s0"), Lookup::Unknown));
+    }
+
+    #[test]
+    fn ops_an_earlier_batch_may_skip_leave_the_name_in_doubt() {
+        let mut b = StatementBook::default();
+        b.parse_sent(0, b"d", stmt("SELECT 1"));
+        b.completed();
+        b.batch_done(0);
+        // Batch 1: an error, then Close d (Postgres may skip it); batch 2 binds d.
+        b.close_sent(1, Some(b"d"));
+        assert!(b.lookup(1, b"d").is_none());
+        assert!(b.lookup(2, b"d").is_none());
+        assert!(matches!(b.source(2, b"d"), Lookup::Unknown));
+        // Batch 1: Parse e (may be skipped, leaving no e); batch 2 sees it in doubt.
+        b.parse_sent(1, b"e", stmt("SELECT 2"));
+        assert_eq!(sql_of(&b, 1, b"e").as_deref(), Some("SELECT 2"));
+        assert!(matches!(b.source(2, b"e"), Lookup::Unknown));
+        // Batch 1 failed: both ops skipped; d is back and e never was.
+        b.batch_done(1);
+        assert_eq!(sql_of(&b, 2, b"d").as_deref(), Some("SELECT 1"));
+        assert!(matches!(b.source(2, b"e"), Lookup::SqlPrepared));
+    }
+
+    #[test]
+    fn names_are_keyed_as_postgres_keys_them() {
+        let mut b = StatementBook::default();
+        let long = [b'a'; NAME_BYTES];
+        let mut x = long.to_vec();
+        x.push(b'x');
+        let mut y = long.to_vec();
+        y.push(b'y');
+        b.parse_sent(0, &x, stmt("SELECT 1"));
+        b.completed();
+        b.batch_done(0);
+        // Postgres reads `..y` as the statement `..x` made.
+        assert_eq!(sql_of(&b, 1, &y).as_deref(), Some("SELECT 1"));
+        b.close_sent(1, Some(&y));
+        b.completed();
+        assert!(matches!(b.source(1, &x), Lookup::SqlPrepared));
+        // A non-ASCII name may name another statement after a change of client_encoding.
+        b.parse_sent(1, "é".as_bytes(), stmt("SELECT 2"));
+        b.completed();
+        b.batch_done(1);
+        assert!(b.lookup(2, "é".as_bytes()).is_none());
+        assert!(matches!(b.source(2, b"\xe9"), Lookup::Unknown));
     }
 }

@@ -68,6 +68,12 @@ struct Inner {
     /// A statement that may change the schema or privileges was sent: the number of the
     /// batch whose ReadyForQuery follows its commit (or rollback).
     schema_change_due: Option<u64>,
+    /// A statement that may change client_encoding was sent: the number of the batch whose
+    /// ReadyForQuery answers it. Until then, statement text may be in either encoding.
+    encoding_change_due: Option<u64>,
+    /// Such a statement was sent since the session was last idle outside a transaction
+    /// block: the block's end may undo it (`SET LOCAL`, or a `SET` rolled back).
+    encoding_set_in_block: bool,
 }
 
 impl Inner {
@@ -205,6 +211,14 @@ impl StatementTracker {
             let batch = s.batches_done;
             s.book.batch_done(batch);
             s.batches_done += 1;
+            if s.encoding_change_due
+                .is_some_and(|due| s.batches_done >= due)
+            {
+                s.encoding_change_due = None;
+            }
+            if idle && s.outstanding() == 0 {
+                s.encoding_set_in_block = false;
+            }
             let schema_changed = match s.schema_change_due {
                 Some(due) if idle && s.batches_done >= due => {
                     s.schema_change_due = None;
@@ -245,6 +259,28 @@ impl StatementTracker {
             let due = s.batches_sent + 1;
             s.schema_change_due = Some(s.schema_change_due.map_or(due, |d| d.max(due)));
         })
+    }
+
+    /// A statement that may change client_encoding is about to be forwarded (as a Query,
+    /// an Execute or a FunctionCall).
+    pub fn encoding_change_sent(&self) {
+        self.with(|s| {
+            let due = s.batches_sent + 1;
+            s.encoding_change_due = Some(s.encoding_change_due.map_or(due, |d| d.max(due)));
+            s.encoding_set_in_block = true;
+        })
+    }
+
+    /// A statement that may change client_encoding is unanswered: the encoding the last
+    /// ParameterStatus named may not be the one the next statement is written in.
+    pub fn encoding_unsettled(&self) -> bool {
+        self.with(|s| s.encoding_change_due.is_some())
+    }
+
+    /// client_encoding may have been set since the session was last idle outside a
+    /// transaction block, so ending the block may change it back.
+    pub fn encoding_set_in_block(&self) -> bool {
+        self.with(|s| s.encoding_set_in_block)
     }
 
     pub fn pending(&self) -> usize {
@@ -302,12 +338,17 @@ impl StatementTracker {
 
     /// The prepared statement a Bind forwarded now refers to.
     pub fn statement(&self, name: &[u8]) -> Option<Arc<PreparedStatement>> {
-        self.with(|s| s.book.lookup(name).cloned())
+        self.with(|s| s.book.lookup(s.batches_sent, name).cloned())
     }
 
     /// What a Bind forwarded now refers to (see [`Lookup`]).
     pub fn statement_source(&self, name: &[u8]) -> Lookup {
-        self.with(|s| s.book.source(name))
+        self.with(|s| s.book.source(s.batches_sent, name))
+    }
+
+    /// SQL `PREPARE name` was forwarded.
+    pub fn prepare_sent(&self, name: &[u8]) {
+        self.with(|s| s.book.prepare_sent(name))
     }
 
     /// A DEALLOCATE or DISCARD that may fail was applied to the book.

@@ -410,6 +410,11 @@ fn cases() -> Vec<Case> {
         c("deallocate p", other(OtherCommand::Deallocate { name: Some("p".into()) })),
         c("deallocate prepare p", other(OtherCommand::Deallocate { name: Some("p".into()) })),
         c("DEALLOCATE ALL", other(OtherCommand::Deallocate { name: None })),
+        // Names fold as Postgres folds them: unquoted to lower case, quoted verbatim.
+        c("DEALLOCATE Foo", other(OtherCommand::Deallocate { name: Some("foo".into()) })),
+        c(r#"DEALLOCATE "Foo""#, other(OtherCommand::Deallocate { name: Some("Foo".into()) })),
+        c(r#"DEALLOCATE "all""#, other(OtherCommand::Deallocate { name: Some("all".into()) })),
+        c("EXECUTE Foo", other(OtherCommand::Execute { name: "foo".into() })),
         c("lock table t in exclusive mode", other(OtherCommand::Lock)),
         c("declare c cursor for select * from t", other(OtherCommand::Cursor)),
         c("fetch 10 from c", other(OtherCommand::Cursor)),

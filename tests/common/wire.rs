@@ -388,6 +388,9 @@ pub struct Startup<'a> {
     pub password: Option<&'a str>,
     /// Extra startup parameters, e.g. `("application_name", "x")`, `("options", "-c a=b")`.
     pub params: &'a [(&'a str, &'a str)],
+    /// Messages sent right behind the StartupMessage, before authentication has ended
+    /// (their answers follow the start-up ReadyForQuery).
+    pub early: &'a [u8],
 }
 
 /// A connected, authenticated session.
@@ -440,6 +443,7 @@ impl WireClient {
         body.push(0);
         let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
         msg.extend(body);
+        msg.extend(startup.early);
         client.send_raw(&msg).await?;
         client.authenticate(startup).await?;
         Ok(client)
