@@ -1093,6 +1093,43 @@ async fn statements_prepared_before_authentication_ended_are_unknown() {
     }
 }
 
+/// A Query sent inside an extended-protocol batch that failed is discarded by Postgres
+/// (without a ReadyForQuery). The proxy cannot know whether it ran, so its `DEALLOCATE ALL`
+/// is not taken as having emptied the session's statements: a DDL statement bound later
+/// counts as unclassified (the cache forgets its keys), never as one SQL `PREPARE` made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_inside_a_failed_batch_is_not_taken_as_run() {
+    let fx = fixture("cache_query_in_batch", KV_TEN_ROWS).await;
+    let read = "SELECT v FROM kv WHERE id = 3";
+    let mut reader = fx.wire_proxy("postgres", &[]).await;
+    for round in 1..=3 {
+        simple_until_served(&fx, &mut reader, read).await;
+        let mut c = fx.wire_proxy("postgres", &[]).await;
+        let ddl = format!("CREATE TABLE made_in_batch_{round} (x int)");
+        assert_no_error(&prepare(&mut c, "ddl", &ddl, &[]).await, &ddl);
+        let (tag, parse) = parse_msg("", "SELEC 1");
+        c.queue(tag, &parse).await.unwrap();
+        c.queue(b'Q', &cstr("DEALLOCATE ALL")).await.unwrap();
+        c.queue(b'S', &[]).await.unwrap();
+        c.flush().await.unwrap();
+        let failed = until_ready(&mut c).await;
+        assert_eq!(
+            failed[0].sqlstate().as_deref(),
+            Some("42601"),
+            "round {round}: {}",
+            render(&failed)
+        );
+        let made = bind_execute(&mut c, "ddl", &[], &[], &[], false).await;
+        assert_no_error(&made, "Bind of the statement the discarded DEALLOCATE left");
+        assert_eq!(
+            fx.proxy.context().cache.store.len(),
+            0,
+            "round {round}: DDL run by name kept the cache: {}",
+            fx.cache_state()
+        );
+    }
+}
+
 /// Sends one Query written in bytes (another client encoding than UTF-8).
 async fn raw_query(c: &mut WireClient, sql: &[u8]) -> Vec<BackendMessage> {
     let mut q = sql.to_vec();

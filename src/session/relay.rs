@@ -355,6 +355,12 @@ where
             let inject =
                 referenced_statement(typ, body).and_then(|n| shared.tracker.materialize(n));
             match typ {
+                b'P' | b'B' | b'D' | b'E' | b'C' => state.extended_open = true,
+                b'S' => state.extended_open = false,
+                b'Q' | b'F' if state.extended_open => shared.tracker.query_inside_batch(),
+                _ => {}
+            }
+            match typ {
                 b'X' => {
                     terminated = true;
                     return false;

@@ -121,6 +121,8 @@ pub struct FrontendState {
     /// `named_portals` overflowed and was cleared: a name it lacks may be a portal bound
     /// through the protocol to any statement, not only a SQL cursor.
     portals_lost: bool,
+    /// An extended-protocol message was forwarded since the last Sync.
+    pub extended_open: bool,
     keys: KeyResolver,
     /// Connected to the database policies apply to (the upstream URL's): the only one whose
     /// catalog the proxy reads, so the only one whose keys are recorded.
@@ -135,6 +137,7 @@ impl FrontendState {
             unnamed_portal: None,
             named_portals: HashMap::new(),
             portals_lost: false,
+            extended_open: false,
             keys: KeyResolver::new(ctx),
             policy_database: database == ctx.upstream.database,
             cache,

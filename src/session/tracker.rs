@@ -146,6 +146,20 @@ impl StatementTracker {
         })
     }
 
+    /// A Query or FunctionCall is about to be forwarded inside an extended-protocol batch
+    /// (after a Parse, Bind, Describe, Execute or Close, before the Sync). Postgres runs it,
+    /// or, after an error earlier in the batch, discards it without a ReadyForQuery: the
+    /// proxy cannot tell which, so it stops pairing answers with what it sent (until the
+    /// counts agree again, which they may never do) and forgets which statements exist.
+    pub fn query_inside_batch(&self) {
+        self.with(|s| {
+            s.queue.clear();
+            s.desynced = true;
+            s.book.forget(None);
+            s.book.names_may_be_lost();
+        })
+    }
+
     /// A Query (or FunctionCall, with no shape) was forwarded.
     pub fn query(&self, shape: Option<Arc<Shape>>, route: Route) {
         self.push(Kind::Simple, shape, route)
