@@ -1130,6 +1130,52 @@ async fn a_query_inside_a_failed_batch_is_not_taken_as_run() {
     }
 }
 
+/// A `Parse Bind Execute Sync` batch that reaches the proxy in two reads, the Parse first:
+/// the Parse has gone to Postgres, so the rest goes there too, and the client gets exactly
+/// Postgres's answers (the cache answered the Bind, leaving Postgres's ParseComplete to
+/// turn up in front of the next answer and its transaction open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_split_after_its_parse_is_answered_by_postgres() {
+    let fx = fixture("cache_split_batch", KV_TEN_ROWS).await;
+    let sql = "SELECT v, id FROM kv WHERE id = $1";
+    let mut p = fx.wire_proxy("postgres", &[]).await;
+    let mut d = fx.wire_direct("postgres", &[]).await;
+    let whole = vec![
+        parse_msg("", sql),
+        bind_msg("", "7"),
+        execute_msg(),
+        sync_msg(),
+    ];
+    within("the batch served from the cache", 30, async {
+        loop {
+            let before = fx.hits();
+            batch(&mut p, &whole).await;
+            if fx.hits() > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for round in 1..=3 {
+        let mut answers = Vec::new();
+        for c in [&mut p, &mut d] {
+            let (tag, body) = &whole[0];
+            c.queue(*tag, body).await.unwrap();
+            c.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut got = batch(c, &whole[1..]).await;
+            got.extend(c.simple_query("SELECT 1").await.expect("next query"));
+            answers.push(got);
+        }
+        assert_same(
+            &format!("round {round}: split batch"),
+            &answers[0],
+            &answers[1],
+        );
+    }
+}
+
 /// Sends one Query written in bytes (another client encoding than UTF-8).
 async fn raw_query(c: &mut WireClient, sql: &[u8]) -> Vec<BackendMessage> {
     let mut q = sql.to_vec();

@@ -292,8 +292,11 @@ where
             ctx.metrics.frontend_bytes.fetch_add(n as u64, Relaxed);
         }
         rescan = false;
-        // A new batch while the session is idle: perhaps the cache can answer it.
+        // A new batch while the session is idle: perhaps the cache can answer it. Not the
+        // rest of a batch whose first messages (a Parse, say) already went to Postgres: its
+        // Sync and the answers to those belong to Postgres.
         if shared.authenticated.load(Relaxed)
+            && !state.extended_open
             && scanner.at_boundary()
             && !buf.is_empty()
             && ctx.cache.may_serve()
@@ -311,6 +314,7 @@ where
         }
         // A text-predicate Query or batch the search store can narrow: send its narrowed form.
         if shared.authenticated.load(Relaxed)
+            && !state.extended_open
             && scanner.at_boundary()
             && !buf.is_empty()
             && ctx.search.may_narrow()

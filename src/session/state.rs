@@ -394,7 +394,8 @@ impl FrontendState {
                 Some(BoundValues {
                     bind: &bind,
                     types: &p.param_types,
-                    utf8: shared.client_encoding_utf8.load(Relaxed),
+                    utf8: shared.client_encoding_utf8.load(Relaxed)
+                        && !shared.tracker.encoding_unsettled(),
                 }),
                 false,
             ),

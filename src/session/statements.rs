@@ -315,6 +315,16 @@ impl StatementBook {
         }
         match self.entry(batch, name) {
             Ok(Some(Some(stmt))) => Lookup::Known(Arc::clone(stmt)),
+            // In doubt, but Postgres had no statement of the name (none confirmed, none made
+            // by SQL): the Bind runs what the view holds, or fails. Good enough to classify
+            // by (never to answer from the cache: see `lookup`); a client that pipelines
+            // `Parse Sync` and `Bind Execute Sync` without waiting is not taken for DDL.
+            Err(()) if !self.names_unknown && !self.confirmed.contains_key(name) => {
+                match self.view.get(name) {
+                    Some(Some(stmt)) => Lookup::Known(Arc::clone(stmt)),
+                    _ => Lookup::Unknown,
+                }
+            }
             Err(()) | Ok(Some(None)) => Lookup::Unknown,
             Ok(None) if self.names_lost => Lookup::Unknown,
             Ok(None) => Lookup::SqlPrepared,
@@ -550,6 +560,11 @@ mod tests {
         // Batch 1: Parse e (may be skipped, leaving no e); batch 2 sees it in doubt.
         b.parse_sent(1, b"e", stmt("SELECT 2"));
         assert_eq!(sql_of(&b, 1, b"e").as_deref(), Some("SELECT 2"));
+        assert!(b.lookup(2, b"e").is_none());
+        // Postgres had no e before: the Bind runs the Parse's statement or fails, so it is
+        // classified by it (never answered from the cache).
+        assert!(matches!(b.source(2, b"e"), Lookup::Known(_)));
+        b.no_virtual_names();
         assert!(matches!(b.source(2, b"e"), Lookup::Unknown));
         // Batch 1 failed: both ops skipped; d is back and e never was.
         b.batch_done(1);
