@@ -228,9 +228,7 @@ impl FrontendState {
         let decoded: String;
         let text = if text.is_ascii() || shared.client_encoding_utf8.load(Relaxed) {
             text
-        } else if shared.client_encoding_latin1.load(Relaxed)
-            && !shared.tracker.encoding_unsettled()
-        {
+        } else if shared.client_encoding_latin1.load(Relaxed) {
             // Postgres converts LATIN1 byte b to U+00b (0x80..0x9F included).
             decoded = text.iter().map(|&b| char::from(b)).collect();
             decoded.as_bytes()
