@@ -39,9 +39,19 @@ pub fn pg_name(name: &[u8]) -> &[u8] {
 
 #[derive(Debug)]
 enum Op {
-    /// `None`: the statement could not be classified. `injected`: sent by the proxy to
-    /// materialize a statement; its ParseComplete is not the client's.
-    Parse(Box<[u8]>, Option<Arc<PreparedStatement>>, bool),
+    /// `None`: the statement could not be classified. The frame when the proxy sent it to
+    /// materialize a statement (its ParseComplete is not the client's; if Postgres skips
+    /// it, the statement is the proxy's alone again).
+    Parse(
+        Box<[u8]>,
+        Option<Arc<PreparedStatement>>,
+        Option<bytes::Bytes>,
+    ),
+    /// A Parse whose statement a `DEALLOCATE` or `DISCARD ALL` sent after it removes again:
+    /// its answer still comes (the client's, unless `injected`), its effect does not last.
+    Forgotten {
+        injected: bool,
+    },
     Close(Box<[u8]>),
     /// A Close of a portal: answered by CloseComplete too, changes no statement.
     ClosePortal,
@@ -97,7 +107,7 @@ impl Op {
     fn names(&self, name: &[u8]) -> bool {
         match self {
             Op::Parse(n, _, _) | Op::Close(n) => &**n == name,
-            Op::ClosePortal | Op::Private => false,
+            Op::ClosePortal | Op::Private | Op::Forgotten { .. } => false,
         }
     }
 }
@@ -124,7 +134,7 @@ fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) 
         Op::Close(name) => {
             map.remove(name);
         }
-        Op::ClosePortal | Op::Private => {}
+        Op::ClosePortal | Op::Private | Op::Forgotten { .. } => {}
     }
 }
 
@@ -150,7 +160,7 @@ impl StatementBook {
     pub fn parse_sent(&mut self, batch: u64, name: &[u8], stmt: Option<Arc<PreparedStatement>>) {
         let name = pg_name(name);
         self.virtuals.remove(name);
-        self.sent(batch, Op::Parse(name.into(), stmt, false));
+        self.sent(batch, Op::Parse(name.into(), stmt, None));
     }
 
     /// The cache answered a Parse of `name` (`frame`: the whole Parse message) with the
@@ -174,7 +184,7 @@ impl StatementBook {
         }
         apply(
             &mut self.view,
-            &Op::Parse(name.into(), Some(Arc::clone(&stmt)), false),
+            &Op::Parse(name.into(), Some(Arc::clone(&stmt)), None),
         );
         self.virtuals.insert(name.into(), (frame, stmt));
         true
@@ -229,7 +239,10 @@ impl StatementBook {
     pub fn materialize(&mut self, batch: u64, name: &[u8]) -> Option<bytes::Bytes> {
         let name = pg_name(name);
         let (frame, stmt) = self.virtuals.remove(name)?;
-        self.sent(batch, Op::Parse(name.into(), Some(stmt), true));
+        self.sent(
+            batch,
+            Op::Parse(name.into(), Some(stmt), Some(frame.clone())),
+        );
         Some(frame)
     }
 
@@ -261,7 +274,18 @@ impl StatementBook {
     /// SQL-level `DEALLOCATE name` / `DEALLOCATE ALL` / `DISCARD ALL`: applied at once to
     /// both views (they are rare, and a failed one leaves at worst a statement unclassified).
     pub fn forget(&mut self, name: Option<&[u8]>) {
-        match name.map(pg_name) {
+        let name = name.map(pg_name);
+        // Parses sent before it run before it: answered, but their statements removed.
+        for p in &mut self.pending {
+            if let Op::Parse(n, _, frame) = &p.op {
+                if name.is_none_or(|name| **n == *name) {
+                    p.op = Op::Forgotten {
+                        injected: frame.is_some(),
+                    };
+                }
+            }
+        }
+        match name {
             Some(n) => {
                 self.view.remove(n);
                 self.confirmed.remove(n);
@@ -338,7 +362,10 @@ impl StatementBook {
         match self.pending.pop_front() {
             Some(p) => {
                 apply(&mut self.confirmed, &p.op);
-                matches!(p.op, Op::Parse(_, _, true) | Op::Private)
+                matches!(
+                    p.op,
+                    Op::Parse(_, _, Some(_)) | Op::Private | Op::Forgotten { injected: true }
+                )
             }
             None => false,
         }
@@ -347,9 +374,23 @@ impl StatementBook {
     /// ReadyForQuery ended batch `batch`: its unanswered ops were skipped by Postgres.
     pub fn batch_done(&mut self, batch: u64) {
         let mut skipped = false;
+        let mut unmade = Vec::new();
         while self.pending.front().is_some_and(|p| p.batch <= batch) {
-            self.pending.pop_front();
             skipped = true;
+            if let Some(Pending {
+                op: Op::Parse(name, Some(stmt), Some(frame)),
+                ..
+            }) = self.pending.pop_front()
+            {
+                unmade.push((name, frame, stmt));
+            }
+        }
+        // A statement the proxy materialized in a batch that failed before it: Postgres never
+        // made it, so it is the proxy's alone again (unless a later batch's op names it).
+        for (name, frame, stmt) in unmade {
+            if !self.pending.iter().any(|later| later.op.names(&name)) {
+                self.virtuals.insert(name, (frame, stmt));
+            }
         }
         if skipped {
             self.view = self.confirmed.clone();
@@ -477,6 +518,61 @@ mod tests {
         assert!(b.virtual_room(b""));
         b.forget(None);
         assert!(b.virtual_room(b"one more"));
+    }
+
+    #[test]
+    fn a_materialized_statement_postgres_skipped_is_the_proxys_again() {
+        let mut b = StatementBook::default();
+        let s = stmt("SELECT 1").unwrap();
+        assert!(b.virtual_parse(b"v", Arc::clone(&s), bytes::Bytes::from_static(b"P.v")));
+        // Batch 0: the client's earlier message fails, so Postgres skips the injected Parse.
+        assert_eq!(b.materialize(0, b"v").as_deref(), Some(&b"P.v"[..]));
+        b.batch_done(0);
+        assert_eq!(sql_of(&b, 1, b"v").as_deref(), Some("SELECT 1"));
+        // Still only the proxy's: the next Bind of it materializes it again.
+        assert_eq!(b.materialize(1, b"v").as_deref(), Some(&b"P.v"[..]));
+        assert!(b.completed(), "the injected Parse's answer is the proxy's");
+        b.batch_done(1);
+        assert_eq!(b.materialize(2, b"v"), None, "Postgres has it now");
+        assert_eq!(sql_of(&b, 2, b"v").as_deref(), Some("SELECT 1"));
+        // Skipped, but a later batch's op names it: not restored.
+        assert!(b.virtual_parse(b"w", Arc::clone(&s), bytes::Bytes::from_static(b"P.w")));
+        assert!(b.materialize(2, b"w").is_some());
+        b.close_sent(3, Some(b"w"));
+        b.batch_done(2);
+        assert_eq!(b.materialize(3, b"w"), None);
+    }
+
+    #[test]
+    fn parses_answered_after_a_deallocate_do_not_bring_their_names_back() {
+        let mut b = StatementBook::default();
+        // `Parse s1 Sync` unanswered, then a `DEALLOCATE ALL` Query pipelined behind it.
+        b.parse_sent(0, b"s1", stmt("SELECT 1"));
+        b.parse_sent(0, b"s2", stmt("SELECT 2"));
+        b.forget(None);
+        assert!(!b.completed(), "the client's ParseComplete");
+        assert!(!b.completed());
+        b.batch_done(0);
+        b.batch_done(1);
+        // A later batch that fails rebuilds the view from the confirmed statements.
+        b.parse_sent(2, b"x", stmt("SELECT 0"));
+        b.batch_done(2);
+        assert_eq!(sql_of(&b, 3, b"s1"), None);
+        assert_eq!(sql_of(&b, 3, b"s2"), None);
+        // One name only: the other Parse keeps its statement; an injected one's answer
+        // stays the proxy's.
+        let s = stmt("SELECT 3").unwrap();
+        assert!(b.virtual_parse(b"v", Arc::clone(&s), bytes::Bytes::from_static(b"P.v")));
+        assert!(b.materialize(3, b"v").is_some());
+        b.parse_sent(3, b"k", stmt("SELECT 4"));
+        b.forget(Some(b"v"));
+        assert!(b.completed(), "the injected Parse's answer is the proxy's");
+        assert!(!b.completed());
+        b.batch_done(3);
+        b.parse_sent(4, b"x", stmt("SELECT 0"));
+        b.batch_done(4);
+        assert_eq!(sql_of(&b, 5, b"v"), None);
+        assert_eq!(sql_of(&b, 5, b"k").as_deref(), Some("SELECT 4"));
     }
 
     #[test]
