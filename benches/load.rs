@@ -10,7 +10,8 @@
 //! (default 3), `PGPOLYGLOT_BENCH_CLIENTS` (default `1,8,32`), `PGPOLYGLOT_BENCH_MODES`
 //! (default `simple,extended,prepared`), `PGPOLYGLOT_BENCH_TARGETS` (default all of `direct,
 //! pgbouncer-session,pgbouncer-transaction,haproxy,pgpolyglot,pgpolyglot-stats-off,
-//! pgpolyglot-cache`), `PGPOLYGLOT_BENCH_WORKLOADS` (default `select-only`; also `zipf-reads`,
+//! pgpolyglot-cache,pgpolyglot-cache-redis,pgpolyglot-cache-coalesced,pgpolyglot-search,
+//! pgpolyglot-search-osmem`), `PGPOLYGLOT_BENCH_WORKLOADS` (default `select-only`; also `zipf-reads`,
 //! `zipf-90-10`), `PGPOLYGLOT_BENCH_OUT` (result file name, default `passthrough`).
 //!
 //! The hot-key cache benchmark:

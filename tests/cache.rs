@@ -55,15 +55,32 @@ async fn fixture(name: &str, schema_sql: &str) -> Fixture {
 
 /// [`fixture`] on a cluster of the test's own.
 async fn fixture_on(pg: Arc<EmbeddedPostgres>, name: &str, schema_sql: &str) -> Fixture {
+    fixture_with_policy(pg, name, schema_sql, "").await
+}
+
+/// [`fixture_on`] with `cache_lines` (TOML) added to the policy's `[cache]` section (later
+/// keys of the same name are not allowed: give only keys the default section lacks, or
+/// `promote_after`, which it then leaves out).
+async fn fixture_with_policy(
+    pg: Arc<EmbeddedPostgres>,
+    name: &str,
+    schema_sql: &str,
+    cache_lines: &str,
+) -> Fixture {
     let db = database_with(&pg, name, schema_sql).await;
+    let promote = if cache_lines.contains("promote_after") {
+        ""
+    } else {
+        "promote_after = 1\n"
+    };
     let dir = std::env::temp_dir().join(format!("pgpolyglot-cache-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("cache.toml"),
         format!(
-            "tables = [\"public.*\"]\n\n[cache]\nstore = \"memory\"\npromote_after = 1\n\
+            "tables = [\"public.*\"]\n\n[cache]\nstore = \"memory\"\n{promote}\
              window = \"10s\"\ndemote_after_idle = \"5m\"\nmax_keys = 10000\n\
-             max_bytes = \"64MiB\"\nmax_staleness = \"{MAX_STALENESS_MS}ms\"\n"
+             max_bytes = \"64MiB\"\nmax_staleness = \"{MAX_STALENESS_MS}ms\"\n{cache_lines}"
         ),
     )
     .unwrap();
@@ -100,9 +117,12 @@ impl Fixture {
             })
             .collect();
         format!(
-            "hits {} misses {} fill requests {} batches {} errors {} entries {} feed {:?}; reasons {}",
+            "hits {} misses {} (coalesced {} in {} fetches, {} failed) fill requests {} batches {} errors {} entries {} feed {:?}; reasons {}",
             c.hits.load(Relaxed),
             c.misses.load(Relaxed),
+            c.coalesced.load(Relaxed),
+            c.coalesced_fetches.load(Relaxed),
+            c.coalesce_errors.load(Relaxed),
             c.fill_requests.load(Relaxed),
             c.fill_batches.load(Relaxed),
             c.fill_errors.load(Relaxed),
@@ -2081,4 +2101,204 @@ async fn cached_answers_never_split_a_notification() {
         "the reads were not answered from the cache: {} hits of {reads}",
         fx.hits() - hits_before
     );
+}
+
+/// Never places a key and coalesces misses: every answer the cache gives was fetched for it.
+const COALESCE_ONLY: &str = "promote_after = 1000000\ncoalesce_misses = true\n";
+
+/// The first column of each DataRow, as text.
+fn first_column(msgs: &[BackendMessage]) -> Vec<Option<String>> {
+    msgs.iter()
+        .filter_map(BackendMessage::columns)
+        .map(|row| {
+            row.into_iter()
+                .next()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        })
+        .collect()
+}
+
+/// Misses fetched together (`coalesce_misses`): answers byte-identical to Postgres's for
+/// every type, text and binary, simple and extended, rows and missing keys; a write made
+/// straight to Postgres is seen by the very next read (the fetch's snapshot follows the
+/// statement, whatever the change feed has applied); concurrent sessions share fetches and
+/// get their own rows; a fetch that fails leaves the answer to Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_fetched_together_answer_as_postgres_does() {
+    let fx = fixture_with_policy(
+        shared_cluster().await,
+        "cache_coalesce",
+        TYPES_SCHEMA,
+        COALESCE_ONLY,
+    )
+    .await;
+    let ctx = fx.proxy.context();
+    let coalesced = || ctx.cache.counters.coalesced.load(Relaxed);
+    let mut proxy = fx.wire_proxy("postgres", &[]).await;
+    let mut direct = fx.wire_direct("postgres", &[]).await;
+
+    // The first coalesced answer: the feed streams and the table is ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while coalesced() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no miss was ever answered by a coalesced fetch: {}",
+            fx.cache_state()
+        );
+        proxy
+            .simple_query("SELECT * FROM t WHERE id = 1")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Every type, NULLs, a missing key; simple protocol, all columns and a projection.
+    for id in 1..=4 {
+        for sql in [
+            format!("SELECT * FROM t WHERE id = {id}"),
+            format!("SELECT jb, id AS key, tstz FROM t WHERE id = {id}"),
+        ] {
+            let before = coalesced();
+            let p = proxy.simple_query(&sql).await.unwrap();
+            let d = direct.simple_query(&sql).await.unwrap();
+            assert_same(&sql, &p, &d);
+            assert!(
+                coalesced() > before,
+                "{sql}: not fetched: {}",
+                fx.cache_state()
+            );
+        }
+    }
+    // Extended protocol, text and binary results.
+    let sql = "SELECT * FROM t WHERE id = $1";
+    assert_no_error(&prepare(&mut proxy, "q", sql, &[23]).await, sql);
+    assert_no_error(&prepare(&mut direct, "q", sql, &[23]).await, sql);
+    for id in ["1", "2", "3", "4"] {
+        for formats in [vec![0i16], vec![1i16]] {
+            let before = coalesced();
+            let params = [Some(id.as_bytes())];
+            let p = bind_execute(&mut proxy, "q", &params, &[0], &formats, true).await;
+            let d = bind_execute(&mut direct, "q", &params, &[0], &formats, true).await;
+            let what = format!("{sql} with {id}, result format {formats:?}");
+            assert_same(&what, &p, &d);
+            assert!(
+                coalesced() > before,
+                "{what}: not fetched: {}",
+                fx.cache_state()
+            );
+        }
+    }
+    assert_eq!(
+        fx.hits(),
+        0,
+        "nothing is placed: no answer may count as a hit"
+    );
+
+    // A write straight to Postgres, then at once a read through the proxy: always the new
+    // value (a fetch never reuses a snapshot taken before the statement arrived).
+    let mut fetched_rounds = 0;
+    for round in 0..40i64 {
+        fx.db
+            .execute("UPDATE t SET i8 = $1 WHERE id = 1", &[&round])
+            .await
+            .unwrap();
+        let before = coalesced();
+        let got = proxy
+            .simple_query("SELECT i8 FROM t WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(
+            first_column(&got),
+            vec![Some(round.to_string())],
+            "round {round}: a stale row"
+        );
+        fetched_rounds += usize::from(coalesced() > before);
+    }
+    assert!(
+        fetched_rounds >= 20,
+        "only {fetched_rounds} of 40 reads after a write were fetched: {}",
+        fx.cache_state()
+    );
+
+    // Sessions at once, each reading its own keys: every answer is that key's row, and
+    // misses share fetches.
+    let fetches = || ctx.cache.counters.coalesced_fetches.load(Relaxed);
+    let (answered_before, fetches_before) = (coalesced(), fetches());
+    let url = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={}",
+        fx.proxy.local_addr().port(),
+        fx.name
+    );
+    let mut tasks = Vec::new();
+    for task in 0..16i32 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let stmt = client
+                .prepare("SELECT id, i2 FROM t WHERE id = $1")
+                .await
+                .unwrap();
+            for i in 0..40 {
+                // Keys 1..=3 exist (i2: -32768, NULL, 0), 4 and 5 do not.
+                let id = (task + i) % 5 + 1;
+                let rows = client.query(&stmt, &[&id]).await.unwrap();
+                let got: Vec<(i32, Option<i16>)> =
+                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                let want = match id {
+                    1 => vec![(1, Some(-32768))],
+                    2 => vec![(2, None)],
+                    3 => vec![(3, Some(0))],
+                    _ => vec![],
+                };
+                assert_eq!(got, want, "task {task}, key {id}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a reading session failed");
+    }
+    let (answered, fetched) = (coalesced() - answered_before, fetches() - fetches_before);
+    assert!(
+        answered >= 320,
+        "only {answered} of 640 concurrent reads were fetched: {}",
+        fx.cache_state()
+    );
+    assert!(
+        fetched < answered,
+        "{answered} misses took {fetched} fetches: none was shared"
+    );
+
+    // The fetcher's connection killed under it: answers stay right (from Postgres, then from
+    // fetches on a new connection).
+    fx.db
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'pgpolyglot' AND backend_type = 'client backend' \
+             AND datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let before = coalesced();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while coalesced() == before {
+        assert!(
+            Instant::now() < deadline,
+            "fetches never resumed after their connection was killed: {}",
+            fx.cache_state()
+        );
+        let p = proxy
+            .simple_query("SELECT * FROM t WHERE id = 3")
+            .await
+            .unwrap();
+        let d = direct
+            .simple_query("SELECT * FROM t WHERE id = 3")
+            .await
+            .unwrap();
+        assert_same("after the fetcher's connection was killed", &p, &d);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -18,7 +18,11 @@ pub const SUBJECT: &str = "pgpolyglot";
 pub const COMPARED: [&str; 3] = ["pgbouncer-session", "haproxy", "pgpolyglot-stats-off"];
 /// Cache targets, each compared with [`REFERENCE`] and with [`SUBJECT`] (the same proxy
 /// with nothing routed away from Postgres).
-pub const CACHED: [&str; 2] = ["pgpolyglot-cache", "pgpolyglot-cache-redis"];
+pub const CACHED: [&str; 3] = [
+    "pgpolyglot-cache",
+    "pgpolyglot-cache-redis",
+    "pgpolyglot-cache-coalesced",
+];
 
 /// How one run ended.
 #[derive(Debug, Clone)]

@@ -71,6 +71,9 @@ pub enum TargetKind {
     PgpolyglotCache,
     /// The same with `store = "redis"`: L1 plus a shared L2 in a redis-server of its own.
     PgpolyglotCacheRedis,
+    /// The L1 target with `coalesce_misses = true`: misses fetched together on the proxy's
+    /// own connection.
+    PgpolyglotCacheCoalesced,
     /// pgpolyglot with a search policy on the search benchmark's `docs` (embedded tantivy).
     PgpolyglotSearch,
     PgpolyglotSearchOsmem,
@@ -81,6 +84,12 @@ const CACHE_POLICY: &str =
     "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"memory\"\n\
 promote_after = 1\nwindow = \"5m\"\ndemote_after_idle = \"10m\"\nmax_keys = 200000\n\
 max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
+
+/// The coalescing target's policy: [`CACHE_POLICY`] with misses fetched together.
+const CACHE_COALESCED_POLICY: &str =
+    "tables = [\"public.pgbench_accounts\"]\n\n[cache]\nstore = \"memory\"\n\
+promote_after = 1\nwindow = \"5m\"\ndemote_after_idle = \"10m\"\nmax_keys = 200000\n\
+max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\ncoalesce_misses = true\n";
 
 /// The L1+Redis target's policy.
 const CACHE_REDIS_POLICY: &str =
@@ -101,7 +110,7 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 10] = [
+    pub const ALL: [TargetKind; 11] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
@@ -110,6 +119,7 @@ impl TargetKind {
         TargetKind::PgpolyglotStatsOff,
         TargetKind::PgpolyglotCache,
         TargetKind::PgpolyglotCacheRedis,
+        TargetKind::PgpolyglotCacheCoalesced,
         TargetKind::PgpolyglotSearch,
         TargetKind::PgpolyglotSearchOsmem,
     ];
@@ -124,6 +134,7 @@ impl TargetKind {
             TargetKind::PgpolyglotStatsOff => "pgpolyglot-stats-off",
             TargetKind::PgpolyglotCache => "pgpolyglot-cache",
             TargetKind::PgpolyglotCacheRedis => "pgpolyglot-cache-redis",
+            TargetKind::PgpolyglotCacheCoalesced => "pgpolyglot-cache-coalesced",
             TargetKind::PgpolyglotSearch => "pgpolyglot-search",
             TargetKind::PgpolyglotSearchOsmem => "pgpolyglot-search-osmem",
         }
@@ -159,6 +170,16 @@ impl TargetKind {
                     env,
                     "pgpolyglot-cache",
                     &[("bench.toml", CACHE_POLICY)],
+                    true,
+                    Some(crate::DB),
+                )
+                .await?,
+            ),
+            TargetKind::PgpolyglotCacheCoalesced => Box::new(
+                Pgpolyglot::start(
+                    env,
+                    "pgpolyglot-cache-coalesced",
+                    &[("bench.toml", CACHE_COALESCED_POLICY)],
                     true,
                     Some(crate::DB),
                 )
@@ -222,6 +243,7 @@ impl TargetKind {
             | TargetKind::PgpolyglotStatsOff
             | TargetKind::PgpolyglotCache
             | TargetKind::PgpolyglotCacheRedis
+            | TargetKind::PgpolyglotCacheCoalesced
             | TargetKind::PgpolyglotSearch
             | TargetKind::PgpolyglotSearchOsmem => Some(format!(
                 "pgpolyglot {} (in-process, release build)",
@@ -611,10 +633,13 @@ impl Target for Pgpolyglot {
             .map(|(r, n)| format!("{} {n}", r.label()))
             .collect();
         let mut line = format!(
-            "{}: {} served from the cache, {} cache misses; {} images ({} bytes), {} fill batches, {} fill errors, {} stale fills dropped, {} fences; decisions: {}",
+            "{}: {} served from the cache, {} cache misses ({} answered by {} coalesced fetches, {} failed); {} images ({} bytes), {} fill batches, {} fill errors, {} stale fills dropped, {} fences; decisions: {}",
             self.name,
             c.hits.load(Relaxed),
             c.misses.load(Relaxed),
+            c.coalesced.load(Relaxed),
+            c.coalesced_fetches.load(Relaxed),
+            c.coalesce_errors.load(Relaxed),
             t.entries.load(Relaxed),
             t.bytes.load(Relaxed),
             c.fill_batches.load(Relaxed),

@@ -107,6 +107,24 @@ fn cache_metrics(ctx: &ProxyContext, out: &mut String) {
         c.misses.load(Relaxed) as f64,
     );
     line(
+        "pgpolyglot_cache_coalesced_total",
+        "counter",
+        "Misses answered from a fetch shared with other sessions' misses (coalesce_misses).",
+        c.coalesced.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_coalesced_fetches_total",
+        "counter",
+        "Fetches of missed keys made for coalesce_misses (one per round, table and profile).",
+        c.coalesced_fetches.load(Relaxed) as f64,
+    );
+    line(
+        "pgpolyglot_cache_coalesce_errors_total",
+        "counter",
+        "Fetches of missed keys that failed (their statements went to Postgres).",
+        c.coalesce_errors.load(Relaxed) as f64,
+    );
+    line(
         "pgpolyglot_cache_fill_batches_total",
         "counter",
         "Batched reads the migrator made.",

@@ -1,7 +1,6 @@
 //! The migrator's reads: rows of promoted keys, fetched in batches on a connection whose
-//! output settings match one profile, in both formats, inside one repeatable-read
-//! transaction whose snapshot is recorded (the store checks it against changes applied
-//! meanwhile).
+//! output settings match one profile, in both formats, by one statement whose snapshot is
+//! recorded (the store checks it against changes applied meanwhile).
 
 use super::key::KeyType;
 use super::profile::OutputProfile;
@@ -12,7 +11,7 @@ use crate::cdc::event::{quote_ident, quote_literal};
 use bytes::Bytes;
 use std::collections::HashMap;
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Keys fetched per query at most.
 pub const MAX_BATCH: usize = 256;
@@ -54,28 +53,26 @@ fn key_type_name(k: KeyType) -> &'static str {
     }
 }
 
-/// The fetch statement: the table's columns in order, for keys in `keys`.
-fn select_sql(table: &TableMeta, keys: &[String]) -> String {
-    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let list: Vec<String> = keys.iter().map(|k| quote_literal(k)).collect();
+/// The fetch statement of a table, with the keys as one `text[]` parameter (prepared once
+/// per connection and table layout). Column 0 is the statement's snapshot; then every column
+/// in binary; then every column as its type's output function writes it (`format('%s', ..)`
+/// calls that function, under the connection's settings, as Postgres does for a text-format
+/// result column). The one-row left join gives the snapshot even when no key has a row.
+pub fn fetch_sql(table: &TableMeta) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", quote_ident(&c.name)))
+        .collect();
+    let texts: Vec<String> = columns
+        .iter()
+        .map(|c| format!("pg_catalog.format('%s', {c})"))
+        .collect();
     format!(
-        "SELECT {} FROM {}.{} WHERE {} = ANY (ARRAY[{}]::text[]::{}[])",
+        "SELECT pg_catalog.pg_current_snapshot()::text, {}, {} FROM (SELECT) AS one \
+         LEFT JOIN {}.{} AS t ON t.{} = ANY ($1::text[]::{}[])",
         columns.join(", "),
-        quote_ident(&table.schema),
-        quote_ident(&table.name),
-        quote_ident(&table.columns[table.key_index].name),
-        list.join(", "),
-        key_type_name(table.key_type),
-    )
-}
-
-/// The binary-format fetch of a table, with the keys as one `text[]` parameter (prepared
-/// once per connection and table layout).
-pub fn binary_sql(table: &TableMeta) -> String {
-    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    format!(
-        "SELECT {} FROM {}.{} WHERE {} = ANY ($1::text[]::{}[])",
-        columns.join(", "),
+        texts.join(", "),
         quote_ident(&table.schema),
         quote_ident(&table.name),
         quote_ident(&table.columns[table.key_index].name),
@@ -84,86 +81,47 @@ pub fn binary_sql(table: &TableMeta) -> String {
 }
 
 /// Fetches `keys` (canonical, valid for the key type) of `table` over `client`, which must
-/// already carry the profile's settings; `binary` is [`binary_sql`] prepared on `client`.
-/// Four round trips: begin + snapshot, text rows, binary rows, rollback.
+/// already carry the profile's settings; `statement` is [`fetch_sql`] prepared on `client`.
+/// One statement, so one snapshot for the rows in both formats and for the snapshot column
+/// (`pg_current_snapshot()` reports the statement's own).
 pub async fn fetch(
     client: &Client,
-    binary: &tokio_postgres::Statement,
+    statement: &tokio_postgres::Statement,
     table: &TableMeta,
     keys: &[String],
 ) -> Result<Fetched, CacheError> {
-    let begun = client
-        .simple_query(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_current_snapshot()::text",
-        )
-        .await;
-    let result = match begun {
-        Ok(messages) => fetch_in_transaction(client, binary, table, keys, &messages).await,
-        Err(e) => Err(e.into()),
-    };
-    // Ends the transaction either way; a failed one needs the rollback.
-    let _ = client.simple_query("ROLLBACK").await;
-    result
-}
-
-async fn fetch_in_transaction(
-    client: &Client,
-    binary: &tokio_postgres::Statement,
-    table: &TableMeta,
-    keys: &[String],
-    begun: &[SimpleQueryMessage],
-) -> Result<Fetched, CacheError> {
-    let snapshot = first_text(begun)
-        .and_then(|s| Snapshot::parse(&s))
-        .ok_or(CacheError::Unexpected("pg_current_snapshot() output"))?;
-    let sql = select_sql(table, keys);
     let ncols = table.columns.len();
-
-    // Text format, under the connection's settings.
-    let mut text_rows: HashMap<String, Vec<Option<Bytes>>> = HashMap::new();
-    for m in client.simple_query(&sql).await? {
-        if let SimpleQueryMessage::Row(r) = m {
-            if r.len() != ncols {
-                return Err(CacheError::Unexpected("column count changed"));
-            }
-            let values: Vec<Option<Bytes>> = (0..ncols)
-                .map(|i| r.get(i).map(|v| Bytes::copy_from_slice(v.as_bytes())))
-                .collect();
-            let key = values[table.key_index]
-                .as_ref()
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| table.key_type.from_output(v))
-                .ok_or(CacheError::Unexpected("key column value"))?;
-            text_rows.insert(key, values);
-        }
-    }
-    // Binary format: the same statement in the same snapshot.
-    let mut rows: Vec<(String, Option<CachedRow>)> = Vec::with_capacity(keys.len());
-    let mut binary_rows: HashMap<String, Vec<Option<Bytes>>> = HashMap::new();
-    for r in client.query(binary, &[&keys]).await? {
-        if r.len() != ncols {
+    let result = client.query(statement, &[&keys]).await?;
+    let mut snapshot = None;
+    let mut found: HashMap<String, CachedRow> = HashMap::with_capacity(result.len());
+    for r in result {
+        if r.len() != 1 + 2 * ncols {
             return Err(CacheError::Unexpected("column count changed"));
         }
-        let mut values = Vec::with_capacity(ncols);
-        for i in 0..ncols {
-            let v: Option<RawValue> = r.try_get(i)?;
-            values.push(v.map(|v| v.0));
+        if snapshot.is_none() {
+            let text: Option<&str> = r.try_get(0)?;
+            snapshot = text.and_then(Snapshot::parse);
         }
-        // The binary key is matched back through the text row with the same position.
-        binary_rows.insert(binary_key(table, &values).unwrap_or_default(), values);
-    }
-    for key in keys {
-        let row = match text_rows.remove(key) {
-            None => None,
-            Some(text) => {
-                let binary = binary_rows
-                    .remove(key)
-                    .ok_or(CacheError::Unexpected("row missing from binary fetch"))?;
-                Some(CachedRow { text, binary })
+        let mut binary = Vec::with_capacity(ncols);
+        let mut text = Vec::with_capacity(ncols);
+        for i in 0..ncols {
+            let b: Option<RawValue> = r.try_get(1 + i)?;
+            let t: Option<RawValue> = r.try_get(1 + ncols + i)?;
+            // `format` writes NULL as an empty string: nullness comes from the value itself.
+            text.push(b.as_ref().and(t).map(|t| t.0));
+            binary.push(b.map(|b| b.0));
+        }
+        // The left join's row when no key matched: no key value.
+        let Some(key) = binary_key(table, &binary) else {
+            if binary[table.key_index].is_some() {
+                return Err(CacheError::Unexpected("key column value"));
             }
+            continue;
         };
-        rows.push((key.clone(), row));
+        found.insert(key, CachedRow { text, binary });
     }
+    let snapshot = snapshot.ok_or(CacheError::Unexpected("pg_current_snapshot() output"))?;
+    let rows = keys.iter().map(|k| (k.clone(), found.remove(k))).collect();
     Ok(Fetched { snapshot, rows })
 }
 
@@ -172,11 +130,4 @@ fn binary_key(table: &TableMeta, values: &[Option<Bytes>]) -> Option<String> {
     let v = values.get(table.key_index)?.as_ref()?;
     let param = crate::session::bind::Param::Binary(v);
     table.key_type.from_param(param, 0)
-}
-
-fn first_text(messages: &[SimpleQueryMessage]) -> Option<String> {
-    messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-        _ => None,
-    })
 }

@@ -2,12 +2,14 @@
 
 use super::fill::{self, MAX_BATCH};
 use super::profile::OutputProfile;
+use super::schema::TableMeta;
 use super::service::{FillRequest, FILL_DEADLINE, FILL_GATHER};
 use super::CacheError;
 use crate::context::ProxyContext;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::Client;
 use tracing::debug;
@@ -20,22 +22,9 @@ pub(super) async fn filler(
 ) {
     let cache = &ctx.cache;
     let mut connections: HashMap<u32, FillConnection> = HashMap::new();
-    loop {
-        let first = tokio::select! {
-            r = rx.recv() => r,
-            _ = shutdown.changed() => return,
-        };
-        let Some(first) = first else { return };
-        // A moment for more requests to arrive: one fetch of many keys costs Postgres far
-        // less than many fetches of one (writes make hot keys miss in bursts).
-        tokio::time::sleep(FILL_GATHER).await;
-        let mut batch = vec![first];
-        while batch.len() < 4 * MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
+    // A moment for more requests to arrive: one fetch of many keys costs Postgres far less
+    // than many fetches of one (writes make hot keys miss in bursts).
+    while let Some(batch) = next_round(&mut rx, &mut shutdown, FILL_GATHER, 4 * MAX_BATCH).await {
         let mut groups: HashMap<(u32, u32), Vec<Box<str>>> = HashMap::new();
         for r in &batch {
             groups
@@ -58,10 +47,88 @@ pub(super) async fn filler(
     }
 }
 
+/// The next round of requests: waits for one (`None` at shutdown, or once the channel
+/// closed), then `gather` for more, then takes what is queued, `max` at most.
+pub(super) async fn next_round<T>(
+    rx: &mut mpsc::Receiver<T>,
+    shutdown: &mut watch::Receiver<bool>,
+    gather: Duration,
+    max: usize,
+) -> Option<Vec<T>> {
+    let first = tokio::select! {
+        r = rx.recv() => r?,
+        _ = shutdown.changed() => return None,
+    };
+    if !gather.is_zero() {
+        tokio::time::sleep(gather).await;
+    }
+    let mut round = vec![first];
+    while round.len() < max {
+        match rx.try_recv() {
+            Ok(r) => round.push(r),
+            Err(_) => break,
+        }
+    }
+    Some(round)
+}
+
 /// A profile's connection and the fetch statements prepared on it, per (table, layout).
-struct FillConnection {
-    client: Client,
+pub(super) struct FillConnection {
+    pub(super) client: Client,
     statements: HashMap<(u32, u64), tokio_postgres::Statement>,
+}
+
+impl FillConnection {
+    /// The connection for `profile` in `connections`, opened (with the profile's settings)
+    /// if there is none or it closed.
+    pub(super) async fn for_profile<'a>(
+        ctx: &ProxyContext,
+        connections: &'a mut HashMap<u32, FillConnection>,
+        profile: u32,
+        settings: &OutputProfile,
+    ) -> Result<&'a mut FillConnection, CacheError> {
+        let conn = match connections.entry(profile) {
+            std::collections::hash_map::Entry::Occupied(o) if !o.get().client.is_closed() => {
+                o.into_mut()
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                o.insert(FillConnection::open(ctx, settings).await?);
+                o.into_mut()
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(FillConnection::open(ctx, settings).await?)
+            }
+        };
+        Ok(conn)
+    }
+
+    async fn open(ctx: &ProxyContext, settings: &OutputProfile) -> Result<Self, CacheError> {
+        let client = crate::side::connect(ctx).await?;
+        // A table locked by DDL fails the fetch quickly (its statements go to Postgres)
+        // instead of holding this connection, and the fetches queued behind it, until then.
+        let setup = format!(
+            "{}SET lock_timeout TO '100ms'; SET statement_timeout TO '5s';",
+            fill::profile_settings_sql(settings)
+        );
+        client.batch_execute(&setup).await?;
+        Ok(FillConnection {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    /// The fetch statement ([`fill::fetch_sql`]) of `meta`'s layout, prepared on first use.
+    pub(super) async fn statement(
+        &mut self,
+        meta: &TableMeta,
+    ) -> Result<tokio_postgres::Statement, CacheError> {
+        if let Some(s) = self.statements.get(&(meta.oid, meta.layout)) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(&fill::fetch_sql(meta)).await?;
+        self.statements.insert((meta.oid, meta.layout), s.clone());
+        Ok(s)
+    }
 }
 
 async fn fill_batch(
@@ -90,29 +157,8 @@ async fn fill_batch(
     let Some(p) = cache.profiles.get(profile) else {
         return Ok(());
     };
-    if connections
-        .get(&profile)
-        .is_none_or(|c| c.client.is_closed())
-    {
-        connections.insert(
-            profile,
-            FillConnection {
-                client: profile_connection(ctx, &p).await?,
-                statements: HashMap::new(),
-            },
-        );
-    }
-    let Some(conn) = connections.get_mut(&profile) else {
-        return Ok(());
-    };
-    let binary = match conn.statements.get(&(table, meta.layout)) {
-        Some(s) => s.clone(),
-        None => {
-            let s = conn.client.prepare(&fill::binary_sql(meta)).await?;
-            conn.statements.insert((table, meta.layout), s.clone());
-            s
-        }
-    };
+    let conn = FillConnection::for_profile(ctx, connections, profile, &p).await?;
+    let statement = conn.statement(meta).await?;
     let client = &conn.client;
     let ticket = cache.store.begin_fill();
     // Redis generations are read before the snapshot is taken (see cache::l2).
@@ -121,7 +167,7 @@ async fn fill_batch(
         Some(l2) => l2.read_meta(table, &keys).await.ok(),
         None => None,
     };
-    let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, &binary, meta, &keys))
+    let fetched = tokio::time::timeout(FILL_DEADLINE, fill::fetch(client, &statement, meta, &keys))
         .await
         .map_err(|_| CacheError::Timeout("fetching rows"))??;
     cache.counters.fill_batches.fetch_add(1, Relaxed);
@@ -145,10 +191,4 @@ async fn fill_batch(
         fetched.rows,
     );
     Ok(())
-}
-
-async fn profile_connection(ctx: &ProxyContext, p: &OutputProfile) -> Result<Client, CacheError> {
-    let c = crate::side::connect(ctx).await?;
-    c.batch_execute(&fill::profile_settings_sql(p)).await?;
-    Ok(c)
 }

@@ -14,6 +14,7 @@
 //! - [`store`]: the L1 store and the rules that keep stale rows out.
 //! - [`l2`]: the shared Redis tier and the rules that keep it as trustworthy as L1.
 //! - [`fill`]: the migrator's batched reads.
+//! - [`coalesce`]: misses of many sessions fetched in one round trip and answered from it.
 //! - [`access`]: privilege checks.
 //! - [`fence`]: read-your-writes fences, one background query for many sessions.
 //! - [`response`]: the bytes of an answer.
@@ -25,6 +26,7 @@
 
 pub mod access;
 mod applier;
+mod coalesce;
 pub mod fence;
 pub mod fill;
 mod filler;

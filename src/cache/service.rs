@@ -8,7 +8,7 @@ use super::access::AccessCache;
 use super::fill::MAX_BATCH;
 use super::profile::ProfileRegistry;
 use super::schema::{Budget, CacheSchema, TableMeta};
-use super::store::L1Store;
+use super::store::{CachedRow, L1Store};
 use super::CacheError;
 use crate::cdc::{FeedHandle, FeedState, Lsn};
 use crate::context::ProxyContext;
@@ -56,6 +56,12 @@ pub struct CacheCounters {
     pub fences: AtomicU64,
     pub access_denied: AtomicU64,
     pub access_errors: AtomicU64,
+    /// Misses answered from a coalesced fetch ([`super::coalesce`]).
+    pub coalesced: AtomicU64,
+    /// Coalesced fetches run (one per round, table and profile).
+    pub coalesced_fetches: AtomicU64,
+    /// Coalesced fetches that failed (their misses went to Postgres).
+    pub coalesce_errors: AtomicU64,
 }
 
 /// A key of a table to drop from Redis, or `None`: every image (a whole table changed).
@@ -93,6 +99,10 @@ pub struct CacheService {
     pub(super) fill_tx: mpsc::Sender<FillRequest>,
     pub(super) fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
     pub(super) pending: DashMap<FillRequest, ()>,
+    miss_tx: mpsc::Sender<super::coalesce::MissRequest>,
+    /// Milliseconds since `epoch` before which misses are not coalesced (after a failure).
+    coalesce_paused_until: AtomicU64,
+    miss_rx: Mutex<Option<mpsc::Receiver<super::coalesce::MissRequest>>>,
     pub(super) budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
     /// Writes through this proxy whose keys must leave Redis (`None`: a whole table).
     l2_writes: mpsc::Sender<L2Write>,
@@ -142,7 +152,11 @@ impl CacheService {
     fn with_l2(l2: Option<super::l2::RedisTier>, status_interval_ms: u64) -> Self {
         let (fill_tx, fill_rx) = mpsc::channel(FILL_QUEUE);
         let (l2_writes, l2_writes_rx) = mpsc::channel(FILL_QUEUE);
+        let (miss_tx, miss_rx) = mpsc::channel(super::coalesce::MISS_QUEUE);
         CacheService {
+            miss_tx,
+            coalesce_paused_until: AtomicU64::new(0),
+            miss_rx: Mutex::new(Some(miss_rx)),
             status_interval_ms,
             l2_writes,
             l2_writes_rx: Mutex::new(Some(l2_writes_rx)),
@@ -301,6 +315,43 @@ impl CacheService {
         }
     }
 
+    /// The row of `key` (or `None`: no row has it) read by a fetch that started after this
+    /// call, together with other sessions' misses (see [`super::coalesce`]). `None` when the
+    /// queue is full, the fetch failed, or it took longer than [`super::coalesce::MISS_WAIT`]:
+    /// the caller sends its statement to Postgres.
+    pub async fn fetch_missed(
+        &self,
+        table: &TableMeta,
+        profile: u32,
+        key: &str,
+    ) -> Option<Option<CachedRow>> {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if now_ms < self.coalesce_paused_until.load(Relaxed) {
+            return None;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = super::coalesce::MissRequest {
+            table: table.oid,
+            layout: table.layout,
+            profile,
+            key: key.into(),
+            reply,
+        };
+        self.miss_tx.try_send(request).ok()?;
+        let row = tokio::time::timeout(super::coalesce::MISS_WAIT, answer)
+            .await
+            .ok()?
+            .ok()?;
+        self.counters.coalesced.fetch_add(1, Relaxed);
+        Some(row)
+    }
+
+    /// Misses go straight to Postgres for `pause` (a coalesced fetch failed).
+    pub(super) fn pause_coalescing(&self, pause: Duration) {
+        let until = (self.epoch.elapsed() + pause).as_millis() as u64;
+        self.coalesce_paused_until.fetch_max(until, Relaxed);
+    }
+
     /// The migrator's shared side connection (privilege checks, fences), reconnected on
     /// demand.
     async fn side(&self, ctx: &ProxyContext) -> Result<Arc<Client>, CacheError> {
@@ -367,14 +418,15 @@ impl CacheService {
 /// Runs the cache's background tasks until shutdown. Idle (no feed, no connections) while no
 /// policy has a `[cache]` section.
 pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
-    let rx = ctx
-        .cache
-        .fill_rx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(rx) = rx {
+    if let Some(rx) = take_receiver(&ctx.cache.fill_rx) {
         tokio::spawn(super::filler::filler(
+            Arc::clone(&ctx),
+            rx,
+            shutdown.clone(),
+        ));
+    }
+    if let Some(rx) = take_receiver(&ctx.cache.miss_rx) {
+        tokio::spawn(super::coalesce::fetcher(
             Arc::clone(&ctx),
             rx,
             shutdown.clone(),
@@ -384,17 +436,17 @@ pub async fn run(ctx: Arc<ProxyContext>, shutdown: watch::Receiver<bool>) {
     tokio::spawn(super::fence::run(Arc::clone(&ctx), shutdown.clone()));
     if ctx.cache.l2.is_some() {
         tokio::spawn(l2_health(Arc::clone(&ctx), shutdown.clone()));
-        let rx = ctx
-            .cache
-            .l2_writes_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(rx) = rx {
+        if let Some(rx) = take_receiver(&ctx.cache.l2_writes_rx) {
             tokio::spawn(l2_writes(Arc::clone(&ctx), rx));
         }
     }
     super::refresh::refresher(ctx, shutdown).await;
+}
+
+/// A task's receiver, taken from the service that created its channel (once: a second
+/// `run` finds none).
+fn take_receiver<T>(slot: &Mutex<Option<mpsc::Receiver<T>>>) -> Option<mpsc::Receiver<T>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Carries writes through this proxy into Redis, in order, batching what is queued.

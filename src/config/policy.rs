@@ -51,6 +51,7 @@ struct RawCache {
     max_keys: Option<u64>,
     max_bytes: Option<String>,
     max_staleness: Option<String>,
+    coalesce_misses: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +129,10 @@ pub struct CachePolicy {
     pub max_keys: u64,
     pub max_bytes: u64,
     pub max_staleness: Duration,
+    /// A miss of a single-key point read is fetched on the proxy's own connection, together
+    /// with the misses other sessions have waiting (one query for many), and answered from
+    /// what was fetched, instead of being sent on the session's connection.
+    pub coalesce_misses: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,6 +283,7 @@ pub fn parse_policy(text: &str, file: &Path) -> Result<Policy, Vec<PolicyIssue>>
             max_keys: c.max_keys.unwrap_or(100_000),
             max_bytes,
             max_staleness,
+            coalesce_misses: c.coalesce_misses.unwrap_or(false),
         }
     });
     let search = raw.search.as_ref().map(|s| {
@@ -432,6 +438,13 @@ mod tests {
         assert_eq!(c.promote_after, 3);
         assert_eq!(c.max_bytes, 256 * 1024 * 1024);
         assert_eq!(c.max_staleness, Duration::from_millis(250));
+        assert!(!c.coalesce_misses);
+        let p = parse_policy(
+            "tables = [\"t\"]\n[cache]\ncoalesce_misses = true\n",
+            Path::new("b.toml"),
+        )
+        .unwrap();
+        assert!(p.cache.unwrap().coalesce_misses);
     }
 
     #[test]

@@ -199,7 +199,7 @@ impl CacheSession {
                 _ => {}
             }
         }
-        if shape.flags.has_unknown_functions || shape.normalized.contains("set_config") {
+        if shape.flags.has_unknown_functions || shape.names_set_config {
             anything(self);
         }
         // A temporary table may now shadow a cached one: `CREATE TEMP TABLE`, `SELECT INTO
@@ -319,7 +319,7 @@ async fn serve_query(
     let rows = write_rows(&mut out, &plan, &formats);
     response::command_complete(&mut out, rows);
     response::ready_for_query_idle(&mut out);
-    account(fs, ctx, &classified, None, rows, start);
+    account(fs, ctx, &classified, None, rows, plan.fetched(), start);
     Some(Served {
         consumed: total,
         response: out,
@@ -432,6 +432,7 @@ async fn serve_extended(
         &stmt.classified,
         Some((&bind, &stmt.param_types)),
         rows,
+        plan.fetched(),
         start,
     );
     Some(Served {
@@ -456,12 +457,15 @@ fn account(
     classified: &Classified,
     bind: Option<(&Bind<'_>, &[u32])>,
     rows: usize,
+    fetched: bool,
     start: Instant,
 ) {
     ctx.metrics
         .count_statement(crate::sql::kind_index(&classified.shape.kind));
     ctx.metrics.route_reasons[Reason::Served.index()].fetch_add(1, Relaxed);
-    ctx.cache.counters.hits.fetch_add(1, Relaxed);
+    if !fetched {
+        ctx.cache.counters.hits.fetch_add(1, Relaxed);
+    }
     fs.record_keys(ctx, classified, bind);
     let elapsed = start.elapsed();
     let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
@@ -484,14 +488,21 @@ enum Image {
     Stored(Arc<crate::cache::store::Entry>),
     /// Redis, checked against this proxy's change log.
     Shared(Option<CachedRow>),
+    /// Read from Postgres for this statement, with other sessions' misses.
+    Fetched(Option<CachedRow>),
 }
 
 impl Plan {
+    /// Some row was read from Postgres for this statement (not a hit).
+    fn fetched(&self) -> bool {
+        self.images.iter().any(|i| matches!(i, Image::Fetched(_)))
+    }
+
     /// The rows, in order (keys without a row have none).
     fn rows(&self) -> impl Iterator<Item = &CachedRow> {
         self.images.iter().filter_map(|i| match i {
             Image::Stored(e) => e.row.as_ref(),
-            Image::Shared(r) => r.as_ref(),
+            Image::Shared(r) | Image::Fetched(r) => r.as_ref(),
         })
     }
 }
@@ -702,8 +713,15 @@ async fn lookup_one(
             l2.counters.refused.fetch_add(1, Relaxed);
         }
     }
-    if placed {
+    // With Redis, the migrator fills both tiers (a coalesced fetch keeps rows in L1 only
+    // while there is no Redis tier).
+    if placed && (l2.is_some() || !meta.policy.coalesce_misses) {
         cache.request_fill(meta.oid, profile, &key);
+    }
+    if meta.policy.coalesce_misses {
+        if let Some(row) = cache.fetch_missed(meta, profile, &key).await {
+            return Ok(Image::Fetched(row));
+        }
     }
     Err(Reason::KeyNotPlaced)
 }

@@ -588,7 +588,7 @@ fn may_change_encoding(shape: &Shape, set_in_block: impl Fn() -> bool) -> bool {
             ) && set_in_block()
         }
         _ => false,
-    }) || n.contains("set_config")
+    }) || shape.names_set_config
 }
 
 /// A Bind's parameter values, with what they are read by.

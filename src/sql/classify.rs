@@ -62,6 +62,7 @@ pub(crate) fn shape_of(sql: &str, normalized: &str, info: LexInfo, fingerprint: 
         flags: ShapeFlags::default(),
         max_param: info.max_param,
         literal_count: info.literals,
+        names_set_config: normalized.contains("set_config"),
     };
     if normalized.is_empty() {
         shape.kind = StatementKind::Empty;

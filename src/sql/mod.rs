@@ -258,6 +258,10 @@ pub struct Shape {
     pub max_param: u16,
     /// Number of literals a statement of this shape carries.
     pub literal_count: usize,
+    /// The text names `set_config` (which may change any setting, client_encoding, role or
+    /// search_path included), wherever it appears: computed once per shape, as the text
+    /// is, since sessions ask for every statement.
+    pub names_set_config: bool,
 }
 
 impl Shape {
@@ -797,6 +801,7 @@ impl Shape {
     fn simple(normalized: String, kind: StatementKind, literal_count: usize) -> Shape {
         Shape {
             fingerprint: xxh3_64(normalized.as_bytes()),
+            names_set_config: normalized.contains("set_config"),
             normalized: normalized.into_boxed_str(),
             kind,
             parts: Box::new([]),
