@@ -2221,6 +2221,35 @@ async fn misses_fetched_together_answer_as_postgres_does() {
         fx.cache_state()
     );
 
+    // A session that writes through the proxy reads its write back at once: its fence keeps
+    // it away from memory, not from a fetch (which starts after the read arrived).
+    let mut fetched_rounds = 0;
+    for round in 0..20i64 {
+        let write = format!("UPDATE t SET i8 = {round} WHERE id = 3");
+        assert_no_error(&proxy.simple_query(&write).await.unwrap(), &write);
+        let before = coalesced();
+        let got = proxy
+            .simple_query("SELECT i8 FROM t WHERE id = 3")
+            .await
+            .unwrap();
+        assert_eq!(
+            first_column(&got),
+            vec![Some(round.to_string())],
+            "round {round}: the session's own write not read back"
+        );
+        fetched_rounds += usize::from(coalesced() > before);
+    }
+    assert!(
+        fetched_rounds >= 15,
+        "only {fetched_rounds} of 20 reads after the session's own write were fetched: {}",
+        fx.cache_state()
+    );
+    // Direct gets the same row again (the last part compares id 3 byte for byte).
+    fx.db
+        .execute("UPDATE t SET i8 = 0 WHERE id = 3", &[])
+        .await
+        .unwrap();
+
     // Sessions at once, each reading its own keys: every answer is that key's row, and
     // misses share fetches.
     let fetches = || ctx.cache.counters.coalesced_fetches.load(Relaxed);

@@ -20,7 +20,7 @@
 //! Postgres as usual: nothing has been sent for it yet.
 
 use super::fill::{self, MAX_BATCH};
-use super::filler::{next_round, FillConnection};
+use super::filler::{after_failure, next_round, FillConnection};
 use super::store::CachedRow;
 use super::CacheError;
 use crate::context::ProxyContext;
@@ -40,7 +40,11 @@ pub(super) const MISS_QUEUE: usize = 4096;
 /// Requests taken for one round of fetches at most.
 const MAX_ROUND: usize = 4 * MAX_BATCH;
 
-/// After a failed fetch, sessions send their misses to Postgres for this long (a circuit
+/// How long a fetch may run in Postgres: one the sessions gave up on (after [`MISS_WAIT`])
+/// does not keep a backend busy for long.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After a failed fetch, sessions send that table's misses to Postgres for this long (a circuit
 /// breaker: with Postgres refusing the proxy's connections, say, each miss would otherwise
 /// wait out a failed attempt first).
 pub(super) const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -72,11 +76,15 @@ pub(super) async fn fetcher(
                 .or_default()
                 .push(r);
         }
-        for ((table, layout, profile), waiting) in groups {
+        for ((table, layout, profile), mut waiting) in groups {
             let counters = &ctx.cache.counters;
+            // Sessions that stopped waiting (their statements went to Postgres).
+            waiting.retain(|w| !w.reply.is_closed());
+            if waiting.is_empty() {
+                continue;
+            }
             match fetch_round(&ctx, &mut connections, table, layout, profile, &waiting).await {
                 Ok(rows) => {
-                    counters.coalesced_fetches.fetch_add(1, Relaxed);
                     for w in waiting {
                         if let Some(row) = rows.get(&*w.key) {
                             // A session that gave up waiting has dropped its receiver.
@@ -87,12 +95,9 @@ pub(super) async fn fetcher(
                 Err(e) => {
                     // Dropping the senders sends every waiter to Postgres.
                     counters.coalesce_errors.fetch_add(1, Relaxed);
-                    ctx.cache.pause_coalescing(PAUSE_AFTER_FAILURE);
-                    if matches!(e, CacheError::Timeout(_)) {
-                        // The query may still run there: later fetches would queue behind it.
-                        connections.remove(&profile);
-                    }
-                    debug!(error = %e, "cache: coalesced miss fetch failed");
+                    ctx.cache.pause_coalescing(table, PAUSE_AFTER_FAILURE);
+                    after_failure(&mut connections, profile, &e);
+                    debug!(error = %e, table, "cache: coalesced miss fetch failed");
                 }
             }
         }
@@ -125,7 +130,8 @@ async fn fetch_round(
     let mut keys: Vec<String> = waiting.iter().map(|w| w.key.to_string()).collect();
     keys.sort_unstable();
     keys.dedup();
-    let conn = FillConnection::for_profile(ctx, connections, profile, &settings).await?;
+    let conn = FillConnection::for_profile(ctx, connections, profile, &settings, STATEMENT_TIMEOUT)
+        .await?;
     let statement = conn.statement(meta).await?;
     // Rows of keys the placement holds are kept only while L1 is the only tier: the migrator
     // fills Redis too, and a key in L1 but not in Redis would not be looked up there.
@@ -138,6 +144,7 @@ async fn fetch_round(
         )
         .await
         .map_err(|_| CacheError::Timeout("fetching missed rows"))??;
+        cache.counters.coalesced_fetches.fetch_add(1, Relaxed);
         let placed: Vec<(String, Option<CachedRow>)> = fetched
             .rows
             .iter()

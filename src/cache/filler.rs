@@ -36,7 +36,7 @@ pub(super) async fn filler(
             for chunk in keys.chunks(MAX_BATCH) {
                 if let Err(e) = fill_batch(&ctx, &mut connections, table, profile, chunk).await {
                     cache.counters.fill_errors.fetch_add(1, Relaxed);
-                    connections.remove(&profile);
+                    after_failure(&mut connections, profile, &e);
                     debug!(error = %e, "cache: fill failed");
                 }
             }
@@ -46,6 +46,9 @@ pub(super) async fn filler(
         }
     }
 }
+
+/// How long one of the migrator's fetches may run in Postgres.
+const FILL_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The next round of requests: waits for one (`None` at shutdown, or once the channel
 /// closed), then `gather` for more, then takes what is queued, `max` at most.
@@ -79,36 +82,45 @@ pub(super) struct FillConnection {
 }
 
 impl FillConnection {
-    /// The connection for `profile` in `connections`, opened (with the profile's settings)
-    /// if there is none or it closed.
+    /// The connection for `profile` in `connections`, opened (with the profile's settings
+    /// and `statement_timeout`) if there is none or it closed.
     pub(super) async fn for_profile<'a>(
         ctx: &ProxyContext,
         connections: &'a mut HashMap<u32, FillConnection>,
         profile: u32,
         settings: &OutputProfile,
+        statement_timeout: Duration,
     ) -> Result<&'a mut FillConnection, CacheError> {
         let conn = match connections.entry(profile) {
             std::collections::hash_map::Entry::Occupied(o) if !o.get().client.is_closed() => {
                 o.into_mut()
             }
             std::collections::hash_map::Entry::Occupied(mut o) => {
-                o.insert(FillConnection::open(ctx, settings).await?);
+                o.insert(FillConnection::open(ctx, settings, statement_timeout).await?);
                 o.into_mut()
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(FillConnection::open(ctx, settings).await?)
+                v.insert(FillConnection::open(ctx, settings, statement_timeout).await?)
             }
         };
         Ok(conn)
     }
 
-    async fn open(ctx: &ProxyContext, settings: &OutputProfile) -> Result<Self, CacheError> {
+    async fn open(
+        ctx: &ProxyContext,
+        settings: &OutputProfile,
+        statement_timeout: Duration,
+    ) -> Result<Self, CacheError> {
         let client = crate::side::connect(ctx).await?;
         // A table locked by DDL fails the fetch quickly (its statements go to Postgres)
         // instead of holding this connection, and the fetches queued behind it, until then.
+        // Read committed whatever the role's defaults say (a serializable deferrable
+        // default would make each fetch wait for a safe snapshot).
         let setup = format!(
-            "{}SET lock_timeout TO '100ms'; SET statement_timeout TO '5s';",
-            fill::profile_settings_sql(settings)
+            "{}SET lock_timeout TO '100ms'; SET statement_timeout TO '{}ms'; \
+             SET default_transaction_isolation TO 'read committed';",
+            fill::profile_settings_sql(settings),
+            statement_timeout.as_millis()
         );
         client.batch_execute(&setup).await?;
         Ok(FillConnection {
@@ -118,6 +130,9 @@ impl FillConnection {
     }
 
     /// The fetch statement ([`fill::fetch_sql`]) of `meta`'s layout, prepared on first use.
+    /// Its result columns must be the ones `meta` describes: a table changed behind the
+    /// proxy (within the 1 s before descriptions are re-read) fails the fetch instead of
+    /// giving values of other types under the old description.
     pub(super) async fn statement(
         &mut self,
         meta: &TableMeta,
@@ -126,8 +141,38 @@ impl FillConnection {
             return Ok(s.clone());
         }
         let s = self.client.prepare(&fill::fetch_sql(meta)).await?;
+        let columns = s.columns();
+        let n = meta.columns.len();
+        let matches = columns.len() == 1 + 2 * n
+            && meta
+                .columns
+                .iter()
+                .zip(&columns[1..=n])
+                .all(|(m, c)| c.type_().oid() == m.type_oid);
+        if !matches {
+            return Err(CacheError::Unexpected("table columns changed"));
+        }
         self.statements.insert((meta.oid, meta.layout), s.clone());
         Ok(s)
+    }
+}
+
+/// After a failed fetch on `profile`'s connection: a connection that may still be busy or
+/// broken (timeout, I/O) is dropped; after an error Postgres answered, the connection is
+/// fine but its prepared statements may not be ("cached plan must not change result
+/// type"), so they are prepared again. Reconnecting on every error would open a connection
+/// per round while a table stays locked.
+pub(super) fn after_failure(
+    connections: &mut HashMap<u32, FillConnection>,
+    profile: u32,
+    error: &CacheError,
+) {
+    let answered = matches!(error, CacheError::Postgres(e) if e.as_db_error().is_some());
+    match connections.get_mut(&profile) {
+        Some(c) if answered => c.statements.clear(),
+        _ => {
+            connections.remove(&profile);
+        }
     }
 }
 
@@ -157,7 +202,8 @@ async fn fill_batch(
     let Some(p) = cache.profiles.get(profile) else {
         return Ok(());
     };
-    let conn = FillConnection::for_profile(ctx, connections, profile, &p).await?;
+    let conn =
+        FillConnection::for_profile(ctx, connections, profile, &p, FILL_STATEMENT_TIMEOUT).await?;
     let statement = conn.statement(meta).await?;
     let client = &conn.client;
     let ticket = cache.store.begin_fill();

@@ -84,13 +84,16 @@ impl KeyType {
         key: KeyRef<'_>,
         bind: Option<(&Bind<'_>, &[u32])>,
     ) -> Option<String> {
-        match key {
+        let key = match key {
             KeyRef::Param(n) => {
                 let (b, types) = bind?;
                 self.from_param(b.param(n)?, declared_type(types, n))
             }
             written => self.from_literal(written),
-        }
+        }?;
+        // Postgres refuses a NUL in text: no row can have such a key, and the statement gets
+        // an error, not zero rows.
+        (!key.contains('\0')).then_some(key)
     }
 
     /// A key bound as parameter `param`, whose type is `declared` (from Parse; 0 when the
@@ -205,6 +208,22 @@ fn canonical_uuid(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_keys_with_a_nul_are_never_keys() {
+        let nul = Literal::String("a\0b".into());
+        assert_eq!(
+            KeyType::Text.of_statement(KeyRef::Literal(&nul), None),
+            None
+        );
+        let plain = Literal::String("ab".into());
+        assert_eq!(
+            KeyType::Text
+                .of_statement(KeyRef::Literal(&plain), None)
+                .as_deref(),
+            Some("ab")
+        );
+    }
 
     #[test]
     fn integers_in_every_spelling_map_to_one_key() {

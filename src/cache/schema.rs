@@ -66,14 +66,20 @@ pub struct TableMeta {
     /// composite types they reach. `ALTER TYPE ... RENAME VALUE` changes no row, so no
     /// change reaches the feed: only this tells the refresh that cached text is stale.
     pub output_catalog: u64,
-    /// Hash of what an image's bytes depend on (columns, key type, output catalog): names L2
+    /// Hash of what an image's bytes depend on (columns, key column and type, output
+    /// catalog): names L2
     /// images so a layout change never meets an old one.
     pub layout: u64,
 }
 
 impl TableMeta {
     fn layout_hash(&self) -> u64 {
-        let mut text = format!("{}|{:?}|{}|", self.oid, self.key_type, self.output_catalog);
+        // The key column too: a primary key moved to another column of the same type
+        // changes which row a key names.
+        let mut text = format!(
+            "{}|{:?}|{}|{}|",
+            self.oid, self.key_type, self.key_index, self.output_catalog
+        );
         for c in &self.columns {
             text.push_str(&format!(
                 "{}:{}:{}:{}:{};",

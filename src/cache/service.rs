@@ -100,8 +100,9 @@ pub struct CacheService {
     pub(super) fill_rx: Mutex<Option<mpsc::Receiver<FillRequest>>>,
     pub(super) pending: DashMap<FillRequest, ()>,
     miss_tx: mpsc::Sender<super::coalesce::MissRequest>,
-    /// Milliseconds since `epoch` before which misses are not coalesced (after a failure).
-    coalesce_paused_until: AtomicU64,
+    /// Per table: milliseconds since `epoch` before which its misses are not coalesced
+    /// (after a failed fetch).
+    coalesce_paused_until: DashMap<u32, u64>,
     miss_rx: Mutex<Option<mpsc::Receiver<super::coalesce::MissRequest>>>,
     pub(super) budgets: Mutex<HashMap<std::path::PathBuf, Arc<Budget>>>,
     /// Writes through this proxy whose keys must leave Redis (`None`: a whole table).
@@ -155,7 +156,7 @@ impl CacheService {
         let (miss_tx, miss_rx) = mpsc::channel(super::coalesce::MISS_QUEUE);
         CacheService {
             miss_tx,
-            coalesce_paused_until: AtomicU64::new(0),
+            coalesce_paused_until: DashMap::new(),
             miss_rx: Mutex::new(Some(miss_rx)),
             status_interval_ms,
             l2_writes,
@@ -326,7 +327,11 @@ impl CacheService {
         key: &str,
     ) -> Option<Option<CachedRow>> {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if now_ms < self.coalesce_paused_until.load(Relaxed) {
+        if self
+            .coalesce_paused_until
+            .get(&table.oid)
+            .is_some_and(|until| now_ms < *until)
+        {
             return None;
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -346,10 +351,10 @@ impl CacheService {
         Some(row)
     }
 
-    /// Misses go straight to Postgres for `pause` (a coalesced fetch failed).
-    pub(super) fn pause_coalescing(&self, pause: Duration) {
+    /// `table`'s misses go straight to Postgres for `pause` (a coalesced fetch failed).
+    pub(super) fn pause_coalescing(&self, table: u32, pause: Duration) {
         let until = (self.epoch.elapsed() + pause).as_millis() as u64;
-        self.coalesce_paused_until.fetch_max(until, Relaxed);
+        self.coalesce_paused_until.insert(table, until);
     }
 
     /// The migrator's shared side connection (privilege checks, fences), reconnected on

@@ -650,18 +650,29 @@ async fn plan(
             Gate::FeedNotFresh => Reason::FeedNotFresh,
             Gate::TableNotReady => Reason::TableNotReady,
         })?;
-    match fs.cache.fence.advance(&cache.fences, applied) {
-        FenceCheck::Met => {}
+    let fenced = match fs.cache.fence.advance(&cache.fences, applied) {
+        FenceCheck::Met => false,
         FenceCheck::Requested => {
             cache.counters.fences.fetch_add(1, Relaxed);
-            return Err(Reason::Fenced);
+            true
         }
-        FenceCheck::Waiting => return Err(Reason::Fenced),
+        FenceCheck::Waiting => true,
+    };
+    // A session that wrote may not read memory until the feed has applied its write, but a
+    // coalesced fetch starts after its statement arrived, so it sees the write.
+    let fetch_only = fenced && meta.policy.coalesce_misses && keys.len() == 1;
+    if fenced && !fetch_only {
+        return Err(Reason::Fenced);
     }
     if !cache.allowed(ctx, &fs.cache.role, meta.oid).await {
         return Err(Reason::NotServable);
     }
     let images = match keys.as_slice() {
+        [key] if fetch_only => vec![cache
+            .fetch_missed(meta, profile, key)
+            .await
+            .map(Image::Fetched)
+            .ok_or(Reason::Fenced)?],
         [key] => vec![lookup_one(cache, meta, profile, key).await?],
         _ => lookup_all(cache, meta, profile, &keys)?,
     };
