@@ -1914,6 +1914,48 @@ async fn parse_batches_are_served_and_their_statements_materialize() {
         let direct = d.simple_query(q).await.unwrap();
         assert_same(q, &via, &direct);
     }
+    // SQL `EXECUTE` / `DEALLOCATE` of a virtual statement sent through the extended protocol
+    // (a Parse of that text, unnamed): Postgres must have the statement by then. New
+    // sessions each time: after the failed `DEALLOCATE` above this one answers no named
+    // Parse itself, and an `EXECUTE` (a possible write) fences its session.
+    let no_params = {
+        let mut b = cstr("");
+        b.extend(cstr(""));
+        b.extend([0u8; 6]);
+        (b'B', b)
+    };
+    for (name, sql_of_name) in [
+        ("s_three", "EXECUTE s_three(7)"),
+        ("s_four", "DEALLOCATE s_four"),
+    ] {
+        let mut p = fx.wire_proxy("postgres", &[]).await;
+        let mut d = fx.wire_direct("postgres", &[]).await;
+        let served = vec![
+            parse_msg(name, sql),
+            bind_msg(name, "7"),
+            execute_msg(),
+            sync_msg(),
+        ];
+        let before = fx.hits();
+        let via = batch(&mut p, &served).await;
+        assert!(
+            fx.hits() > before,
+            "{name}: the named Parse batch was not served"
+        );
+        assert_same(name, &via, &batch(&mut d, &served).await);
+        let run = vec![
+            parse_msg("", sql_of_name),
+            no_params.clone(),
+            execute_msg(),
+            sync_msg(),
+        ];
+        let via = batch(&mut p, &run).await;
+        assert_same(
+            &format!("{sql_of_name} through the extended protocol"),
+            &via,
+            &batch(&mut d, &run).await,
+        );
+    }
 }
 
 fn named_execute_batch() -> Vec<(u8, Vec<u8>)> {

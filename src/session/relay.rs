@@ -183,24 +183,35 @@ fn frontend_wants(typ: u8) -> bool {
     )
 }
 
-/// The prepared statement a message needs Postgres to have (or, for a named Parse, must not
-/// have): Bind's source, Describe/Close of a statement, a named Parse, and SQL `EXECUTE`,
-/// `DEALLOCATE` and `PREPARE` of a name (found by [`sql_statement_name`]).
-fn referenced_statement(typ: u8, body: &[u8]) -> Option<&[u8]> {
+/// The prepared statements a message needs Postgres to have (or, for a named Parse, must
+/// not have): Bind's source, Describe/Close of a statement, a named Parse, and SQL `EXECUTE`,
+/// `DEALLOCATE` and `PREPARE` of a name (found by [`sql_statement_name`]) in a Query or in
+/// the text of a Parse (run later by its Execute; materialized at the Parse, which is early
+/// but never wrong: Postgres would have had the statement all along).
+fn referenced_statements(typ: u8, body: &[u8]) -> [Option<&[u8]>; 2] {
     match typ {
-        b'B' => {
-            let (_, rest) = read_cstr(body)?;
-            read_cstr(rest).map(|(name, _)| name)
-        }
-        b'D' | b'C' => match body.split_first()? {
-            (b'S', rest) => read_cstr(rest).map(|(name, _)| name),
-            _ => None,
+        b'B' => [
+            read_cstr(body)
+                .and_then(|(_, rest)| read_cstr(rest))
+                .map(|(name, _)| name),
+            None,
+        ],
+        b'D' | b'C' => [
+            match body.split_first() {
+                Some((b'S', rest)) => read_cstr(rest).map(|(name, _)| name),
+                _ => None,
+            },
+            None,
+        ],
+        b'P' => match read_cstr(body) {
+            Some((name, rest)) => [
+                Some(name).filter(|n| !n.is_empty()),
+                read_cstr(rest).and_then(|(sql, _)| sql_statement_name(sql)),
+            ],
+            None => [None, None],
         },
-        b'P' => read_cstr(body)
-            .map(|(name, _)| name)
-            .filter(|n| !n.is_empty()),
-        b'Q' => sql_statement_name(body),
-        _ => None,
+        b'Q' => [sql_statement_name(body), None],
+        _ => [None, None],
     }
 }
 
@@ -356,8 +367,16 @@ where
             }
             // A message that refers to a statement only the proxy has (its Parse was
             // answered from the cache): send that Parse first.
-            let inject =
-                referenced_statement(typ, body).and_then(|n| shared.tracker.materialize(n));
+            let mut inject: Option<BytesMut> = None;
+            for parse in referenced_statements(typ, body)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| shared.tracker.materialize(n))
+            {
+                inject
+                    .get_or_insert_with(BytesMut::new)
+                    .extend_from_slice(&parse);
+            }
             match typ {
                 b'P' | b'B' | b'D' | b'E' | b'C' => state.extended_open = true,
                 b'S' => state.extended_open = false,
