@@ -115,7 +115,7 @@ fn cache_metrics(ctx: &ProxyContext, out: &mut String) {
     line(
         "pgpolyglot_cache_coalesced_fetches_total",
         "counter",
-        "Fetches of missed keys made for coalesce_misses (one per round, table and profile).",
+        "Fetches of missed keys made for coalesce_misses (one per statement sent; a round sends one per table, profile and 256 keys).",
         c.coalesced_fetches.load(Relaxed) as f64,
     );
     line(

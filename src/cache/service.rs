@@ -58,7 +58,7 @@ pub struct CacheCounters {
     pub access_errors: AtomicU64,
     /// Misses answered from a coalesced fetch ([`super::coalesce`]).
     pub coalesced: AtomicU64,
-    /// Coalesced fetches run (one per round, table and profile).
+    /// Coalesced fetch statements sent (a round sends one per table, profile and 256 keys).
     pub coalesced_fetches: AtomicU64,
     /// Coalesced fetches that failed (their misses went to Postgres).
     pub coalesce_errors: AtomicU64,
