@@ -35,6 +35,7 @@
 //!   indexes kept by their own change feed and backfills, candidate keys from trigrams and
 //!   Postgres's own lexemes, and the rewritten statement that restricts Postgres to them.
 //! - [`cdc`]: the change feed: `pgoutput` logical replication with its own slot, in commit order.
+//! - [`runtime`]: the tokio runtime `serve` runs on: worker count and kernel scheduling policy.
 //! - [`server`]: accept loop, connection limit, graceful shutdown; [`server::start`] is also
 //!   what the tests use to run a proxy in-process.
 //! - [`context`]: what all sessions share (config, TLS, cancel table, classifier, metrics).
@@ -55,6 +56,7 @@ pub mod es_server;
 pub mod placement;
 pub mod protocol;
 pub mod router;
+pub mod runtime;
 pub mod search;
 pub mod server;
 pub mod session;

@@ -143,8 +143,9 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(config.log_format == "json");
-            let threads = config.worker_threads;
-            run_async_with(threads, serve(config))
+            let runtime =
+                pgpolyglot::runtime::build(config.worker_threads, config.thread_scheduling);
+            run_on(runtime, serve(config))
         }
         Command::Plan(args) => plan(args),
         Command::Demo { listen } => {
@@ -154,20 +155,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `f` on the runtime `serve` uses with its default worker count, under normal
+/// scheduling: `demo` starts PostgreSQL from these threads, and a child inherits its
+/// parent's scheduling policy.
 fn run_async<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitCode {
-    run_async_with(0, f)
+    let defaults = Config::default();
+    run_on(
+        pgpolyglot::runtime::build(
+            defaults.worker_threads,
+            pgpolyglot::config::ThreadScheduling::Normal,
+        ),
+        f,
+    )
 }
 
-/// Runs `f` on a multi-thread runtime with `worker_threads` workers (0: one per core).
-fn run_async_with<F: std::future::Future<Output = Result<(), String>>>(
-    worker_threads: usize,
+/// Runs `f` on `runtime`, once it was built.
+fn run_on<F: std::future::Future<Output = Result<(), String>>>(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
     f: F,
 ) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
-        builder.worker_threads(worker_threads);
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pgpolyglot: cannot start the runtime: {e}");

@@ -15,11 +15,17 @@ pub const REFERENCE: &str = "direct";
 pub const SUBJECT: &str = "pgpolyglot";
 /// Targets pgpolyglot is compared with, besides [`REFERENCE`]; the last one gives the cost of
 /// the access statistics (same proxy, `[stats] enabled = false`).
-pub const COMPARED: [&str; 3] = ["pgbouncer-session", "haproxy", "pgpolyglot-stats-off"];
+pub const COMPARED: [&str; 4] = [
+    "pgbouncer-session",
+    "haproxy",
+    "pgpolyglot-stats-off",
+    "pgpolyglot-per-core",
+];
 /// Cache targets, each compared with [`REFERENCE`] and with [`SUBJECT`] (the same proxy
 /// with nothing routed away from Postgres).
-pub const CACHED: [&str; 3] = [
+pub const CACHED: [&str; 4] = [
     "pgpolyglot-cache",
+    "pgpolyglot-cache-per-core",
     "pgpolyglot-cache-redis",
     "pgpolyglot-cache-coalesced",
 ];

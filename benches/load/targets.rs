@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use pgpolyglot::config::Config;
+use pgpolyglot::config::{Config, ThreadScheduling};
 use pgpolyglot::server::ServerHandle;
 use tempfile::TempDir;
 
@@ -64,11 +64,16 @@ pub enum TargetKind {
     PgbouncerTransaction,
     Haproxy,
     Pgpolyglot,
+    /// pgpolyglot on tokio's default runtime (one worker per core, normal scheduling), which
+    /// `serve` used before its own defaults (see `pgpolyglot::runtime`).
+    PgpolyglotPerCore,
     /// pgpolyglot with `[stats] enabled = false`: the statistics' cost is the ratio between
     /// the two.
     PgpolyglotStatsOff,
     /// pgpolyglot with a cache policy on `pgbench_accounts` (in-process L1).
     PgpolyglotCache,
+    /// The L1 target on tokio's default runtime (as `PgpolyglotPerCore`).
+    PgpolyglotCachePerCore,
     /// The same with `store = "redis"`: L1 plus a shared L2 in a redis-server of its own.
     PgpolyglotCacheRedis,
     /// The L1 target with `coalesce_misses = true`: misses fetched together on the proxy's
@@ -102,6 +107,34 @@ max_bytes = \"512MiB\"\nmax_staleness = \"250ms\"\n";
 /// With the policy's "read once a minute" threshold, about 100k keys get placed (~92 %).
 const CACHE_TOP_K: usize = 200_000;
 
+/// Which runtime an in-process proxy target runs on.
+#[derive(Clone, Copy)]
+enum Runtime {
+    /// What `serve` builds from the config (overridable by environment knobs).
+    Serve,
+    /// tokio's default: one worker per core, normal scheduling (`serve` before 2026-12-05).
+    PerCore,
+}
+
+/// How an in-process proxy target differs from the plain passthrough one.
+#[derive(Clone, Copy)]
+struct ProxyOpts {
+    stats: bool,
+    runtime: Runtime,
+}
+
+impl ProxyOpts {
+    const SERVE: ProxyOpts = ProxyOpts {
+        stats: true,
+        runtime: Runtime::Serve,
+    };
+}
+
+const PER_CORE: ProxyOpts = ProxyOpts {
+    stats: true,
+    runtime: Runtime::PerCore,
+};
+
 /// What starting a target needs: where Postgres is and which user may run daemons.
 pub struct TargetEnv {
     pub pg_port: u16,
@@ -110,14 +143,16 @@ pub struct TargetEnv {
 }
 
 impl TargetKind {
-    pub const ALL: [TargetKind; 11] = [
+    pub const ALL: [TargetKind; 13] = [
         TargetKind::Direct,
         TargetKind::PgbouncerSession,
         TargetKind::PgbouncerTransaction,
         TargetKind::Haproxy,
         TargetKind::Pgpolyglot,
+        TargetKind::PgpolyglotPerCore,
         TargetKind::PgpolyglotStatsOff,
         TargetKind::PgpolyglotCache,
+        TargetKind::PgpolyglotCachePerCore,
         TargetKind::PgpolyglotCacheRedis,
         TargetKind::PgpolyglotCacheCoalesced,
         TargetKind::PgpolyglotSearch,
@@ -131,8 +166,10 @@ impl TargetKind {
             TargetKind::PgbouncerTransaction => "pgbouncer-transaction",
             TargetKind::Haproxy => "haproxy",
             TargetKind::Pgpolyglot => "pgpolyglot",
+            TargetKind::PgpolyglotPerCore => "pgpolyglot-per-core",
             TargetKind::PgpolyglotStatsOff => "pgpolyglot-stats-off",
             TargetKind::PgpolyglotCache => "pgpolyglot-cache",
+            TargetKind::PgpolyglotCachePerCore => "pgpolyglot-cache-per-core",
             TargetKind::PgpolyglotCacheRedis => "pgpolyglot-cache-redis",
             TargetKind::PgpolyglotCacheCoalesced => "pgpolyglot-cache-coalesced",
             TargetKind::PgpolyglotSearch => "pgpolyglot-search",
@@ -162,9 +199,25 @@ impl TargetKind {
             TargetKind::Pgpolyglot => {
                 Box::new(Pgpolyglot::start(env, "pgpolyglot", &[], true, None).await?)
             }
+            TargetKind::PgpolyglotPerCore => Box::new(
+                Pgpolyglot::start_full(env, "pgpolyglot-per-core", &[], PER_CORE, None, None, None)
+                    .await?,
+            ),
             TargetKind::PgpolyglotStatsOff => {
                 Box::new(Pgpolyglot::start(env, "pgpolyglot-stats-off", &[], false, None).await?)
             }
+            TargetKind::PgpolyglotCachePerCore => Box::new(
+                Pgpolyglot::start_full(
+                    env,
+                    "pgpolyglot-cache-per-core",
+                    &[("bench.toml", CACHE_POLICY)],
+                    PER_CORE,
+                    Some(crate::DB),
+                    None,
+                    None,
+                )
+                .await?,
+            ),
             TargetKind::PgpolyglotCache => Box::new(
                 Pgpolyglot::start(
                     env,
@@ -218,7 +271,7 @@ impl TargetKind {
                     env,
                     "pgpolyglot-search-osmem",
                     &[("docs.toml", &policy)],
-                    true,
+                    ProxyOpts::SERVE,
                     Some(crate::search::SEARCH_DB),
                     None,
                     Some(es.url()),
@@ -240,8 +293,10 @@ impl TargetKind {
                 .map(|p| version_line(&p, &["--version"])),
             TargetKind::Haproxy => haproxy_binary().ok().map(|p| version_line(&p, &["-v"])),
             TargetKind::Pgpolyglot
+            | TargetKind::PgpolyglotPerCore
             | TargetKind::PgpolyglotStatsOff
             | TargetKind::PgpolyglotCache
+            | TargetKind::PgpolyglotCachePerCore
             | TargetKind::PgpolyglotCacheRedis
             | TargetKind::PgpolyglotCacheCoalesced
             | TargetKind::PgpolyglotSearch
@@ -482,7 +537,11 @@ impl Pgpolyglot {
         stats: bool,
         policy_db: Option<&str>,
     ) -> BenchResult<Pgpolyglot> {
-        Self::start_full(env, name, policies, stats, policy_db, None, None).await
+        let opts = ProxyOpts {
+            stats,
+            ..ProxyOpts::SERVE
+        };
+        Self::start_full(env, name, policies, opts, policy_db, None, None).await
     }
 
     /// A cache target on the benchmark database whose Redis tier is the server on `redis`.
@@ -492,18 +551,28 @@ impl Pgpolyglot {
         policies: &[(&str, &str)],
         redis: Option<u16>,
     ) -> BenchResult<Pgpolyglot> {
-        Self::start_full(env, name, policies, true, Some(crate::DB), redis, None).await
+        Self::start_full(
+            env,
+            name,
+            policies,
+            ProxyOpts::SERVE,
+            Some(crate::DB),
+            redis,
+            None,
+        )
+        .await
     }
 
     async fn start_full(
         env: &TargetEnv,
         name: &str,
         policies: &[(&str, &str)],
-        stats: bool,
+        opts: ProxyOpts,
         policy_db: Option<&str>,
         redis: Option<u16>,
         elastic: Option<String>,
     ) -> BenchResult<Pgpolyglot> {
+        let stats = opts.stats;
         let policy_dir = work_dir("pgpolyglot-bench-policies-", None)?;
         for (file, text) in policies {
             write_owned(&policy_dir.path().join(file), text, None)?;
@@ -551,20 +620,28 @@ impl Pgpolyglot {
             },
             ..Config::default()
         };
-        // PGPOLYGLOT_BENCH_PROXY_THREADS: the proxy's worker threads (default: one per core,
-        // as `serve` with the default `worker_threads = 0`).
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = std::env::var("PGPOLYGLOT_BENCH_PROXY_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-        {
-            builder.worker_threads(n);
-        }
-        let runtime = builder
-            .enable_all()
-            .thread_name("pgpolyglot-proxy")
-            .build()
+        // The runtime `serve` builds. PGPOLYGLOT_BENCH_PROXY_THREADS and
+        // PGPOLYGLOT_BENCH_PROXY_SCHEDULING ("batch" / "normal") override its defaults for
+        // every target but the `-per-core` ones, which keep tokio's own default (one worker
+        // per core, normal scheduling) to compare with.
+        let (threads, scheduling) = match opts.runtime {
+            Runtime::Serve => (
+                std::env::var("PGPOLYGLOT_BENCH_PROXY_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(config.worker_threads),
+                match std::env::var("PGPOLYGLOT_BENCH_PROXY_SCHEDULING").as_deref() {
+                    Ok("normal") => ThreadScheduling::Normal,
+                    Ok("batch") => ThreadScheduling::Batch,
+                    _ => config.thread_scheduling,
+                },
+            ),
+            Runtime::PerCore => (
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ThreadScheduling::Normal,
+            ),
+        };
+        let runtime = pgpolyglot::runtime::build(threads, scheduling)
             .context(|| "building the proxy's runtime".to_string())?;
         let started = runtime.spawn(async move {
             pgpolyglot::server::start(config)

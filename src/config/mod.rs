@@ -76,14 +76,32 @@ pub struct Config {
     /// watching (SIGHUP and the admin `RELOAD` still work). Default `2s`.
     #[serde(with = "duration::serde_str")]
     pub policy_watch_interval: Duration,
-    /// Runtime worker threads for `serve`; 0 means one per CPU core. Default 0.
+    /// Runtime worker threads for `serve`; 0 means half the CPU cores, at least one (the
+    /// proxy usually shares the machine with its clients or Postgres; see [`crate::runtime`]).
+    /// A proxy that mostly answers from its cache, or has cores of its own, is faster with
+    /// one per core. Default 0.
     pub worker_threads: usize,
+    /// How the kernel schedules the runtime's threads: "batch" (`SCHED_BATCH`: the proxy's
+    /// wake-ups do not preempt running processes, so it batches its work behind them) or
+    /// "normal". Default "batch".
+    pub thread_scheduling: ThreadScheduling,
     /// Access statistics (`[stats]`).
     pub stats: StatsSettings,
     /// The logical replication consumer (`[change_feed]`).
     pub change_feed: ChangeFeedSettings,
     /// Stores outside the proxy (`[stores.redis]`).
     pub stores: StoresSettings,
+}
+
+/// `thread_scheduling`: the kernel scheduling policy of the runtime's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadScheduling {
+    /// `SCHED_BATCH` (Linux; elsewhere the same as `Normal`).
+    #[default]
+    Batch,
+    /// The default policy (`SCHED_OTHER`).
+    Normal,
 }
 
 /// `[stores]`: where the external stores are.
@@ -378,6 +396,7 @@ impl Default for Config {
             admin_users: vec!["postgres".into()],
             policy_watch_interval: Duration::from_secs(2),
             worker_threads: 0,
+            thread_scheduling: ThreadScheduling::Batch,
             stats: StatsSettings::default(),
             change_feed: ChangeFeedSettings::default(),
             stores: StoresSettings::default(),
@@ -505,6 +524,18 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.max_client_conn, 7);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn thread_scheduling_parses_and_rejects_other_words() {
+        assert_eq!(Config::default().thread_scheduling, ThreadScheduling::Batch);
+        let c =
+            Config::from_toml_str("thread_scheduling = \"normal\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.thread_scheduling, ThreadScheduling::Normal);
+        let err = Config::from_toml_str("thread_scheduling = \"fifo\"\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fifo") && err.contains("batch"), "{err}");
     }
 
     #[test]
