@@ -13,6 +13,7 @@
 
 use crate::config::ThreadScheduling;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tokio::runtime::{Builder, Runtime};
 use tracing::warn;
 
@@ -34,9 +35,13 @@ pub fn build(worker_threads_setting: usize, scheduling: ThreadScheduling) -> io:
         .thread_name("pgpolyglot-worker")
         .enable_all();
     if scheduling == ThreadScheduling::Batch {
+        // Blocking-pool threads come and go: say it once, not per thread.
+        static WARNED: AtomicBool = AtomicBool::new(false);
         builder.on_thread_start(|| {
             if let Err(e) = set_batch_scheduling() {
-                warn!(error = %e, "could not set SCHED_BATCH on a runtime thread; it stays SCHED_OTHER");
+                if !WARNED.swap(true, Relaxed) {
+                    warn!(error = %e, "could not set SCHED_BATCH on runtime threads; they stay SCHED_OTHER");
+                }
             }
         });
     }
@@ -76,20 +81,18 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn batch_runtime_threads_run_under_sched_batch() {
-        let rt = build(1, ThreadScheduling::Batch).expect("runtime");
-        // SAFETY: querying the calling thread's policy has no preconditions.
-        let policy = rt.block_on(async {
-            tokio::spawn(async { unsafe { libc::sched_getscheduler(0) } })
-                .await
-                .expect("task")
-        });
-        assert_eq!(policy, libc::SCHED_BATCH);
-        let rt = build(1, ThreadScheduling::Normal).expect("runtime");
-        let policy = rt.block_on(async {
-            tokio::spawn(async { unsafe { libc::sched_getscheduler(0) } })
-                .await
-                .expect("task")
-        });
-        assert_eq!(policy, libc::SCHED_OTHER);
+        for (scheduling, expected) in [
+            (ThreadScheduling::Batch, libc::SCHED_BATCH),
+            (ThreadScheduling::Normal, libc::SCHED_OTHER),
+        ] {
+            let rt = build(1, scheduling).expect("runtime");
+            // SAFETY: querying the calling thread's policy has no preconditions.
+            let policy = rt.block_on(async {
+                tokio::spawn(async { unsafe { libc::sched_getscheduler(0) } })
+                    .await
+                    .expect("task")
+            });
+            assert_eq!(policy, expected, "{scheduling:?}");
+        }
     }
 }

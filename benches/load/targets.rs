@@ -128,12 +128,11 @@ impl ProxyOpts {
         stats: true,
         runtime: Runtime::Serve,
     };
+    const PER_CORE: ProxyOpts = ProxyOpts {
+        stats: true,
+        runtime: Runtime::PerCore,
+    };
 }
-
-const PER_CORE: ProxyOpts = ProxyOpts {
-    stats: true,
-    runtime: Runtime::PerCore,
-};
 
 /// What starting a target needs: where Postgres is and which user may run daemons.
 pub struct TargetEnv {
@@ -200,8 +199,16 @@ impl TargetKind {
                 Box::new(Pgpolyglot::start(env, "pgpolyglot", &[], true, None).await?)
             }
             TargetKind::PgpolyglotPerCore => Box::new(
-                Pgpolyglot::start_full(env, "pgpolyglot-per-core", &[], PER_CORE, None, None, None)
-                    .await?,
+                Pgpolyglot::start_full(
+                    env,
+                    "pgpolyglot-per-core",
+                    &[],
+                    ProxyOpts::PER_CORE,
+                    None,
+                    None,
+                    None,
+                )
+                .await?,
             ),
             TargetKind::PgpolyglotStatsOff => {
                 Box::new(Pgpolyglot::start(env, "pgpolyglot-stats-off", &[], false, None).await?)
@@ -211,7 +218,7 @@ impl TargetKind {
                     env,
                     "pgpolyglot-cache-per-core",
                     &[("bench.toml", CACHE_POLICY)],
-                    PER_CORE,
+                    ProxyOpts::PER_CORE,
                     Some(crate::DB),
                     None,
                     None,
@@ -633,7 +640,12 @@ impl Pgpolyglot {
                 match std::env::var("PGPOLYGLOT_BENCH_PROXY_SCHEDULING").as_deref() {
                     Ok("normal") => ThreadScheduling::Normal,
                     Ok("batch") => ThreadScheduling::Batch,
-                    _ => config.thread_scheduling,
+                    Ok(other) => {
+                        return Err(format!(
+                            "PGPOLYGLOT_BENCH_PROXY_SCHEDULING={other:?}: expected batch or normal"
+                        ))
+                    }
+                    Err(_) => config.thread_scheduling,
                 },
             ),
             Runtime::PerCore => (
