@@ -128,6 +128,47 @@ async fn wait_for_snapshot(handle: &ServerHandle, events: u64) {
     .await;
 }
 
+/// A session resolves each statement shape's key column once and remembers it; a policy
+/// reload that names another key column must reach sessions already running the shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_set_by_a_reload_reaches_running_sessions() {
+    use pgpolyglot::placement::{reload, ReloadTrigger};
+    let pg = shared_cluster().await;
+    setup_accounts(&pg).await;
+    let policies = policy_dir();
+    let handle = start_proxy(&pg, policies.path()).await;
+    let app = client_via(&handle, APP_USER, None, APP_DB).await.unwrap();
+    // Inlined, so the key is read from the text whatever the column's type (a binary `$1`
+    // needs the key column's type, which the catalog gives only for primary keys).
+    let by_owner = "SELECT id FROM accounts WHERE owner = 'owner 7'";
+    // `owner` is not the key: nothing recorded.
+    for _ in 0..20 {
+        app.simple_query(by_owner).await.unwrap();
+    }
+    std::fs::write(
+        policies.path().join("accounts.toml"),
+        "tables = [\"public.accounts\"]\nkey = \"owner\"\n[cache]\nstore = \"memory\"\n",
+    )
+    .unwrap();
+    reload(handle.context(), ReloadTrigger::Admin).expect("valid policy set");
+    // The same statement, same session: now `owner` is the key.
+    for _ in 0..15 {
+        app.simple_query(by_owner).await.unwrap();
+    }
+    let admin = client_via(&handle, "postgres", None, "pgpolyglot")
+        .await
+        .unwrap();
+    // 35 statements and 15 keys.
+    wait_for_snapshot(&handle, 50).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hot = rows(&admin, "SHOW HOT_KEYS public.accounts LIMIT 10").await;
+    let owner7 = hot
+        .iter()
+        .find(|r| r["key"].as_deref() == Some("owner 7"))
+        .unwrap_or_else(|| panic!("owner 7 not recorded after the reload: {hot:?}"));
+    assert_eq!(owner7["reads"].as_deref(), Some("15"), "{hot:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_keys_follow_a_zipf_workload() {
     let pg = shared_cluster().await;

@@ -191,7 +191,7 @@ impl FrontendState {
 
     /// Records the keys a statement names (a served one too: it stays hot).
     pub fn record_keys(
-        &self,
+        &mut self,
         ctx: &ProxyContext,
         classified: &Classified,
         bind: Option<(&Bind<'_>, &[u32])>,

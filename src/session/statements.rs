@@ -237,6 +237,10 @@ impl StatementBook {
     /// If `name` exists only in the proxy: its Parse frame, to be sent to Postgres now (in
     /// batch `batch`); from here on Postgres has it.
     pub fn materialize(&mut self, batch: u64, name: &[u8]) -> Option<bytes::Bytes> {
+        // Every Bind asks: without statements of the proxy's own, skip hashing the name.
+        if self.virtuals.is_empty() {
+            return None;
+        }
         let name = pg_name(name);
         let (frame, stmt) = self.virtuals.remove(name)?;
         self.sent(

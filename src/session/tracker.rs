@@ -47,7 +47,9 @@ struct Entry {
     batch_executed: bool,
     shape: Option<Arc<Shape>>,
     route: Route,
-    start: Instant,
+    /// When it was forwarded; `None` for a Sync, which is never timed (saves a clock read
+    /// per extended-protocol batch).
+    start: Option<Instant>,
     rows: u64,
     error: bool,
 }
@@ -139,7 +141,7 @@ impl StatementTracker {
                 batch_executed,
                 shape,
                 route,
-                start: Instant::now(),
+                start: (kind != Kind::Sync).then(Instant::now),
                 rows: 0,
                 error: false,
             });
@@ -408,7 +410,9 @@ impl StatementTracker {
 
 fn finish(e: Entry) -> Completed {
     Completed {
-        latency_us: u64::try_from(e.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+        latency_us: e.start.map_or(0, |start| {
+            u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+        }),
         shape: e.shape,
         route: e.route,
         rows: e.rows,
@@ -446,9 +450,16 @@ pub fn tag_rows(body: &[u8]) -> u64 {
     ) {
         return 0;
     }
-    std::str::from_utf8(&tag[space + 1..])
-        .ok()
-        .and_then(|n| n.parse().ok())
+    // Digits only, read in place (runs for every CommandComplete).
+    let digits = &tag[space + 1..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .unwrap_or(0)
 }
 
@@ -465,6 +476,9 @@ mod tests {
         assert_eq!(tag_rows(b"BEGIN\0"), 0);
         assert_eq!(tag_rows(b"\0"), 0);
         assert_eq!(tag_rows(b"SELECT x\0"), 0);
+        assert_eq!(tag_rows(b"SELECT 18446744073709551615\0"), u64::MAX);
+        assert_eq!(tag_rows(b"SELECT 18446744073709551616\0"), 0);
+        assert_eq!(tag_rows(b"SELECT +5\0"), 0);
     }
 
     #[test]

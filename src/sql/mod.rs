@@ -151,7 +151,7 @@ pub enum KeyRef<'a> {
     NegativeNumber(&'a str),
 }
 
-impl KeyRef<'_> {
+impl<'a> KeyRef<'a> {
     /// The key as an integer, if it is one in a spelling every supported Postgres reads the
     /// same way: plain decimal literals (`42`, `-7`) and strings holding a plain decimal
     /// integer with optional ASCII whitespace around it (`' 42'`, as in `id = ' 42'` on an
@@ -181,10 +181,16 @@ impl KeyRef<'_> {
 
     /// The key as text: a string's decoded value, or a number's text (integers in canonical
     /// decimal form, other numbers as written, negatives with their sign).
-    pub fn as_text(&self) -> Option<Cow<'_, str>> {
-        match self {
+    pub fn as_text(&self) -> Option<Cow<'a, str>> {
+        match *self {
             KeyRef::Param(_) => None,
             KeyRef::Literal(Literal::String(s)) => Some(Cow::Borrowed(s)),
+            // Already canonical (the common case): no copy.
+            KeyRef::Literal(Literal::Number(t))
+                if is_decimal(t) && (!t.starts_with('0') || t.len() == 1) =>
+            {
+                Some(Cow::Borrowed(t))
+            }
             KeyRef::Literal(Literal::Number(t)) => Some(match parse_int(t, false) {
                 Some(i) => Cow::Owned(i.to_string()),
                 None => Cow::Borrowed(t),
