@@ -310,7 +310,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
 fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
     let cache = &ctx.cache;
     let schema = cache.schema();
-    if schema.tables.is_empty() && cache.feed().is_none() {
+    if schema.tables().is_empty() && cache.feed().is_none() {
         return;
     }
     let c = &cache.counters;
@@ -320,7 +320,7 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
         .as_ref()
         .is_some_and(|f| f.state == crate::cdc::FeedState::Streaming);
     let servable = schema
-        .tables
+        .tables()
         .values()
         .filter(|m| m.unservable.is_none())
         .count();
@@ -339,7 +339,7 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
             c.coalesced_fetches.load(Relaxed),
             c.coalesce_errors.load(Relaxed),
             servable,
-            schema.tables.len(),
+            schema.tables().len(),
             c.fill_batches.load(Relaxed),
             c.fill_errors.load(Relaxed),
             totals.fills_dropped_stale.load(Relaxed),
@@ -491,7 +491,7 @@ fn placements(ctx: &ProxyContext) -> ResultTable {
     // Tables a cache policy names that the cache will never serve, and why: otherwise an
     // operator sees only that nothing gets placed.
     let mut unservable: Vec<_> = schema
-        .tables
+        .tables()
         .values()
         .filter_map(|m| m.unservable.map(|why| (m.qualified(), why)))
         .collect();

@@ -71,7 +71,8 @@ pub fn data_row(out: &mut BytesMut, row: &CachedRow, columns: &[OutputColumn], f
 
 pub fn command_complete(out: &mut BytesMut, rows: usize) {
     put_frame(out, b'C', |b| {
-        b.put_slice(format!("SELECT {rows}").as_bytes());
+        // Formatted straight into the frame: no String per answer.
+        let _ = std::fmt::Write::write_fmt(b, format_args!("SELECT {rows}"));
         b.put_u8(0);
     });
 }
