@@ -61,7 +61,8 @@ cat > "$WORK/hot.sql" <<'EOF'
 SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
 EOF
 
-total_ir() { callgrind_annotate "$1" 2>/dev/null | grep -m1 "PROGRAM TOTALS" | awk '{gsub(",","",$1); print $1}'; }
+# Reads all of callgrind_annotate's output (a `grep -m1` would SIGPIPE it under pipefail).
+total_ir() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",","",$1); print $1; done=1}'; }
 
 # start_proxy POLICIES EXTRA_VALGRIND_ARGS -> sets VPID, PORT, HTTP
 start_proxy() {
@@ -90,9 +91,9 @@ cache_hits() { # MODE -> instructions per transaction, and hit/miss counts
   pgbench -h 127.0.0.1 -p "$PORT" -U postgres -n -f "$WORK/hot.sql" -M "$1" -c 4 -j 2 -T 25 postgres >/dev/null 2>&1
   local before after
   before=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^pgpolyglot_cache_hits_total/ {print $2}')
-  callgrind_control -i on "$VPID" >/dev/null
+  callgrind_control -i on "$VPID" >/dev/null 2>&1
   pgbench -h 127.0.0.1 -p "$PORT" -U postgres -n -f "$WORK/hot.sql" -M "$1" -c 8 -j 2 -t 1000 postgres >/dev/null 2>&1
-  callgrind_control -i off "$VPID" >/dev/null
+  callgrind_control -i off "$VPID" >/dev/null 2>&1
   after=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^pgpolyglot_cache_hits_total/ {print $2}')
   stop_proxy
   echo "$(( $(total_ir "$WORK/cg.out") / 8000 )) $(( after - before ))"
