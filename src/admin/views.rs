@@ -310,7 +310,7 @@ fn stores(ctx: &ProxyContext, snapshot: Option<&Snapshot>) -> ResultTable {
 fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
     let cache = &ctx.cache;
     let schema = cache.schema();
-    if schema.tables().is_empty() && cache.feed().is_none() {
+    if schema.is_empty() && cache.feed().is_none() {
         return;
     }
     let c = &cache.counters;
@@ -319,11 +319,7 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
     let serving = feed
         .as_ref()
         .is_some_and(|f| f.state == crate::cdc::FeedState::Streaming);
-    let servable = schema
-        .tables()
-        .values()
-        .filter(|m| m.unservable.is_none())
-        .count();
+    let servable = schema.tables().filter(|m| m.unservable.is_none()).count();
     t.push(vec![
         "memory".into(),
         "cache (L1)".into(),
@@ -339,7 +335,7 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
             c.coalesced_fetches.load(Relaxed),
             c.coalesce_errors.load(Relaxed),
             servable,
-            schema.tables().len(),
+            schema.len(),
             c.fill_batches.load(Relaxed),
             c.fill_errors.load(Relaxed),
             totals.fills_dropped_stale.load(Relaxed),
@@ -492,7 +488,6 @@ fn placements(ctx: &ProxyContext) -> ResultTable {
     // operator sees only that nothing gets placed.
     let mut unservable: Vec<_> = schema
         .tables()
-        .values()
         .filter_map(|m| m.unservable.map(|why| (m.qualified(), why)))
         .collect();
     unservable.sort();

@@ -50,7 +50,7 @@ pub(super) async fn placer(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver
             continue;
         };
         let schema = cache.schema();
-        if schema.tables().is_empty() {
+        if schema.is_empty() {
             continue;
         }
         let policies = ctx.policies.current();

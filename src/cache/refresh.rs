@@ -81,19 +81,21 @@ async fn refresh_once(
         .await
         .map_err(|_| CacheError::Timeout("loading table descriptions"))??;
     let old = cache.schema();
-    for (k, t) in old.tables() {
-        if loaded.tables().get(k).is_none_or(|n| !n.same_layout(t)) {
+    for t in old.tables() {
+        if loaded
+            .table(&t.schema, &t.name)
+            .is_none_or(|n| !n.same_layout(t))
+        {
             info!(table = %t.qualified(), "cache: table description changed; flushing it");
             cache.store.flush_table(t.oid);
             cache.ready_from.remove(&t.oid);
         }
     }
-    if loaded.defaults != old.defaults && !old.tables().is_empty() {
+    if loaded.defaults != old.defaults && !old.is_empty() {
         cache.store.flush_all();
     }
     let servable: Vec<TableName> = loaded
         .tables()
-        .values()
         .filter(|t| t.unservable.is_none())
         .map(|t| TableName::new(t.schema.clone(), t.name.clone()))
         .collect();
@@ -133,7 +135,7 @@ async fn refresh_once(
         if status.state == FeedState::Streaming {
             let schema = cache.schema();
             let mut position = None;
-            for t in schema.tables().values() {
+            for t in schema.tables() {
                 let published = status
                     .tables
                     .iter()

@@ -128,37 +128,37 @@ type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 /// One load of everything above.
 #[derive(Debug, Default)]
 pub struct CacheSchema {
-    tables: HashMap<(String, String), Arc<TableMeta>>,
-    /// The same tables by schema, then name: looked up by borrowed names for every
-    /// statement the cache may serve (the tuple key would need two allocations per lookup).
-    /// Hashed with foldhash: its keys come from the catalog, not from clients, so SipHash's
-    /// flooding resistance buys nothing here and costs ~250 instructions per lookup.
+    /// The described tables by schema, then name, looked up by borrowed names for every
+    /// statement the cache may serve. Hashed with foldhash: its keys come from the catalog,
+    /// not from clients, so SipHash's flooding resistance buys nothing here and costs ~250
+    /// instructions per lookup.
     by_name: NameMap<NameMap<Arc<TableMeta>>>,
     pub defaults: ServerDefaults,
 }
 
 impl CacheSchema {
-    pub fn new(
-        tables: HashMap<(String, String), Arc<TableMeta>>,
-        defaults: ServerDefaults,
-    ) -> Self {
+    pub fn new(tables: impl IntoIterator<Item = TableMeta>, defaults: ServerDefaults) -> Self {
         let mut by_name: NameMap<NameMap<Arc<TableMeta>>> = NameMap::default();
-        for ((schema, name), meta) in &tables {
+        for meta in tables {
             by_name
-                .entry(schema.clone())
+                .entry(meta.schema.clone())
                 .or_default()
-                .insert(name.clone(), Arc::clone(meta));
+                .insert(meta.name.clone(), Arc::new(meta));
         }
-        CacheSchema {
-            tables,
-            by_name,
-            defaults,
-        }
+        CacheSchema { by_name, defaults }
     }
 
-    /// Every described table, by `(schema, name)`.
-    pub fn tables(&self) -> &HashMap<(String, String), Arc<TableMeta>> {
-        &self.tables
+    /// Every described table.
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<TableMeta>> {
+        self.by_name.values().flat_map(NameMap::values)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.values().map(NameMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.values().all(NameMap::is_empty)
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<TableMeta>> {
@@ -166,7 +166,7 @@ impl CacheSchema {
     }
 
     pub fn by_oid(&self, oid: u32) -> Option<&Arc<TableMeta>> {
-        self.tables.values().find(|t| t.oid == oid)
+        self.tables().find(|t| t.oid == oid)
     }
 }
 
@@ -401,21 +401,18 @@ pub async fn load(client: &Client, wanted: &[Wanted]) -> Result<CacheSchema, Cac
             );
         }
     }
-    let tables = tables
-        .into_iter()
-        .map(|(k, mut meta)| {
-            if let Some(&(names_objects, hash)) = by_oid.get(&meta.oid) {
-                meta.output_catalog = hash;
-                if names_objects {
-                    meta.unservable = meta
-                        .unservable
-                        .or(Some("a column's output names catalog objects (reg* type)"));
-                }
+    let tables = tables.into_values().map(|mut meta| {
+        if let Some(&(names_objects, hash)) = by_oid.get(&meta.oid) {
+            meta.output_catalog = hash;
+            if names_objects {
+                meta.unservable = meta
+                    .unservable
+                    .or(Some("a column's output names catalog objects (reg* type)"));
             }
-            meta.layout = meta.layout_hash();
-            (k, Arc::new(meta))
-        })
-        .collect();
+        }
+        meta.layout = meta.layout_hash();
+        meta
+    });
     Ok(CacheSchema::new(tables, defaults))
 }
 
