@@ -46,6 +46,11 @@ pub trait Target {
     fn cache_summary(&self) -> Option<String> {
         None
     }
+    /// For a pgpolyglot with a cache: (reads served from the cache, cache misses, entries
+    /// placed) so far.
+    fn cache_counts(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
     /// For a pgpolyglot with a search policy: (index complete, rows backfilled so far).
     fn search_progress(&self) -> Option<(bool, u64)> {
         None
@@ -707,6 +712,16 @@ impl Target for Pgpolyglot {
             c.candidates.load(Relaxed),
             c.too_many.load(Relaxed),
             c.store_errors.load(Relaxed)
+        ))
+    }
+    fn cache_counts(&self) -> Option<(u64, u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ctx = self.handle.as_ref()?.context();
+        ctx.cache.feed()?;
+        Some((
+            ctx.cache.counters.hits.load(Relaxed),
+            ctx.cache.counters.misses.load(Relaxed),
+            ctx.cache.store.totals.entries.load(Relaxed),
         ))
     }
     fn cache_summary(&self) -> Option<String> {
