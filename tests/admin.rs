@@ -15,7 +15,16 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 const ACCOUNTS: i32 = 1000;
 
-async fn setup_accounts(pg: &pgpolyglot::embedded_pg::EmbeddedPostgres) {
+/// The tests that use `accounts` run one at a time: they share one cluster, and each drops
+/// and recreates the table (two at once collide in the catalog, or drop it under each other).
+static ACCOUNTS_TABLE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Recreates `accounts`; the table is the caller's until the guard is dropped.
+#[must_use = "hold the guard for the whole test"]
+async fn setup_accounts(
+    pg: &pgpolyglot::embedded_pg::EmbeddedPostgres,
+) -> tokio::sync::MutexGuard<'static, ()> {
+    let guard = ACCOUNTS_TABLE.lock().await;
     let c = connect(pg, APP_USER, APP_DB).await;
     c.batch_execute(&format!(
         "DROP TABLE IF EXISTS accounts;
@@ -24,6 +33,7 @@ async fn setup_accounts(pg: &pgpolyglot::embedded_pg::EmbeddedPostgres) {
     ))
     .await
     .unwrap_or_else(|e| panic!("{}", pg_error(&e)));
+    guard
 }
 
 fn policy_dir() -> tempfile::TempDir {
@@ -128,51 +138,91 @@ async fn wait_for_snapshot(handle: &ServerHandle, events: u64) {
     .await;
 }
 
-/// A session resolves each statement shape's key column once and remembers it; a policy
-/// reload that names another key column must reach sessions already running the shape.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_column_set_by_a_reload_reaches_running_sessions() {
+/// Names `owner` as the key of `accounts` and reloads the policies.
+fn make_owner_the_key(handle: &ServerHandle, policies: &Path) {
     use pgpolyglot::placement::{reload, ReloadTrigger};
-    let pg = shared_cluster().await;
-    setup_accounts(&pg).await;
-    let policies = policy_dir();
-    let handle = start_proxy(&pg, policies.path()).await;
-    let app = client_via(&handle, APP_USER, None, APP_DB).await.unwrap();
-    // Inlined, so the key is read from the text whatever the column's type (a binary `$1`
-    // needs the key column's type, which the catalog gives only for primary keys).
-    let by_owner = "SELECT id FROM accounts WHERE owner = 'owner 7'";
-    // `owner` is not the key: nothing recorded.
-    for _ in 0..20 {
-        app.simple_query(by_owner).await.unwrap();
-    }
     std::fs::write(
-        policies.path().join("accounts.toml"),
+        policies.join("accounts.toml"),
         "tables = [\"public.accounts\"]\nkey = \"owner\"\n[cache]\nstore = \"memory\"\n",
     )
     .unwrap();
     reload(handle.context(), ReloadTrigger::Admin).expect("valid policy set");
-    // The same statement, same session: now `owner` is the key.
-    for _ in 0..15 {
-        app.simple_query(by_owner).await.unwrap();
-    }
-    let admin = client_via(&handle, "postgres", None, "pgpolyglot")
+}
+
+/// Once the statistics have seen `events` events, `owner 7` must be a hot key of `accounts`
+/// with `reads` reads (`context` says how it was read, for the failure message).
+async fn assert_owner7_reads(handle: &ServerHandle, events: u64, reads: &str, context: &str) {
+    let admin = client_via(handle, "postgres", None, "pgpolyglot")
         .await
         .unwrap();
-    // 35 statements and 15 keys.
-    wait_for_snapshot(&handle, 50).await;
+    wait_for_snapshot(handle, events).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let hot = rows(&admin, "SHOW HOT_KEYS public.accounts LIMIT 10").await;
     let owner7 = hot
         .iter()
         .find(|r| r["key"].as_deref() == Some("owner 7"))
-        .unwrap_or_else(|| panic!("owner 7 not recorded after the reload: {hot:?}"));
-    assert_eq!(owner7["reads"].as_deref(), Some("15"), "{hot:?}");
+        .unwrap_or_else(|| panic!("owner 7 not recorded ({context}): {hot:?}"));
+    assert_eq!(owner7["reads"].as_deref(), Some(reads), "{hot:?}");
+}
+
+/// A session resolves each statement shape's key column once and remembers it; a policy
+/// reload that names another key column must reach sessions already running the shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_set_by_a_reload_reaches_running_sessions() {
+    let pg = shared_cluster().await;
+    let _accounts = setup_accounts(&pg).await;
+    let policies = policy_dir();
+    let handle = start_proxy(&pg, policies.path()).await;
+    let app = client_via(&handle, APP_USER, None, APP_DB).await.unwrap();
+    // Inlined, so the key is read from the text whatever the column's type (a binary `$1`
+    // needs the key column's type, which the catalog reads only after the reload).
+    let by_owner = "SELECT id FROM accounts WHERE owner = 'owner 7'";
+    // `owner` is not the key: nothing recorded.
+    for _ in 0..20 {
+        app.simple_query(by_owner).await.unwrap();
+    }
+    make_owner_the_key(&handle, policies.path());
+    // The same statement, same session: now `owner` is the key.
+    for _ in 0..15 {
+        app.simple_query(by_owner).await.unwrap();
+    }
+    // 35 statements and 15 keys.
+    assert_owner7_reads(&handle, 50, "15", "inlined, after the reload").await;
+}
+
+/// A policy `key` that is not the primary key, bound in binary format (tokio-postgres binds
+/// every parameter so) without a type in the Parse: the proxy prints it with the column's
+/// type, which the catalog reads again after the reload that named the column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_key_bound_in_binary_is_recorded() {
+    let pg = shared_cluster().await;
+    let _accounts = setup_accounts(&pg).await;
+    let policies = policy_dir();
+    let handle = start_proxy(&pg, policies.path()).await;
+    make_owner_the_key(&handle, policies.path());
+    let catalog = &handle.context().catalog;
+    within("the catalog to read the type of `owner`", 30, async {
+        while catalog.snapshot().key_type("public", "accounts", "owner") != Some(25) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let app = client_via(&handle, APP_USER, None, APP_DB).await.unwrap();
+    let by_owner = app
+        .prepare("SELECT id FROM accounts WHERE owner = $1")
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        let r = app.query(&by_owner, &[&"owner 7"]).await.unwrap();
+        assert_eq!(r.len(), 1);
+    }
+    assert_owner7_reads(&handle, 12, "12", "bound in binary").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_keys_follow_a_zipf_workload() {
     let pg = shared_cluster().await;
-    setup_accounts(&pg).await;
+    let _accounts = setup_accounts(&pg).await;
     let policies = policy_dir();
     let handle = start_proxy(&pg, policies.path()).await;
     let app = client_via(&handle, APP_USER, None, APP_DB).await.unwrap();

@@ -110,6 +110,11 @@ pub fn reload(ctx: &ProxyContext, trigger: ReloadTrigger) -> Result<ReloadOutcom
                 changed: set.policies != current.policies,
             };
             ctx.policies.replace(set);
+            // The catalog reads the types of the policies' key columns (binary-bound keys
+            // are decoded with them): re-read it for the new set.
+            if outcome.changed {
+                ctx.catalog.schema_changed();
+            }
             Metrics::inc(&ctx.metrics.policy_reloads);
             info!(
                 %trigger,

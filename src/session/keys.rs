@@ -4,7 +4,7 @@
 //! `key` if a policy covering the table sets one, else the table's single-column primary key
 //! from the [`crate::catalog`]. Literal keys come from the statement text; `$n` keys from
 //! the Bind message, in text format as sent, in binary format when the parameter's type
-//! (declared in Parse, else the key column's) is one the proxy can print.
+//! (declared in Parse, else the key column's, from the catalog) is one the proxy can print.
 
 use super::bind::{binary_key_text, oid, Bind, Param};
 use crate::catalog::CatalogSnapshot;
@@ -92,10 +92,9 @@ impl KeyResolver {
         let pk = self.catalog.primary_key(schema, table);
         if let Some(m) = self.policies.policy_for(schema, table) {
             if let Some(key) = &m.policy.key {
-                let type_oid = pk.filter(|pk| *pk.name == **key).map(|pk| pk.type_oid);
                 return Some(KeyColumn {
                     name: key,
-                    type_oid,
+                    type_oid: self.catalog.key_type(schema, table, key),
                 });
             }
         }
