@@ -62,7 +62,7 @@ use pgpolyglot::embedded_pg::{EmbeddedPgOptions, EmbeddedPostgres};
 use pgbench::{Mode, RunOutcome, RunSpec, Workload};
 use process::{find_program, version_line, BenchResult, Context};
 use report::{Header, Measurement, Section, Status};
-use targets::{Target, TargetEnv, TargetKind};
+use targets::{CacheCounts, Target, TargetEnv, TargetKind};
 
 /// The database the workloads live in (created by the runner, never `postgres`).
 const DB: &str = "bench";
@@ -319,11 +319,13 @@ async fn run() -> BenchResult<()> {
     for target in &running {
         if let Some(mut line) = target.cache_summary() {
             let before = warmed.iter().find(|(name, _)| name == target.name());
-            if let (Some((_, (h0, m0, _))), Some((h1, m1, _))) = (before, target.cache_counts()) {
-                let (hits, misses) = (h1.saturating_sub(*h0), m1.saturating_sub(*m0));
+            if let (Some((_, before)), Some(now)) = (before, target.cache_counts()) {
+                let after = now.since(*before);
                 line.push_str(&format!(
-                    "; after the warm-up (the measured runs and the change feed's lag run): {hits} hits, {misses} misses ({:.1} % hits)",
-                    percent(hits, hits + misses)
+                    "; after the warm-up (the measured runs and the change feed's lag run): {} hits, {} misses ({:.1} % hits)",
+                    after.hits,
+                    after.misses,
+                    after.hit_percent()
                 ));
             }
             eprintln!("load: {line}");
@@ -512,12 +514,12 @@ struct WarmUp<'a> {
 
 /// An unrecorded run per target: short for most, long enough for a cache to settle (its
 /// throughput and hit rate are noted as the cold start). A target that fails it is stopped
-/// and left out. Returns each cache target's (hits, misses, entries) at the warm-up's end.
+/// and left out. Returns each cache target's counters at the warm-up's end.
 async fn warm_up(
     running: &mut Vec<Box<dyn Target>>,
     warm: &WarmUp<'_>,
     notes: &mut Vec<String>,
-) -> Vec<(String, (u64, u64, u64))> {
+) -> Vec<(String, CacheCounts)> {
     let mut kept = Vec::new();
     let mut counts = Vec::new();
     for mut target in running.drain(..) {
@@ -544,15 +546,16 @@ async fn warm_up(
         eprintln!("load: warming up {} ({secs} s)", target.name());
         match pgbench::run(&spec).await {
             Ok(outcome) => {
-                if let Some((hits, misses, entries)) = target.cache_counts().filter(|_| cached) {
+                if let Some(c) = target.cache_counts().filter(|_| cached) {
                     notes.push(format!(
-                        "{}: cache warm-up (cold start), {secs} s of {} at {clients} clients, simple protocol: {:.0} TPS, {:.1} % of reads from the cache, {entries} entries placed at its end",
+                        "{}: cache warm-up (cold start), {secs} s of {} at {clients} clients, simple protocol: {:.0} TPS, {:.1} % of reads from the cache, {} entries placed at its end",
                         target.name(),
                         warm.workload.name,
                         outcome.tps,
-                        percent(hits, hits + misses)
+                        c.hit_percent(),
+                        c.entries
                     ));
-                    counts.push((target.name().to_string(), (hits, misses, entries)));
+                    counts.push((target.name().to_string(), c));
                 }
                 kept.push(target)
             }
@@ -568,15 +571,6 @@ async fn warm_up(
     }
     *running = kept;
     counts
-}
-
-/// `part` of `whole` in percent (0 for an empty whole).
-fn percent(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
 }
 
 /// Every (repetition, mode, clients, target) of one workload. Targets are rotated per cell so

@@ -27,6 +27,37 @@ const PROXY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const PGBOUNCER_POOL_SIZE: u32 = 40;
 
 /// A running target. Dropping it stops it.
+/// A cache target's counters at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheCounts {
+    /// Reads served from the cache.
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries placed.
+    pub entries: u64,
+}
+
+impl CacheCounts {
+    /// Percent of reads served from the cache (0 without reads).
+    pub fn hit_percent(self) -> f64 {
+        let reads = self.hits + self.misses;
+        if reads == 0 {
+            0.0
+        } else {
+            self.hits as f64 * 100.0 / reads as f64
+        }
+    }
+
+    /// What was counted after `earlier`.
+    pub fn since(self, earlier: CacheCounts) -> CacheCounts {
+        CacheCounts {
+            hits: self.hits.saturating_sub(earlier.hits),
+            misses: self.misses.saturating_sub(earlier.misses),
+            entries: self.entries,
+        }
+    }
+}
+
 pub trait Target {
     fn name(&self) -> &str;
     /// The loopback port pgbench connects to.
@@ -46,9 +77,8 @@ pub trait Target {
     fn cache_summary(&self) -> Option<String> {
         None
     }
-    /// For a pgpolyglot with a cache: (reads served from the cache, cache misses, entries
-    /// placed) so far.
-    fn cache_counts(&self) -> Option<(u64, u64, u64)> {
+    /// For a pgpolyglot with a cache: what the cache has done so far.
+    fn cache_counts(&self) -> Option<CacheCounts> {
         None
     }
     /// For a pgpolyglot with a search policy: (index complete, rows backfilled so far).
@@ -714,15 +744,15 @@ impl Target for Pgpolyglot {
             c.store_errors.load(Relaxed)
         ))
     }
-    fn cache_counts(&self) -> Option<(u64, u64, u64)> {
+    fn cache_counts(&self) -> Option<CacheCounts> {
         use std::sync::atomic::Ordering::Relaxed;
         let ctx = self.handle.as_ref()?.context();
         ctx.cache.feed()?;
-        Some((
-            ctx.cache.counters.hits.load(Relaxed),
-            ctx.cache.counters.misses.load(Relaxed),
-            ctx.cache.store.totals.entries.load(Relaxed),
-        ))
+        Some(CacheCounts {
+            hits: ctx.cache.counters.hits.load(Relaxed),
+            misses: ctx.cache.counters.misses.load(Relaxed),
+            entries: ctx.cache.store.totals.entries.load(Relaxed),
+        })
     }
     fn cache_summary(&self) -> Option<String> {
         use std::sync::atomic::Ordering::Relaxed;
