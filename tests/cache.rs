@@ -791,6 +791,49 @@ async fn explain_analyze_of_a_prepared_write_is_a_write() {
     }
 }
 
+/// A session whose reads met a fence takes its next fences as soon as its writes end (at the
+/// ReadyForQuery that ends them) rather than when it next reads, but never before they
+/// commit: a write inside a transaction block that names no key (an `EXECUTE` of a
+/// SQL-prepared UPDATE, so only the fence keeps the cached row from the session) gets its
+/// fence at COMMIT. While the block stays open, another commit moves the change feed past
+/// any position taken then; the read right after COMMIT must still see the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_taken_when_writes_end_counts_from_their_commit() {
+    let fx = fixture(
+        "cache_eager_fence",
+        "CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO kv VALUES (1, 0), (2, 0);",
+    )
+    .await;
+    let read = "SELECT v FROM kv WHERE id = 1";
+    let mut c = fx.wire_proxy("postgres", &[]).await;
+    let other = connect(&fx.pg, "postgres", &fx.name).await;
+    c.simple_query("PREPARE w(int) AS UPDATE kv SET v = $1 WHERE id = 1")
+        .await
+        .expect("prepare");
+    for round in 1..=6 {
+        simple_until_served(&fx, &mut c, read).await;
+        c.simple_query("BEGIN").await.unwrap();
+        c.simple_query(&format!("EXECUTE w({round})"))
+            .await
+            .unwrap();
+        other
+            .batch_execute("UPDATE kv SET v = v + 1 WHERE id = 2")
+            .await
+            .unwrap();
+        // Time for the fence service to answer a ticket and the feed to apply that commit.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.simple_query("COMMIT").await.unwrap();
+        let got = c.simple_query(read).await.unwrap();
+        assert_eq!(
+            first_value(&got),
+            Some(round.to_string().into_bytes()),
+            "round {round}: the session read its own committed write stale:\n{}",
+            render(&got)
+        );
+    }
+}
+
 /// The first value of the first row of a simple-query answer.
 fn first_value(msgs: &[BackendMessage]) -> Option<Vec<u8>> {
     msgs.iter()

@@ -10,8 +10,9 @@
 
 use crate::cdc::Lsn;
 use crate::context::ProxyContext;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tracing::debug;
@@ -42,50 +43,63 @@ impl FenceService {
     }
 }
 
-/// Answers tickets until shutdown: one query at a time, each covering every ticket issued
-/// before it began.
-pub async fn run(ctx: std::sync::Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
+/// Queries in flight at once (pipelined on one connection). A ticket taken while a query
+/// runs needs a query that starts after it: with one at a time it would wait for the
+/// running one and then its own, about twice the round trip.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Answers tickets until shutdown: each query covers every ticket issued before it began;
+/// a new one starts as soon as tickets wait that no running query covers.
+pub async fn run(ctx: Arc<ProxyContext>, mut shutdown: watch::Receiver<bool>) {
     let fences = &ctx.cache.fences;
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut client: Option<Arc<tokio_postgres::Client>> = None;
+    let mut in_flight = FuturesUnordered::new();
+    // The last ticket a started query covers.
+    let mut asked = 0u64;
     loop {
-        let pending = {
-            let answered = fences.answered.lock().unwrap_or_else(|e| e.into_inner()).0;
-            fences.issued.load(Relaxed) > answered
-        };
-        if !pending {
-            tokio::select! {
-                _ = fences.wake.notified() => {}
-                _ = shutdown.changed() => return,
-            }
-            continue;
-        }
-        let upto = fences.issued.load(Relaxed);
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            match crate::side::connect(&ctx).await {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    debug!(error = %e, "fence: cannot connect");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+        let answered = fences.answered.lock().unwrap_or_else(|e| e.into_inner()).0;
+        let issued = fences.issued.load(Relaxed);
+        if issued > asked.max(answered) && in_flight.len() < MAX_IN_FLIGHT {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                match crate::side::connect(&ctx).await {
+                    Ok(c) => client = Some(Arc::new(c)),
+                    Err(e) => {
+                        debug!(error = %e, "fence: cannot connect");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 }
             }
+            let Some(c) = client.as_ref().map(Arc::clone) else {
+                continue;
+            };
+            asked = issued;
+            in_flight.push(async move {
+                let lsn = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    crate::cdc::setup::current_wal_lsn(&c),
+                )
+                .await;
+                (issued, lsn)
+            });
+            continue;
         }
-        let Some(c) = client.as_ref() else { continue };
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            crate::cdc::setup::current_wal_lsn(c),
-        )
-        .await
-        {
-            Ok(Ok(lsn)) => {
-                fences.queries.fetch_add(1, Relaxed);
-                let mut a = fences.answered.lock().unwrap_or_else(|e| e.into_inner());
-                *a = (upto.max(a.0), lsn.max(a.1));
-            }
-            _ => {
-                client = None;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        tokio::select! {
+            Some((upto, result)) = in_flight.next(), if !in_flight.is_empty() => match result {
+                Ok(Ok(lsn)) => {
+                    fences.queries.fetch_add(1, Relaxed);
+                    let mut a = fences.answered.lock().unwrap_or_else(|e| e.into_inner());
+                    *a = (upto.max(a.0), lsn.max(a.1));
+                }
+                _ => {
+                    // Ask again, on a new connection, for whatever is still unanswered.
+                    client = None;
+                    asked = 0;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = fences.wake.notified() => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

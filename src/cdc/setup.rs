@@ -89,11 +89,20 @@ pub async fn drop_slot(client: &tokio_postgres::Client, slot: &str) -> Result<()
 
 /// The server's current WAL insert position: past the end of every commit made so far
 /// (`pg_current_wal_lsn()`, the write position, can trail it with asynchronous commit).
+///
+/// A simple query: one round trip (`query_one` would prepare the statement first, two).
+/// Fences ask this for every burst of writes, so the round trip is the fence's wait.
 pub async fn current_wal_lsn(client: &tokio_postgres::Client) -> Result<Lsn, CdcError> {
-    let row = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+    let messages = client
+        .simple_query("SELECT pg_current_wal_insert_lsn()")
         .await?;
-    let text: String = row.get(0);
+    let text = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .ok_or_else(|| CdcError::Protocol("pg_current_wal_insert_lsn() returned no row".into()))?;
     text.parse()
         .map_err(|e: super::lsn::LsnParseError| CdcError::Protocol(e.to_string()))
 }

@@ -61,18 +61,25 @@ pub enum FenceCheck {
 impl Fence {
     /// Moves the fence along with what is known now, for a store that has applied up to
     /// `applied`. Called only while the session is idle (its writes have finished).
+    /// `settled`: a ticket the session took when its writes ended (see
+    /// [`StatementTracker::ready`](super::tracker::StatementTracker::ready)), used instead of
+    /// taking one now.
     pub fn advance(
         &mut self,
         fences: &crate::cache::fence::FenceService,
         applied: Lsn,
+        settled: Option<u64>,
     ) -> FenceCheck {
         loop {
             match *self {
                 Fence::Clear => return FenceCheck::Met,
-                Fence::Needed => {
-                    *self = Fence::Ticket(fences.request());
-                    return FenceCheck::Requested;
-                }
+                Fence::Needed => match settled {
+                    Some(ticket) => *self = Fence::Ticket(ticket),
+                    None => {
+                        *self = Fence::Ticket(fences.request());
+                        return FenceCheck::Requested;
+                    }
+                },
                 Fence::Ticket(t) => match fences.lsn_for(t) {
                     Some(lsn) => *self = Fence::At(lsn),
                     None => return FenceCheck::Waiting,
@@ -156,7 +163,9 @@ impl CacheSession {
     /// session was idle outside a transaction block, so it commits on its own (a `RESET ALL`
     /// inside a transaction block, a multi-statement Query or an extended-protocol batch
     /// may still fail or be rolled back, restoring the settings it reset).
-    pub fn observe(&mut self, shape: Option<&Shape>, settled: bool) {
+    /// Returns whether the statement may write (the session now owes a fence).
+    #[must_use]
+    pub fn observe(&mut self, shape: Option<&Shape>, settled: bool) -> bool {
         let Some(shape) = shape else {
             // Unclassified: could be anything.
             self.fence = Fence::Needed;
@@ -164,9 +173,10 @@ impl CacheSession {
             self.settings_uncertain = true;
             self.search_path_uncertain = true;
             self.role_changed = true;
-            return;
+            return true;
         };
-        if shape.may_write() {
+        let may_write = shape.may_write();
+        if may_write {
             self.fence = Fence::Needed;
             self.search_fence = Fence::Needed;
         }
@@ -224,6 +234,7 @@ impl CacheSession {
         {
             self.search_path_uncertain = true;
         }
+        may_write
     }
 
     /// The session's output profile, if the cache can serve it text values.
@@ -650,13 +661,21 @@ async fn plan(
             Gate::FeedNotFresh => Reason::FeedNotFresh,
             Gate::TableNotReady => Reason::TableNotReady,
         })?;
-    let fenced = match fs.cache.fence.advance(&cache.fences, applied) {
+    if fs.cache.fence == Fence::Needed {
+        cache.counters.fences.fetch_add(1, Relaxed);
+    }
+    let settled = match fs.cache.fence {
+        Fence::Needed => shared.tracker.fence_ticket(),
+        _ => None,
+    };
+    let fenced = match fs.cache.fence.advance(&cache.fences, applied, settled) {
         FenceCheck::Met => false,
-        FenceCheck::Requested => {
-            cache.counters.fences.fetch_add(1, Relaxed);
+        FenceCheck::Requested | FenceCheck::Waiting => {
+            // This session reads placed keys after writing: take its next fences as soon
+            // as its writes end.
+            shared.tracker.eager_fences();
             true
         }
-        FenceCheck::Waiting => true,
     };
     // A session that wrote may not read memory until the feed has applied its write, but a
     // coalesced fetch starts after its statement arrived, so it sees the write.

@@ -401,7 +401,9 @@ where
                 b'F' => {
                     // A function called by OID may be anything, set_config included.
                     shared.tracker.encoding_change_sent();
-                    state.cache.observe(None, false);
+                    if state.cache.observe(None, false) {
+                        shared.tracker.write_sent();
+                    }
                     shared.tracker.query(None, crate::stats::Route::Postgres)
                 }
                 b'C' => state.on_close(body, shared),
@@ -536,7 +538,9 @@ where
                             shared.txn_status.store(status, Relaxed);
                         }
                         shared.authenticated.store(true, Relaxed);
-                        let ready = shared.tracker.ready(body.first() == Some(&b'I'));
+                        let ready = shared
+                            .tracker
+                            .ready(body.first() == Some(&b'I'), Some(&ctx.cache.fences));
                         if let Some(done) = ready.completed {
                             done.record(ctx);
                         }

@@ -19,7 +19,7 @@
 
 use super::batch::ExtendedBatch;
 use super::bind::{Bind, Param};
-use super::cache_serve::FenceCheck;
+use super::cache_serve::{Fence, FenceCheck};
 use super::state::{FrontendState, PreparedStatement, SharedState};
 use super::statements::PRIVATE_STATEMENT;
 use crate::config::policy::PredicateKind;
@@ -339,9 +339,20 @@ async fn narrow(
         return Err(Reason::NotNarrowable);
     }
     let applied = search.gate(&table)?;
-    match fs.cache.search_fence.advance(&ctx.cache.fences, applied) {
+    let settled = match fs.cache.search_fence {
+        Fence::Needed => shared.tracker.fence_ticket(),
+        _ => None,
+    };
+    match fs
+        .cache
+        .search_fence
+        .advance(&ctx.cache.fences, applied, settled)
+    {
         FenceCheck::Met => {}
-        FenceCheck::Requested | FenceCheck::Waiting => return Err(Reason::Fenced),
+        FenceCheck::Requested | FenceCheck::Waiting => {
+            shared.tracker.eager_fences();
+            return Err(Reason::Fenced);
+        }
     }
     let keys = match search.candidates(&table, &parts).await {
         Ok(Some(keys)) => keys,

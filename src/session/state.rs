@@ -166,7 +166,7 @@ impl FrontendState {
     ) {
         ctx.metrics
             .count_statement(crate::sql::kind_index(&classified.shape.kind));
-        self.observe(ctx, Some(classified), None, false);
+        self.observe(ctx, shared, Some(classified), None, false);
         ctx.metrics.route_reasons[router::Reason::Narrowed.index()].fetch_add(1, Relaxed);
         self.record_keys(ctx, classified, None);
         shared
@@ -206,11 +206,14 @@ impl FrontendState {
     fn observe(
         &mut self,
         ctx: &ProxyContext,
+        shared: &SharedState,
         classified: Option<&Classified>,
         bind: Option<BoundValues<'_>>,
         settled: bool,
     ) {
-        self.cache.observe(classified.map(|c| &*c.shape), settled);
+        if self.cache.observe(classified.map(|c| &*c.shape), settled) {
+            shared.tracker.write_sent();
+        }
         if let (Some(c), true) = (classified, self.policy_database) {
             if !c.shape.write_keys.is_empty() {
                 invalidate_written(ctx, c, bind);
@@ -316,13 +319,13 @@ impl FrontendState {
             return Some(reply);
         }
         let Some((_, classified)) = self.classify(text, ctx, shared) else {
-            self.observe(ctx, None, None, false);
+            self.observe(ctx, shared, None, None, false);
             let route = self.route(None, ctx, shared);
             shared.tracker.query(None, route);
             return None;
         };
         let settled = !shared.in_transaction_block() && shared.tracker.is_idle();
-        self.observe(ctx, Some(&classified), None, settled);
+        self.observe(ctx, shared, Some(&classified), None, settled);
         let route = self.route(Some(&classified.shape), ctx, shared);
         if self.policy_database {
             self.keys.record(ctx, &classified, None);
@@ -388,6 +391,7 @@ impl FrontendState {
         match &stmt {
             Some(p) => self.observe(
                 ctx,
+                shared,
                 Some(&p.classified),
                 Some(BoundValues {
                     bind: &bind,
@@ -397,7 +401,7 @@ impl FrontendState {
                 }),
                 false,
             ),
-            None => self.observe(ctx, None, None, false),
+            None => self.observe(ctx, shared, None, None, false),
         }
         if let (Some(p), true) = (&stmt, self.policy_database) {
             self.keys

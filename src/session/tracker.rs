@@ -19,6 +19,7 @@
 
 use super::state::PreparedStatement;
 use super::statements::{Lookup, StatementBook};
+use crate::cache::fence::FenceService;
 use crate::context::ProxyContext;
 use crate::sql::Shape;
 use crate::stats::Route;
@@ -76,6 +77,15 @@ struct Inner {
     /// Such a statement was sent since the session was last idle outside a transaction
     /// block: the block's end may undo it (`SET LOCAL`, or a `SET` rolled back).
     encoding_set_in_block: bool,
+    /// A statement that may write was sent: the number of the batch whose ReadyForQuery
+    /// follows its commit (or rollback).
+    write_due: Option<u64>,
+    /// A freshness-fence ticket taken when every write sent so far had ended (`None` once
+    /// another may-write statement is sent).
+    fence_ticket: Option<u64>,
+    /// Take [`Self::fence_ticket`] as soon as writes end, rather than when the next read
+    /// asks: set once this session's reads have been kept from a store by a fence.
+    eager_fence: bool,
 }
 
 impl Inner {
@@ -218,7 +228,12 @@ impl StatementTracker {
     /// Postgres skipped after an error), and says whether a schema change sent earlier has
     /// now committed or rolled back (reported once; inside a transaction block it waits for
     /// the block's end). One lock per ReadyForQuery: this runs for every relayed statement.
-    pub fn ready(&self, idle: bool) -> Ready {
+    ///
+    /// When it ends the batch of this session's last write outside a transaction block, a
+    /// session whose reads have met fences takes a fence ticket from `fences` now: the
+    /// position that answers it is past the write, and asking while the client reads its
+    /// answer saves the next read waiting for the question too.
+    pub fn ready(&self, idle: bool, fences: Option<&FenceService>) -> Ready {
         self.with(|s| {
             if s.outstanding() == 0 {
                 // The start-up ReadyForQuery, or one the proxy lost count of.
@@ -234,6 +249,12 @@ impl StatementTracker {
             }
             if idle && s.outstanding() == 0 {
                 s.encoding_set_in_block = false;
+            }
+            if idle && s.write_due.is_some_and(|due| s.batches_done >= due) {
+                s.write_due = None;
+                if s.eager_fence {
+                    s.fence_ticket = fences.map(FenceService::request);
+                }
             }
             let schema_changed = match s.schema_change_due {
                 Some(due) if idle && s.batches_done >= due => {
@@ -275,6 +296,26 @@ impl StatementTracker {
             let due = s.batches_sent + 1;
             s.schema_change_due = Some(s.schema_change_due.map_or(due, |d| d.max(due)));
         })
+    }
+
+    /// A statement that may write is about to be forwarded (as a Query, an Execute or a
+    /// FunctionCall): a fence ticket taken before it has ended no longer covers the session.
+    pub fn write_sent(&self) {
+        self.with(|s| {
+            let due = s.batches_sent + 1;
+            s.write_due = Some(s.write_due.map_or(due, |d| d.max(due)));
+            s.fence_ticket = None;
+        })
+    }
+
+    /// The fence ticket taken after every write this session sent had ended, if any.
+    pub fn fence_ticket(&self) -> Option<u64> {
+        self.with(|s| s.fence_ticket)
+    }
+
+    /// This session's reads met a fence: from now on take tickets as soon as writes end.
+    pub fn eager_fences(&self) {
+        self.with(|s| s.eager_fence = true)
     }
 
     /// A statement that may change client_encoding is about to be forwarded (as a Query,
@@ -487,9 +528,44 @@ mod tests {
         t.query(None, Route::Postgres);
         assert!(t.completion(2, false).is_none());
         assert!(t.completion(3, true).is_none());
-        let c = t.ready(true).completed.unwrap();
+        let c = t.ready(true, None).completed.unwrap();
         assert_eq!((c.rows, c.error), (5, true));
         assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn a_fence_ticket_is_taken_when_writes_end_outside_a_block() {
+        let fences = FenceService::default();
+        let t = StatementTracker::default();
+        // Not eager yet: the ticket waits for a read to ask.
+        t.write_sent();
+        t.query(None, Route::Postgres);
+        t.ready(true, Some(&fences));
+        assert_eq!(t.fence_ticket(), None);
+
+        t.eager_fences();
+        // BEGIN; UPDATE (pipelined with a read); COMMIT.
+        t.query(None, Route::Postgres); // BEGIN
+        t.write_sent();
+        t.query(None, Route::Postgres); // UPDATE
+        t.ready(false, Some(&fences)); // BEGIN's
+        t.ready(false, Some(&fences)); // UPDATE's: still inside the block
+        assert_eq!(t.fence_ticket(), None);
+        t.query(None, Route::Postgres); // COMMIT
+        t.ready(true, Some(&fences));
+        let first = t.fence_ticket().expect("ticket after the commit");
+
+        // A read answered before a later write ends takes no ticket for it.
+        t.query(None, Route::Postgres); // a read
+        t.write_sent();
+        t.execute(None, Route::Postgres); // the write, in an extended batch
+        assert_eq!(t.fence_ticket(), None, "a new write voids the old ticket");
+        t.ready(true, Some(&fences)); // the read's
+        assert_eq!(t.fence_ticket(), None);
+        t.sync();
+        t.completion(1, false);
+        t.ready(true, Some(&fences));
+        assert!(t.fence_ticket().is_some_and(|t| t > first));
     }
 
     #[test]
@@ -504,27 +580,27 @@ mod tests {
         t.sync();
         let c = t.completion(0, true).unwrap();
         assert!(c.error);
-        assert!(t.ready(true).completed.is_none()); // drops the skipped execute and the sync
+        assert!(t.ready(true, None).completed.is_none()); // drops the skipped execute and the sync
         assert_eq!(t.pending(), 2);
         let c = t.completion(7, false).unwrap();
         assert_eq!(c.rows, 7);
-        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
         assert_eq!(t.pending(), 0);
     }
 
     #[test]
     fn startup_ready_and_stray_messages_are_harmless() {
         let t = StatementTracker::default();
-        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
         assert!(t.completion(1, false).is_none());
         t.sync();
         assert!(t.completion(0, true).is_none()); // error at sync
-        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
         assert_eq!(t.pending(), 0);
         // Extra ReadyForQuery messages do not make later batches look finished.
-        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
         t.query(None, Route::Postgres);
-        assert!(t.ready(true).completed.is_some());
+        assert!(t.ready(true, None).completed.is_some());
     }
 
     #[test]
@@ -537,17 +613,17 @@ mod tests {
         t.sync();
         let c = t.completion(2, false).unwrap();
         assert_eq!(c.rows, 2);
-        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
         assert_eq!(t.pending(), 0);
         // The next statement pairs with its own completion.
         t.query(None, Route::Postgres);
         assert!(t.completion(1, false).is_none());
-        assert_eq!(t.ready(true).completed.unwrap().rows, 1);
+        assert_eq!(t.ready(true, None).completed.unwrap().rows, 1);
         // Simple-protocol COPY: nothing to drop.
         t.query(None, Route::Postgres);
         t.copy_end();
         assert!(t.completion(3, false).is_none());
-        assert_eq!(t.ready(true).completed.unwrap().rows, 3);
+        assert_eq!(t.ready(true, None).completed.unwrap().rows, 3);
     }
 
     #[test]
@@ -564,13 +640,13 @@ mod tests {
         assert!(!t.is_idle());
         t.sync();
         assert!(!t.is_idle());
-        t.ready(true);
+        t.ready(true, None);
         assert!(!t.is_idle());
-        t.ready(true);
+        t.ready(true, None);
         assert!(t.is_idle());
         t.query(None, Route::Postgres);
         assert!(!t.is_idle());
-        t.ready(true);
+        t.ready(true, None);
         assert!(t.is_idle());
     }
 
@@ -583,24 +659,24 @@ mod tests {
         t.schema_change_sent();
         t.execute(None, Route::Postgres);
         t.sync();
-        assert!(!t.ready(true).schema_changed);
+        assert!(!t.ready(true, None).schema_changed);
         t.completion(0, false);
-        assert!(t.ready(true).schema_changed);
+        assert!(t.ready(true, None).schema_changed);
         t.query(None, Route::Postgres);
-        assert!(!t.ready(true).schema_changed, "reported once");
+        assert!(!t.ready(true, None).schema_changed, "reported once");
         // As a simple Query: done at its own ReadyForQuery.
         t.schema_change_sent();
         t.query(None, Route::Postgres);
-        assert!(t.ready(true).schema_changed);
+        assert!(t.ready(true, None).schema_changed);
         // Inside a transaction block: done only once the block has ended.
         t.schema_change_sent();
         t.query(None, Route::Postgres);
-        assert!(!t.ready(false).schema_changed);
+        assert!(!t.ready(false, None).schema_changed);
         t.query(None, Route::Postgres); // COMMIT
-        assert!(t.ready(true).schema_changed);
+        assert!(t.ready(true, None).schema_changed);
         // The start-up ReadyForQuery (nothing outstanding) reports nothing.
         t.schema_change_sent();
-        assert!(!t.ready(true).schema_changed);
+        assert!(!t.ready(true, None).schema_changed);
     }
 
     #[test]
@@ -614,9 +690,9 @@ mod tests {
         t.sync();
         // Overflowed: nothing is matched until both ReadyForQuery messages came back.
         assert!(t.completion(1, false).is_none());
-        assert!(t.ready(true).completed.is_none());
-        assert!(t.ready(true).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, None).completed.is_none());
         t.query(None, Route::Postgres);
-        assert!(t.ready(true).completed.is_some());
+        assert!(t.ready(true, None).completed.is_some());
     }
 }
