@@ -6,6 +6,7 @@
 
 use super::CacheError;
 use dashmap::DashMap;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
@@ -16,16 +17,25 @@ const CHECK_SQL: &str = "\
 SELECT has_table_privilege(r.oid, c.oid, 'SELECT') AND has_schema_privilege(r.oid, c.relnamespace, 'USAGE')
 FROM pg_roles r, pg_class c WHERE r.rolname = $1 AND c.oid = $2::int8::oid";
 
+/// Answers per role, then per table: looked up by `&str`, without allocating a key on
+/// every cache hit.
+type Answers = DashMap<Box<str>, TableAnswers, foldhash::fast::RandomState>;
+type TableAnswers = HashMap<u32, (bool, Instant), foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 pub struct AccessCache {
-    answers: DashMap<(Box<str>, u32), (bool, Instant)>,
+    answers: Answers,
 }
+
+/// Roles remembered at most (their answers are dropped together beyond it).
+const MAX_ROLES: usize = 10_000;
 
 impl AccessCache {
     /// The remembered answer, if fresh.
     pub fn cached(&self, role: &str, table: u32) -> Option<bool> {
-        let e = self.answers.get(&(role.into(), table))?;
-        (e.1.elapsed() < ACCESS_TTL).then_some(e.0)
+        let tables = self.answers.get(role)?;
+        let &(allowed, at) = tables.get(&table)?;
+        (at.elapsed() < ACCESS_TTL).then_some(allowed)
     }
 
     /// Asks Postgres and remembers the answer. A role or table that no longer exists reads
@@ -36,11 +46,13 @@ impl AccessCache {
             .first()
             .and_then(|r| r.try_get::<_, Option<bool>>(0).ok().flatten())
             .unwrap_or(false);
-        if self.answers.len() > 100_000 {
+        if self.answers.len() > MAX_ROLES {
             self.answers.clear();
         }
         self.answers
-            .insert((role.into(), table), (allowed, Instant::now()));
+            .entry(role.into())
+            .or_default()
+            .insert(table, (allowed, Instant::now()));
         Ok(allowed)
     }
 

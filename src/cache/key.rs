@@ -48,7 +48,7 @@ impl KeyType {
 
     fn int(self, v: i64) -> Option<String> {
         let (lo, hi) = self.range()?;
-        (lo..=hi).contains(&v).then(|| v.to_string())
+        (lo..=hi).contains(&v).then(|| decimal(v))
     }
 
     /// A key written in the statement text.
@@ -161,12 +161,49 @@ fn parse_decimal(t: &[u8]) -> Option<i64> {
         b'+' => (false, &t[1..]),
         _ => (false, t),
     };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    let s = std::str::from_utf8(digits).ok()?;
-    let v: i128 = s.parse().ok()?;
-    i64::try_from(if neg { -v } else { v }).ok()
+    // Accumulated negative: i64::MIN has no positive counterpart.
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if neg {
+        Some(v)
+    } else {
+        v.checked_neg()
+    }
+}
+
+/// `v` in decimal, as Postgres prints an integer (without the formatting machinery: one
+/// of these per bound key).
+fn decimal(v: i64) -> String {
+    let mut buf = [0u8; 20];
+    let digits = ascii_digits(v.unsigned_abs(), &mut buf);
+    let mut s = String::with_capacity(digits.len() + 1);
+    if v < 0 {
+        s.push('-');
+    }
+    s.extend(digits.iter().map(|&d| char::from(d)));
+    s
+}
+
+/// The decimal digits of `n`, written at the end of `buf`.
+pub(crate) fn ascii_digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 /// Postgres's integer input skips leading and trailing ASCII whitespace.
@@ -223,6 +260,42 @@ mod tests {
                 .as_deref(),
             Some("ab")
         );
+    }
+
+    #[test]
+    fn decimals_parse_and_print_as_the_standard_library_does() {
+        let cases: &[&[u8]] = &[
+            b"0",
+            b"-0",
+            b"+0",
+            b"7",
+            b"-7",
+            b"+42",
+            b"0000000000000000000000000000000000000000000012",
+            b"9223372036854775807",
+            b"-9223372036854775808",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"",
+            b"-",
+            b"+",
+            b"1a",
+            b" 1",
+            b"1.0",
+            b"--1",
+            b"99999999999999999999999",
+        ];
+        for &t in cases {
+            let std = std::str::from_utf8(t)
+                .ok()
+                .filter(|s| s.bytes().skip(1).all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<i128>().ok())
+                .and_then(|v| i64::try_from(v).ok());
+            assert_eq!(parse_decimal(t), std, "{:?}", String::from_utf8_lossy(t));
+        }
+        for v in [0, 1, -1, 9, 10, -10, 123_456_789, i64::MAX, i64::MIN] {
+            assert_eq!(decimal(v), v.to_string());
+        }
     }
 
     #[test]

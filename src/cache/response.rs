@@ -8,21 +8,56 @@ use super::store::CachedRow;
 use crate::protocol::frames::put_frame;
 use bytes::{BufMut, BytesMut};
 
-/// One output column: the table column it shows and the name it goes by.
+/// One output column: the table column it shows and, when the statement gave one, the alias
+/// it goes by (otherwise the column's own name: nothing to allocate per answer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputColumn {
     pub index: usize,
-    pub name: String,
+    pub alias: Option<Box<str>>,
+}
+
+impl OutputColumn {
+    pub fn name<'a>(&'a self, table: &'a TableMeta) -> &'a str {
+        self.alias
+            .as_deref()
+            .unwrap_or(&table.columns[self.index].name)
+    }
 }
 
 /// Result format codes as a Bind gives them: none (all text), one (for all), or one per
-/// column. `None` when the count fits none of these (Postgres rejects such a Bind).
-pub fn column_formats(codes: &[i16], ncols: usize) -> Option<Vec<i16>> {
-    let ok = |c: i16| c == 0 || c == 1;
-    match codes.len() {
-        0 => Some(vec![0; ncols]),
-        1 if ok(codes[0]) => Some(vec![codes[0]; ncols]),
-        n if n == ncols && codes.iter().all(|&c| ok(c)) => Some(codes.to_vec()),
+/// column, read in place (no vector per answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Formats<'a> {
+    /// Every column in this format.
+    All(i16),
+    /// Column i's code in bytes 2i..2i+2, big-endian (as in the Bind).
+    Each(&'a [u8]),
+}
+
+impl Formats<'_> {
+    /// The format of output column `i`.
+    pub fn of(self, i: usize) -> i16 {
+        match self {
+            Formats::All(f) => f,
+            Formats::Each(codes) => codes
+                .get(2 * i..2 * i + 2)
+                .map_or(0, |c| i16::from_be_bytes([c[0], c[1]])),
+        }
+    }
+}
+
+/// The formats of `ncols` columns from a Bind's result format codes (`codes`: big-endian
+/// pairs). `None` when the count fits none of the Bind's rules (Postgres rejects such a
+/// Bind) or a code is neither text nor binary.
+pub fn column_formats(codes: &[u8], ncols: usize) -> Option<Formats<'_>> {
+    let ok = |c: &[u8]| c == [0, 0] || c == [0, 1];
+    if !codes.len().is_multiple_of(2) {
+        return None;
+    }
+    match codes.len() / 2 {
+        0 => Some(Formats::All(0)),
+        1 if ok(codes) => Some(Formats::All(i16::from_be_bytes([codes[0], codes[1]]))),
+        n if n == ncols && codes.chunks(2).all(ok) => Some(Formats::Each(codes)),
         _ => None,
     }
 }
@@ -31,29 +66,34 @@ pub fn row_description(
     out: &mut BytesMut,
     table: &TableMeta,
     columns: &[OutputColumn],
-    formats: &[i16],
+    formats: Formats<'_>,
 ) {
     put_frame(out, b'T', |b| {
         b.put_i16(columns.len() as i16);
-        for (c, f) in columns.iter().zip(formats) {
+        for (i, c) in columns.iter().enumerate() {
             let meta = &table.columns[c.index];
-            b.put_slice(c.name.as_bytes());
+            b.put_slice(c.name(table).as_bytes());
             b.put_u8(0);
             b.put_u32(table.oid);
             b.put_i16(meta.attnum);
             b.put_u32(meta.type_oid);
             b.put_i16(meta.typlen);
             b.put_i32(meta.typmod);
-            b.put_i16(*f);
+            b.put_i16(formats.of(i));
         }
     });
 }
 
-pub fn data_row(out: &mut BytesMut, row: &CachedRow, columns: &[OutputColumn], formats: &[i16]) {
+pub fn data_row(
+    out: &mut BytesMut,
+    row: &CachedRow,
+    columns: &[OutputColumn],
+    formats: Formats<'_>,
+) {
     put_frame(out, b'D', |b| {
         b.put_i16(columns.len() as i16);
-        for (c, f) in columns.iter().zip(formats) {
-            let v = if *f == 1 {
+        for (i, c) in columns.iter().enumerate() {
+            let v = if formats.of(i) == 1 {
                 row.binary.get(c.index)
             } else {
                 row.text.get(c.index)
@@ -71,10 +111,17 @@ pub fn data_row(out: &mut BytesMut, row: &CachedRow, columns: &[OutputColumn], f
 
 pub fn command_complete(out: &mut BytesMut, rows: usize) {
     put_frame(out, b'C', |b| {
-        // Formatted straight into the frame: no String per answer.
-        let _ = std::fmt::Write::write_fmt(b, format_args!("SELECT {rows}"));
+        // Written straight into the frame: no String, no formatter, per answer.
+        b.put_slice(b"SELECT ");
+        put_decimal(b, rows);
         b.put_u8(0);
     });
+}
+
+/// `n` in decimal ASCII.
+fn put_decimal(b: &mut BytesMut, n: usize) {
+    let mut buf = [0u8; 20];
+    b.put_slice(super::key::ascii_digits(n as u64, &mut buf));
 }
 
 pub fn parse_complete(out: &mut BytesMut) {
@@ -95,11 +142,17 @@ mod tests {
 
     #[test]
     fn formats_follow_bind_rules() {
-        assert_eq!(column_formats(&[], 2), Some(vec![0, 0]));
-        assert_eq!(column_formats(&[1], 3), Some(vec![1, 1, 1]));
-        assert_eq!(column_formats(&[0, 1], 2), Some(vec![0, 1]));
-        assert_eq!(column_formats(&[0, 1], 3), None);
-        assert_eq!(column_formats(&[2], 1), None);
+        let each = |codes: &[u8], n: usize| {
+            column_formats(codes, n).map(|f| (0..n).map(|i| f.of(i)).collect::<Vec<_>>())
+        };
+        assert_eq!(each(&[], 2), Some(vec![0, 0]));
+        assert_eq!(each(&[0, 1], 3), Some(vec![1, 1, 1]));
+        assert_eq!(each(&[0, 0, 0, 1], 2), Some(vec![0, 1]));
+        assert_eq!(each(&[0, 0, 0, 1], 3), None);
+        assert_eq!(each(&[0, 2], 1), None);
+        assert_eq!(each(&[0, 1, 0, 2], 2), None);
+        assert_eq!(each(&[1, 0], 1), None);
+        assert_eq!(each(&[0], 1), None);
     }
 
     #[test]
@@ -111,5 +164,14 @@ mod tests {
         bind_complete(&mut out);
         ready_for_query_idle(&mut out);
         assert_eq!(&out[..], b"2\0\0\0\x04Z\0\0\0\x05I");
+    }
+
+    #[test]
+    fn row_counts_are_plain_decimals() {
+        for n in [0usize, 7, 10, 64, 1000, 123_456_789, usize::MAX] {
+            let mut out = BytesMut::new();
+            command_complete(&mut out, n);
+            assert_eq!(&out[5..out.len() - 1], format!("SELECT {n}").as_bytes());
+        }
     }
 }

@@ -19,7 +19,9 @@
 use super::schema::Budget;
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{
     AtomicU64,
     Ordering::{Relaxed, SeqCst},
@@ -44,11 +46,56 @@ pub const FILL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_BLOCK: Duration = Duration::from_secs(5);
 
 /// Lookup key of one image.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryKey {
     pub table: u32,
     pub profile: u32,
     pub key: Box<str>,
+}
+
+/// An [`EntryKey`]'s parts, borrowed: a lookup by `(table, profile, &str)` through
+/// `dyn EntryKeyParts` needs no `Box<str>` (one allocation less per cache hit).
+pub trait EntryKeyParts {
+    fn parts(&self) -> (u32, u32, &str);
+}
+
+impl EntryKeyParts for EntryKey {
+    fn parts(&self) -> (u32, u32, &str) {
+        (self.table, self.profile, &self.key)
+    }
+}
+
+impl EntryKeyParts for (u32, u32, &str) {
+    fn parts(&self) -> (u32, u32, &str) {
+        (self.0, self.1, self.2)
+    }
+}
+
+/// The owned key and its borrowed view must hash alike: both hash their parts.
+impl Hash for EntryKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state)
+    }
+}
+
+impl Hash for dyn EntryKeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state)
+    }
+}
+
+impl PartialEq for dyn EntryKeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn EntryKeyParts + '_ {}
+
+impl<'a> Borrow<dyn EntryKeyParts + 'a> for EntryKey {
+    fn borrow(&self) -> &(dyn EntryKeyParts + 'a) {
+        self
+    }
 }
 
 /// One row as the client would receive it, per column, in both formats.
@@ -174,7 +221,7 @@ pub struct FillTicket {
 
 #[derive(Debug)]
 pub struct L1Store {
-    entries: DashMap<EntryKey, Arc<Entry>>,
+    entries: DashMap<EntryKey, Arc<Entry>, foldhash::fast::RandomState>,
     guard: Mutex<Guarded>,
     pub totals: Arc<Totals>,
     /// Bumped (under `guard`, before anything is inserted) by every fill that inserts. A
@@ -187,7 +234,7 @@ pub struct L1Store {
 impl Default for L1Store {
     fn default() -> Self {
         L1Store {
-            entries: DashMap::new(),
+            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             guard: Mutex::new(Guarded::default()),
             totals: Arc::new(Totals::default()),
             fills: AtomicU64::new(0),
@@ -198,6 +245,12 @@ impl Default for L1Store {
 impl L1Store {
     pub fn get(&self, key: &EntryKey) -> Option<Arc<Entry>> {
         self.entries.get(key).map(|e| Arc::clone(e.value()))
+    }
+
+    /// [`Self::get`] without building an [`EntryKey`].
+    pub fn get_parts(&self, table: u32, profile: u32, key: &str) -> Option<Arc<Entry>> {
+        let parts: &dyn EntryKeyParts = &(table, profile, key);
+        self.entries.get(parts).map(|e| Arc::clone(e.value()))
     }
 
     /// See [`L1Store::fills`].

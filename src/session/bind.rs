@@ -82,6 +82,16 @@ impl<'a> Bind<'a> {
     /// The result-column format codes that follow the parameter values; `None` when the
     /// message is malformed or has bytes left over.
     pub fn result_formats(&self) -> Option<Vec<i16>> {
+        Some(
+            self.result_format_codes()?
+                .chunks(2)
+                .map(|c| i16::from_be_bytes([c[0], c[1]]))
+                .collect(),
+        )
+    }
+
+    /// The result format codes as they are in the message: big-endian pairs.
+    pub fn result_format_codes(&self) -> Option<&'a [u8]> {
         let mut rest = self.values;
         for _ in 0..self.nparams {
             let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
@@ -95,12 +105,7 @@ impl<'a> Bind<'a> {
         if rest.len() != 2 + 2 * n {
             return None;
         }
-        Some(
-            codes
-                .chunks(2)
-                .map(|c| i16::from_be_bytes([c[0], c[1]]))
-                .collect(),
-        )
+        Some(codes)
     }
 
     /// Parameter `$n` (1-based).

@@ -19,7 +19,7 @@ use crate::cache::key::KeyType;
 use crate::cache::profile::{OutputProfile, REPORTED, UNREPORTED};
 use crate::cache::response::{self, OutputColumn};
 use crate::cache::schema::{CacheSchema, TableMeta};
-use crate::cache::store::{CachedRow, EntryKey};
+use crate::cache::store::CachedRow;
 use crate::cache::{CacheService, Gate};
 use crate::cdc::Lsn;
 use crate::context::ProxyContext;
@@ -324,10 +324,10 @@ async fn serve_query(
             return None;
         }
     };
-    let formats = vec![0; plan.columns.len()];
+    let formats = response::Formats::All(0);
     let mut out = BytesMut::with_capacity(256);
-    response::row_description(&mut out, &plan.meta, &plan.columns, &formats);
-    let rows = write_rows(&mut out, &plan, &formats);
+    response::row_description(&mut out, &plan.meta, &plan.columns, formats);
+    let rows = write_rows(&mut out, &plan, formats);
     response::command_complete(&mut out, rows);
     response::ready_for_query_idle(&mut out);
     account(fs, ctx, &classified, None, rows, plan.fetched(), start);
@@ -400,7 +400,7 @@ async fn serve_extended(
     if !(1..=param_count).all(is_key) {
         return None;
     }
-    let result_formats = bind.result_formats()?;
+    let result_formats = bind.result_format_codes()?;
     let plan = match plan(
         &stmt.classified,
         Some((&bind, &stmt.param_types)),
@@ -416,7 +416,7 @@ async fn serve_extended(
             return None;
         }
     };
-    let formats = response::column_formats(&result_formats, plan.columns.len())?;
+    let formats = response::column_formats(result_formats, plan.columns.len())?;
     let nrows = plan.rows().count();
     if max_rows > 0 && (max_rows as usize) <= nrows {
         // Postgres would suspend the portal; not worth imitating.
@@ -432,9 +432,9 @@ async fn serve_extended(
     }
     response::bind_complete(&mut out);
     if describe {
-        response::row_description(&mut out, &plan.meta, &plan.columns, &formats);
+        response::row_description(&mut out, &plan.meta, &plan.columns, formats);
     }
-    let rows = write_rows(&mut out, &plan, &formats);
+    let rows = write_rows(&mut out, &plan, formats);
     response::command_complete(&mut out, rows);
     response::ready_for_query_idle(&mut out);
     account(
@@ -452,7 +452,7 @@ async fn serve_extended(
     })
 }
 
-fn write_rows(out: &mut BytesMut, plan: &Plan, formats: &[i16]) -> usize {
+fn write_rows(out: &mut BytesMut, plan: &Plan, formats: response::Formats<'_>) -> usize {
     let mut n = 0;
     for row in plan.rows() {
         response::data_row(out, row, &plan.columns, formats);
@@ -626,10 +626,7 @@ async fn plan(
             .columns
             .iter()
             .enumerate()
-            .map(|(index, c)| OutputColumn {
-                index,
-                name: c.name.clone(),
-            })
+            .map(|(index, _)| OutputColumn { index, alias: None })
             .collect(),
         // Postgres truncates a longer alias and says so in a NOTICE.
         Projection::Columns(list)
@@ -646,7 +643,7 @@ async fn plan(
             .map(|c| {
                 meta.column(&c.name).map(|index| OutputColumn {
                     index,
-                    name: c.alias.as_deref().unwrap_or(&c.name).to_string(),
+                    alias: c.alias.as_deref().map(Box::from),
                 })
             })
             .collect::<Option<Vec<_>>>()
@@ -709,12 +706,7 @@ async fn lookup_one(
     profile: u32,
     key: &str,
 ) -> Result<Image, Reason> {
-    let entry_key = EntryKey {
-        table: meta.oid,
-        profile,
-        key: key.into(),
-    };
-    if let Some(entry) = cache.store.get(&entry_key) {
+    if let Some(entry) = cache.store.get_parts(meta.oid, profile, key) {
         return Ok(Image::Stored(entry));
     }
     cache.counters.misses.fetch_add(1, Relaxed);
@@ -767,12 +759,7 @@ fn lookup_all(
     let mut images = Vec::with_capacity(keys.len());
     let mut missed = false;
     for key in keys {
-        let entry_key = EntryKey {
-            table: meta.oid,
-            profile,
-            key: key.as_str().into(),
-        };
-        match cache.store.get(&entry_key) {
+        match cache.store.get_parts(meta.oid, profile, key) {
             Some(entry) => images.push(Image::Stored(entry)),
             None => {
                 missed = true;

@@ -19,6 +19,11 @@ use super::state::PreparedStatement;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// Statement names to what they hold. foldhash, not SipHash: a Bind looks its name up on
+/// every execution, and a session's names are its own (a client that picks colliding names
+/// slows only itself).
+type NameMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
 /// Names tracked at most (distinct statements a session keeps prepared); beyond, the book
 /// forgets everything and lookups miss (their statements count as unclassified) until the
 /// names are parsed again. Real clients stay far below.
@@ -74,11 +79,11 @@ struct Pending {
 
 #[derive(Debug, Default)]
 pub struct StatementBook {
-    confirmed: HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>,
-    view: HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>,
+    confirmed: NameMap<Option<Arc<PreparedStatement>>>,
+    view: NameMap<Option<Arc<PreparedStatement>>>,
     pending: VecDeque<Pending>,
     /// Statements only the proxy has: name → (the client's Parse frame, the statement).
-    virtuals: HashMap<Box<[u8]>, (bytes::Bytes, Arc<PreparedStatement>)>,
+    virtuals: NameMap<(bytes::Bytes, Arc<PreparedStatement>)>,
     /// The book may not know every name Postgres has (it overflowed, or SQL PREPARE ran):
     /// a named Parse could collide with one, so none is answered by the proxy.
     names_unknown: bool,
@@ -123,7 +128,7 @@ fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     }
 }
 
-fn apply(map: &mut HashMap<Box<[u8]>, Option<Arc<PreparedStatement>>>, op: &Op) {
+fn apply(map: &mut NameMap<Option<Arc<PreparedStatement>>>, op: &Op) {
     match op {
         Op::Parse(name, stmt, _) => {
             if map.len() >= MAX_STATEMENTS && !map.contains_key(name) {
