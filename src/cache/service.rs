@@ -93,7 +93,7 @@ pub struct CacheService {
     /// table oid → placed keys.
     pub(super) placed: RwLock<Arc<HashMap<u32, HashSet<Box<str>>>>>,
     /// table oid → the feed position from which the table's changes are all applied.
-    pub(super) ready_from: DashMap<u32, Lsn>,
+    pub(super) ready_from: DashMap<u32, Lsn, foldhash::fast::RandomState>,
     pub(super) feed: OnceLock<FeedHandle>,
     pub(super) side: tokio::sync::Mutex<Option<Arc<Client>>>,
     pub(super) fill_tx: mpsc::Sender<FillRequest>,
@@ -173,7 +173,7 @@ impl CacheService {
             has_tables: AtomicBool::new(false),
             schema_dirty: Notify::new(),
             placed: RwLock::new(Arc::new(HashMap::new())),
-            ready_from: DashMap::new(),
+            ready_from: DashMap::default(),
             feed: OnceLock::new(),
             side: tokio::sync::Mutex::new(None),
             fill_tx,
