@@ -80,7 +80,9 @@ impl<'a> Bind<'a> {
     }
 
     /// The result-column format codes that follow the parameter values; `None` when the
-    /// message is malformed or has bytes left over.
+    /// message is malformed or has bytes left over. (The cache reads them in place, through
+    /// [`Self::result_format_codes`].)
+    #[cfg(test)]
     pub fn result_formats(&self) -> Option<Vec<i16>> {
         Some(
             self.result_format_codes()?
@@ -90,7 +92,8 @@ impl<'a> Bind<'a> {
         )
     }
 
-    /// The result format codes as they are in the message: big-endian pairs.
+    /// The result-column format codes as they are in the message (big-endian pairs); `None`
+    /// when the message is malformed or has bytes left over.
     pub fn result_format_codes(&self) -> Option<&'a [u8]> {
         let mut rest = self.values;
         for _ in 0..self.nparams {
