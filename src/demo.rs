@@ -33,6 +33,42 @@ FROM generate_series(1, 5000) g;
 ANALYZE;
 "#;
 
+/// The example policies shipped in `policies/`, built into the binary: the demo uses them
+/// when it runs where there is no `policies/` directory with any (outside a checkout).
+const BUILT_IN_POLICIES: [(&str, &str); 2] = [
+    ("accounts.toml", include_str!("../policies/accounts.toml")),
+    ("docs.toml", include_str!("../policies/docs.toml")),
+];
+
+/// `dir` when it holds at least one policy file (an operator's edits to `policies/` apply
+/// to the demo); otherwise the built-in examples, written under `scratch`.
+fn demo_policies(
+    dir: &std::path::Path,
+    scratch: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let has_policy = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "toml"))
+    });
+    if has_policy {
+        return Ok(dir.to_path_buf());
+    }
+    let built_in = scratch.join("policies");
+    std::fs::create_dir_all(&built_in)
+        .map_err(|e| format!("creating {}: {e}", built_in.display()))?;
+    for (name, text) in BUILT_IN_POLICIES {
+        let path = built_in.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    println!(
+        "no policy files in {}: using the built-in examples ({})",
+        dir.display(),
+        built_in.display()
+    );
+    Ok(built_in)
+}
+
 pub async fn run(listen: String) -> Result<(), String> {
     println!("starting a throwaway PostgreSQL from the system's binaries...");
     let pg = EmbeddedPostgres::start(EmbeddedPgOptions::default())
@@ -66,6 +102,7 @@ pub async fn run(listen: String) -> Result<(), String> {
         ..Config::default()
     };
     config.stores.embedded.dir = data.path().join("search");
+    config.policies = demo_policies(&config.policies, data.path())?;
     let handle = match server::start(config.clone()).await {
         Ok(h) => h,
         Err(server::ServerError::Bind { .. }) => {
@@ -119,4 +156,31 @@ pub async fn run(listen: String) -> Result<(), String> {
     drop(data);
     println!("done: proxy stopped, throwaway PostgreSQL and search indexes removed.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_policies_stand_in_only_for_a_directory_without_any() {
+        let scratch = tempfile::tempdir().unwrap();
+        let missing = scratch.path().join("nowhere");
+        let used = demo_policies(&missing, scratch.path()).unwrap();
+        assert_ne!(used, missing);
+        let set = crate::placement::PolicySet::load(&used, 1).unwrap();
+        let tables: Vec<&str> = set
+            .policies
+            .iter()
+            .flat_map(|p| p.tables.iter().map(String::as_str))
+            .collect();
+        assert_eq!(tables, ["public.accounts", "public.docs"]);
+
+        let own = tempfile::tempdir().unwrap();
+        std::fs::write(own.path().join("mine.toml"), "tables = [\"t\"]\n").unwrap();
+        assert_eq!(
+            demo_policies(own.path(), scratch.path()).unwrap(),
+            own.path()
+        );
+    }
 }

@@ -67,6 +67,14 @@ impl ServerHandle {
 pub async fn start(config: Config) -> Result<ServerHandle, ServerError> {
     let policies = PolicySet::load(&config.policies, 1)?;
     let policy_count = policies.policies.len();
+    if !config.policies.is_dir() {
+        // Not an error (a proxy without policies relays everything), but a mistyped path
+        // would otherwise look exactly like that.
+        tracing::warn!(
+            dir = %config.policies.display(),
+            "the policies directory does not exist: no table is cached or indexed until it does (it is watched)"
+        );
+    }
     let (ctx, aggregator) = ProxyContext::new(config, policies)?;
     let ctx = Arc::new(ctx);
     let listen = ctx.config.listen.clone();
