@@ -26,7 +26,6 @@ const PROXY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// PgBouncer's server connections per (user, database): at least the most clients we run.
 const PGBOUNCER_POOL_SIZE: u32 = 40;
 
-/// A running target. Dropping it stops it.
 /// A cache target's counters at one moment.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheCounts {
@@ -58,6 +57,7 @@ impl CacheCounts {
     }
 }
 
+/// A running target. Dropping it stops it.
 pub trait Target {
     fn name(&self) -> &str;
     /// The loopback port pgbench connects to.

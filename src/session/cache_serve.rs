@@ -52,9 +52,8 @@ pub enum Fence {
 pub enum FenceCheck {
     /// No fence, or the store has applied past it.
     Met,
-    /// A ticket was just taken (the session's writes had finished).
-    Requested,
-    /// The fence's position is not known yet, or not applied yet.
+    /// The fence's position is not known yet (its ticket may have been taken just now), or
+    /// not applied yet.
     Waiting,
 }
 
@@ -77,7 +76,7 @@ impl Fence {
                     Some(ticket) => *self = Fence::Ticket(ticket),
                     None => {
                         *self = Fence::Ticket(fences.request());
-                        return FenceCheck::Requested;
+                        return FenceCheck::Waiting;
                     }
                 },
                 Fence::Ticket(t) => match fences.lsn_for(t) {
@@ -667,7 +666,7 @@ async fn plan(
     };
     let fenced = match fs.cache.fence.advance(&cache.fences, applied, settled) {
         FenceCheck::Met => false,
-        FenceCheck::Requested | FenceCheck::Waiting => {
+        FenceCheck::Waiting => {
             // This session reads placed keys after writing: take its next fences as soon
             // as its writes end.
             shared.tracker.eager_fences();

@@ -540,7 +540,7 @@ where
                         shared.authenticated.store(true, Relaxed);
                         let ready = shared
                             .tracker
-                            .ready(body.first() == Some(&b'I'), Some(&ctx.cache.fences));
+                            .ready(body.first() == Some(&b'I'), &ctx.cache.fences);
                         if let Some(done) = ready.completed {
                             done.record(ctx);
                         }

@@ -349,7 +349,7 @@ async fn narrow(
         .advance(&ctx.cache.fences, applied, settled)
     {
         FenceCheck::Met => {}
-        FenceCheck::Requested | FenceCheck::Waiting => {
+        FenceCheck::Waiting => {
             shared.tracker.eager_fences();
             return Err(Reason::Fenced);
         }

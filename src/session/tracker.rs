@@ -92,6 +92,13 @@ impl Inner {
     fn outstanding(&self) -> u64 {
         self.batches_sent.saturating_sub(self.batches_done)
     }
+
+    /// `due` moved to at least the next batch end (the Query itself, or the Sync after an
+    /// Execute), for a statement about to be forwarded.
+    fn due_at_next_batch_end(&self, due: Option<u64>) -> Option<u64> {
+        let next = self.batches_sent + 1;
+        Some(due.map_or(next, |d| d.max(next)))
+    }
 }
 
 /// One session's statements in flight.
@@ -233,7 +240,7 @@ impl StatementTracker {
     /// session whose reads have met fences takes a fence ticket from `fences` now: the
     /// position that answers it is past the write, and asking while the client reads its
     /// answer saves the next read waiting for the question too.
-    pub fn ready(&self, idle: bool, fences: Option<&FenceService>) -> Ready {
+    pub fn ready(&self, idle: bool, fences: &FenceService) -> Ready {
         self.with(|s| {
             if s.outstanding() == 0 {
                 // The start-up ReadyForQuery, or one the proxy lost count of.
@@ -253,7 +260,7 @@ impl StatementTracker {
             if idle && s.write_due.is_some_and(|due| s.batches_done >= due) {
                 s.write_due = None;
                 if s.eager_fence {
-                    s.fence_ticket = fences.map(FenceService::request);
+                    s.fence_ticket = Some(fences.request());
                 }
             }
             let schema_changed = match s.schema_change_due {
@@ -292,9 +299,7 @@ impl StatementTracker {
     /// batch is the first moment another session can rely on it having committed.
     pub fn schema_change_sent(&self) {
         self.with(|s| {
-            // The Query itself, or the Sync after the Execute, is the next batch end.
-            let due = s.batches_sent + 1;
-            s.schema_change_due = Some(s.schema_change_due.map_or(due, |d| d.max(due)));
+            s.schema_change_due = s.due_at_next_batch_end(s.schema_change_due);
         })
     }
 
@@ -302,8 +307,7 @@ impl StatementTracker {
     /// FunctionCall): a fence ticket taken before it has ended no longer covers the session.
     pub fn write_sent(&self) {
         self.with(|s| {
-            let due = s.batches_sent + 1;
-            s.write_due = Some(s.write_due.map_or(due, |d| d.max(due)));
+            s.write_due = s.due_at_next_batch_end(s.write_due);
             s.fence_ticket = None;
         })
     }
@@ -322,8 +326,7 @@ impl StatementTracker {
     /// an Execute or a FunctionCall).
     pub fn encoding_change_sent(&self) {
         self.with(|s| {
-            let due = s.batches_sent + 1;
-            s.encoding_change_due = Some(s.encoding_change_due.map_or(due, |d| d.max(due)));
+            s.encoding_change_due = s.due_at_next_batch_end(s.encoding_change_due);
             s.encoding_set_in_block = true;
         })
     }
@@ -528,7 +531,7 @@ mod tests {
         t.query(None, Route::Postgres);
         assert!(t.completion(2, false).is_none());
         assert!(t.completion(3, true).is_none());
-        let c = t.ready(true, None).completed.unwrap();
+        let c = t.ready(true, &FenceService::default()).completed.unwrap();
         assert_eq!((c.rows, c.error), (5, true));
         assert_eq!(t.pending(), 0);
     }
@@ -540,7 +543,7 @@ mod tests {
         // Not eager yet: the ticket waits for a read to ask.
         t.write_sent();
         t.query(None, Route::Postgres);
-        t.ready(true, Some(&fences));
+        t.ready(true, &fences);
         assert_eq!(t.fence_ticket(), None);
 
         t.eager_fences();
@@ -548,11 +551,11 @@ mod tests {
         t.query(None, Route::Postgres); // BEGIN
         t.write_sent();
         t.query(None, Route::Postgres); // UPDATE
-        t.ready(false, Some(&fences)); // BEGIN's
-        t.ready(false, Some(&fences)); // UPDATE's: still inside the block
+        t.ready(false, &fences); // BEGIN's
+        t.ready(false, &fences); // UPDATE's: still inside the block
         assert_eq!(t.fence_ticket(), None);
         t.query(None, Route::Postgres); // COMMIT
-        t.ready(true, Some(&fences));
+        t.ready(true, &fences);
         let first = t.fence_ticket().expect("ticket after the commit");
 
         // A read answered before a later write ends takes no ticket for it.
@@ -560,11 +563,11 @@ mod tests {
         t.write_sent();
         t.execute(None, Route::Postgres); // the write, in an extended batch
         assert_eq!(t.fence_ticket(), None, "a new write voids the old ticket");
-        t.ready(true, Some(&fences)); // the read's
+        t.ready(true, &fences); // the read's
         assert_eq!(t.fence_ticket(), None);
         t.sync();
         t.completion(1, false);
-        t.ready(true, Some(&fences));
+        t.ready(true, &fences);
         assert!(t.fence_ticket().is_some_and(|t| t > first));
     }
 
@@ -580,27 +583,27 @@ mod tests {
         t.sync();
         let c = t.completion(0, true).unwrap();
         assert!(c.error);
-        assert!(t.ready(true, None).completed.is_none()); // drops the skipped execute and the sync
+        assert!(t.ready(true, &FenceService::default()).completed.is_none()); // drops the skipped execute and the sync
         assert_eq!(t.pending(), 2);
         let c = t.completion(7, false).unwrap();
         assert_eq!(c.rows, 7);
-        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
         assert_eq!(t.pending(), 0);
     }
 
     #[test]
     fn startup_ready_and_stray_messages_are_harmless() {
         let t = StatementTracker::default();
-        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
         assert!(t.completion(1, false).is_none());
         t.sync();
         assert!(t.completion(0, true).is_none()); // error at sync
-        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
         assert_eq!(t.pending(), 0);
         // Extra ReadyForQuery messages do not make later batches look finished.
-        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
         t.query(None, Route::Postgres);
-        assert!(t.ready(true, None).completed.is_some());
+        assert!(t.ready(true, &FenceService::default()).completed.is_some());
     }
 
     #[test]
@@ -613,17 +616,29 @@ mod tests {
         t.sync();
         let c = t.completion(2, false).unwrap();
         assert_eq!(c.rows, 2);
-        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
         assert_eq!(t.pending(), 0);
         // The next statement pairs with its own completion.
         t.query(None, Route::Postgres);
         assert!(t.completion(1, false).is_none());
-        assert_eq!(t.ready(true, None).completed.unwrap().rows, 1);
+        assert_eq!(
+            t.ready(true, &FenceService::default())
+                .completed
+                .unwrap()
+                .rows,
+            1
+        );
         // Simple-protocol COPY: nothing to drop.
         t.query(None, Route::Postgres);
         t.copy_end();
         assert!(t.completion(3, false).is_none());
-        assert_eq!(t.ready(true, None).completed.unwrap().rows, 3);
+        assert_eq!(
+            t.ready(true, &FenceService::default())
+                .completed
+                .unwrap()
+                .rows,
+            3
+        );
     }
 
     #[test]
@@ -640,13 +655,13 @@ mod tests {
         assert!(!t.is_idle());
         t.sync();
         assert!(!t.is_idle());
-        t.ready(true, None);
+        t.ready(true, &FenceService::default());
         assert!(!t.is_idle());
-        t.ready(true, None);
+        t.ready(true, &FenceService::default());
         assert!(t.is_idle());
         t.query(None, Route::Postgres);
         assert!(!t.is_idle());
-        t.ready(true, None);
+        t.ready(true, &FenceService::default());
         assert!(t.is_idle());
     }
 
@@ -659,24 +674,27 @@ mod tests {
         t.schema_change_sent();
         t.execute(None, Route::Postgres);
         t.sync();
-        assert!(!t.ready(true, None).schema_changed);
+        assert!(!t.ready(true, &FenceService::default()).schema_changed);
         t.completion(0, false);
-        assert!(t.ready(true, None).schema_changed);
+        assert!(t.ready(true, &FenceService::default()).schema_changed);
         t.query(None, Route::Postgres);
-        assert!(!t.ready(true, None).schema_changed, "reported once");
+        assert!(
+            !t.ready(true, &FenceService::default()).schema_changed,
+            "reported once"
+        );
         // As a simple Query: done at its own ReadyForQuery.
         t.schema_change_sent();
         t.query(None, Route::Postgres);
-        assert!(t.ready(true, None).schema_changed);
+        assert!(t.ready(true, &FenceService::default()).schema_changed);
         // Inside a transaction block: done only once the block has ended.
         t.schema_change_sent();
         t.query(None, Route::Postgres);
-        assert!(!t.ready(false, None).schema_changed);
+        assert!(!t.ready(false, &FenceService::default()).schema_changed);
         t.query(None, Route::Postgres); // COMMIT
-        assert!(t.ready(true, None).schema_changed);
+        assert!(t.ready(true, &FenceService::default()).schema_changed);
         // The start-up ReadyForQuery (nothing outstanding) reports nothing.
         t.schema_change_sent();
-        assert!(!t.ready(true, None).schema_changed);
+        assert!(!t.ready(true, &FenceService::default()).schema_changed);
     }
 
     #[test]
@@ -690,9 +708,9 @@ mod tests {
         t.sync();
         // Overflowed: nothing is matched until both ReadyForQuery messages came back.
         assert!(t.completion(1, false).is_none());
-        assert!(t.ready(true, None).completed.is_none());
-        assert!(t.ready(true, None).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
+        assert!(t.ready(true, &FenceService::default()).completed.is_none());
         t.query(None, Route::Postgres);
-        assert!(t.ready(true, None).completed.is_some());
+        assert!(t.ready(true, &FenceService::default()).completed.is_some());
     }
 }
