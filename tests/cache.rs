@@ -2418,3 +2418,227 @@ async fn misses_fetched_together_answer_as_postgres_does() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `w`: every column type whose text the feed prints exactly; `nb`: only types whose binary
+/// form the proxy derives from that text.
+const FEED_ROWS_SCHEMA: &str = "
+CREATE TABLE w (
+  id int4 PRIMARY KEY, s text, v varchar(10), c char(3), i2 int2, i8 int8, f4 float4,
+  f8 float8, n numeric(10,2), b bool, d date, ts timestamp, tstz timestamptz(3), iv interval,
+  tm time, tmtz timetz, by bytea, u uuid, j json, jb jsonb, ai int4[], at text[], ip inet,
+  m money, big numeric);
+-- Big values of s are stored out of line, so a change that leaves s alone omits it.
+ALTER TABLE w ALTER COLUMN s SET STORAGE EXTERNAL;
+INSERT INTO w VALUES
+ (1, 'héllo ''quoted''', 'short', 'ab', -32768, 9223372036854775807, 1.1, 0.3333333333333333, 12345.67, true,
+  '2024-02-29', '2024-02-29 13:14:15.123456', '2024-07-01 23:59:59.999+02', '1 year 2 mons 3 days 04:05:06.5',
+  '23:59:59', '12:00:00+05:30', '\\x00ff10', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+  '{\"a\": [1, 2.50]}', '{\"b\": null, \"a\": 1}', '{1,NULL,3}', '{\"x y\",NULL,\"\"}', '10.0.0.1/8',
+  '12.34', 1e30),
+ (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (3, '', '', '', 0, 0, 'NaN', '-Infinity', 0, false, 'infinity', '-infinity', 'infinity',
+  '-1 days', '00:00', '00:00+00', '\\x', '00000000-0000-0000-0000-000000000000', 'null', '[]',
+  '{}', '{}', '::1', '-0.01', -0.000001);
+CREATE TABLE nb (
+  id int4 PRIMARY KEY, s text, v varchar(10), c char(3), nm name, i2 int2, i8 int8, o oid,
+  f4 float4, f8 float8, b bool, by bytea, u uuid, j json, jb jsonb);
+INSERT INTO nb VALUES
+ (1, 'ü', 'x', 'ab', 'n', 7, -7, 4000000000, 1.1, -0.1, true, '\\xdeadbeef',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '[1, 2]', '{\"k\": [true]}'),
+ (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+ (3, '', '', '', '', 0, 0, 0, '-Infinity', 1e-300, false, '\\x',
+  '00000000-0000-0000-0000-000000000000', 'null', '[]');
+";
+
+/// Writes that bypass the proxy reach it as the feed's new rows, and those rows are served
+/// at once (no migrator read in between) with the bytes Postgres sends: text for every
+/// type, binary where the proxy derives it (elsewhere a binary read waits for the
+/// migrator); inserts and deletes of placed keys too. A session with other output settings
+/// is not answered from them, and a change that leaves a TOASTed value out only removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_feed_printed_are_served_as_postgres_sends_them() {
+    let fx = fixture("cache_feed_rows", FEED_ROWS_SCHEMA).await;
+    let ctx = fx.proxy.context();
+    let mut p = fx.wire_proxy("postgres", &[]).await;
+    let mut d = fx.wire_direct("postgres", &[]).await;
+    let one = 1i32.to_be_bytes();
+    for c in [&mut p, &mut d] {
+        assert_no_error(
+            &prepare(c, "nb_bin", "SELECT * FROM nb WHERE id = $1", &[]).await,
+            "prepare",
+        );
+    }
+    // Every key hot and in memory, 4 (no row yet) included.
+    for table in ["w", "nb"] {
+        for id in 1..=4 {
+            simple_until_served(
+                &fx,
+                &mut p,
+                &format!("SELECT * FROM {table} WHERE id = {id}"),
+            )
+            .await;
+        }
+    }
+    within("binary read of nb 1 served", 30, async {
+        loop {
+            let before = fx.hits();
+            bind_execute(&mut p, "nb_bin", &[Some(&one)], &[1], &[1], true).await;
+            if fx.hits() > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let images_before = ctx.cache.store.totals.feed_images.load(Relaxed);
+    let fills_before = ctx.cache.counters.fill_batches.load(Relaxed);
+    fx.db
+        .batch_execute(
+            "BEGIN;
+             UPDATE w SET s = s || ' and more', f8 = f8 * 3, tstz = tstz + interval '1 hour' WHERE id = 1;
+             UPDATE w SET i8 = 5, at = '{a,b}' WHERE id = 2;
+             DELETE FROM w WHERE id = 3;
+             INSERT INTO w (id, s, d, n) VALUES (4, 'new', '2025-01-01', 1.5);
+             UPDATE nb SET s = s || '!', f4 = 2.5, u = 'ffffffff-0000-0000-0000-00000000000f' WHERE id = 1;
+             UPDATE nb SET o = 1 WHERE id = 2;
+             DELETE FROM nb WHERE id = 3;
+             INSERT INTO nb (id, jb, by) VALUES (4, '{\"z\": 1}', '\\x00');
+             COMMIT;",
+        )
+        .await
+        .unwrap();
+    until("the feed's rows stored", || {
+        ctx.cache.store.totals.feed_images.load(Relaxed) >= images_before + 8
+    })
+    .await;
+    for table in ["w", "nb"] {
+        for id in 1..=4 {
+            let sql = format!("SELECT * FROM {table} WHERE id = {id}");
+            let before = fx.hits();
+            let served = p.simple_query(&sql).await.unwrap();
+            assert!(
+                fx.hits() > before,
+                "{sql} was not served from the feed's row: {}",
+                fx.cache_state()
+            );
+            assert_same(&sql, &served, &d.simple_query(&sql).await.unwrap());
+        }
+    }
+    for id in 1..=4i32 {
+        let key = id.to_be_bytes();
+        let before = fx.hits();
+        let served = bind_execute(&mut p, "nb_bin", &[Some(&key)], &[1], &[1], true).await;
+        assert!(
+            fx.hits() > before,
+            "binary read of nb {id} not served from the feed's row: {}",
+            fx.cache_state()
+        );
+        let direct = bind_execute(&mut d, "nb_bin", &[Some(&key)], &[1], &[1], true).await;
+        assert_same(&format!("nb {id}, binary"), &served, &direct);
+    }
+    assert_eq!(
+        ctx.cache.counters.fill_batches.load(Relaxed),
+        fills_before,
+        "the migrator read rows the feed had given"
+    );
+    // `w` has types whose binary form is not derived: a binary read waits for the migrator,
+    // then gets Postgres's bytes.
+    for c in [&mut p, &mut d] {
+        assert_no_error(
+            &prepare(c, "w_bin", "SELECT * FROM w WHERE id = $1", &[]).await,
+            "prepare",
+        );
+    }
+    let served = within("binary read of w 1 served", 30, async {
+        loop {
+            let before = fx.hits();
+            let m = bind_execute(&mut p, "w_bin", &[Some(&one)], &[1], &[1], true).await;
+            if fx.hits() > before {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let direct = bind_execute(&mut d, "w_bin", &[Some(&one)], &[1], &[1], true).await;
+    assert_same("w 1, binary", &served, &direct);
+    // Other output settings: answered as Postgres answers them, never from the feed's text.
+    let set = "SET TimeZone = 'America/New_York'; SET DateStyle = 'SQL, DMY'";
+    let mut p2 = fx.wire_proxy("postgres", &[]).await;
+    let mut d2 = fx.wire_direct("postgres", &[]).await;
+    p2.simple_query(set).await.unwrap();
+    d2.simple_query(set).await.unwrap();
+    let sql = "SELECT * FROM w WHERE id = 1";
+    simple_until_served(&fx, &mut p2, sql).await;
+    let images = ctx.cache.store.totals.feed_images.load(Relaxed);
+    fx.db
+        .batch_execute("UPDATE w SET tstz = tstz + interval '1 day' WHERE id = 1")
+        .await
+        .unwrap();
+    until("the feed's row for key 1 stored", || {
+        ctx.cache.store.totals.feed_images.load(Relaxed) > images
+    })
+    .await;
+    let served = simple_until_served(&fx, &mut p2, sql).await;
+    assert_same(
+        "New York session",
+        &served,
+        &d2.simple_query(sql).await.unwrap(),
+    );
+    // A big value stored out of line, then an update that leaves it out of the change:
+    // the key's image is removed, not rebuilt without it.
+    let oid: u32 = fx
+        .db
+        .query_one("SELECT 'w'::regclass::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let profile = 0;
+    fx.db
+        .batch_execute(
+            "UPDATE w SET s = (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g) WHERE id = 2",
+        )
+        .await
+        .unwrap();
+    until("the big row stored from the feed", || {
+        let stored = ctx.cache.store.get_parts(oid, profile, "2");
+        let len = stored
+            .as_ref()
+            .and_then(|e| e.row.as_ref())
+            .and_then(|r| r.text[1].as_ref().map(|v| v.len()));
+        len == Some(9600)
+    })
+    .await;
+    let images = ctx.cache.store.totals.feed_images.load(Relaxed);
+    fx.db
+        .batch_execute("UPDATE w SET i8 = 6 WHERE id = 2")
+        .await
+        .unwrap();
+    until("the key removed", || {
+        ctx.cache.store.get_parts(oid, profile, "2").is_none()
+    })
+    .await;
+    assert_eq!(
+        ctx.cache.store.totals.feed_images.load(Relaxed),
+        images,
+        "an image was built without the TOASTed value"
+    );
+    let sql = "SELECT * FROM w WHERE id = 2";
+    let served = simple_until_served(&fx, &mut p, sql).await;
+    assert_same(
+        "after unchanged TOAST",
+        &served,
+        &d.simple_query(sql).await.unwrap(),
+    );
+}
+
+/// Polls `done` every 20 ms until it holds (fails the test after 30 s).
+async fn until(what: &str, done: impl Fn() -> bool) {
+    within(what, 30, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

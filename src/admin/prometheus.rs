@@ -149,6 +149,12 @@ fn cache_metrics(ctx: &ProxyContext, out: &mut String) {
         t.fills_dropped_budget.load(Relaxed) as f64,
     );
     line(
+        "pgpolyglot_cache_feed_images_total",
+        "counter",
+        "Row images written from the change feed's new rows, in place of the ones the change removed.",
+        t.feed_images.load(Relaxed) as f64,
+    );
+    line(
         "pgpolyglot_cache_invalidations_total",
         "counter",
         "Row images removed by changes, writes through the proxy and flushes.",

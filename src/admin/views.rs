@@ -326,7 +326,7 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
         Cell::Null,
         if serving { "up" } else { "not serving" }.into(),
         format!(
-            "{} entries, {} bytes; {} hits, {} misses ({} answered by coalesced fetches: {} fetches, {} failed); {} of {} tables servable; {} fill batches, {} fill errors, {} stale fills dropped",
+            "{} entries, {} bytes; {} hits, {} misses ({} answered by coalesced fetches: {} fetches, {} failed); {} of {} tables servable; {} fill batches, {} fill errors, {} stale fills dropped, {} rows from the feed",
             totals.entries.load(Relaxed),
             totals.bytes.load(Relaxed),
             c.hits.load(Relaxed),
@@ -339,6 +339,7 @@ fn cache_rows(ctx: &ProxyContext, t: &mut ResultTable) {
             c.fill_batches.load(Relaxed),
             c.fill_errors.load(Relaxed),
             totals.fills_dropped_stale.load(Relaxed),
+            totals.feed_images.load(Relaxed),
         )
         .into(),
     ]);

@@ -118,7 +118,13 @@ pub async fn fetch(
             }
             continue;
         };
-        found.insert(key, CachedRow { text, binary });
+        found.insert(
+            key,
+            CachedRow {
+                text,
+                binary: Some(binary),
+            },
+        );
     }
     let snapshot = snapshot.ok_or(CacheError::Unexpected("pg_current_snapshot() output"))?;
     let rows = keys.iter().map(|k| (k.clone(), found.remove(k))).collect();

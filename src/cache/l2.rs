@@ -374,7 +374,10 @@ impl RedisTier {
             let mut pipe = redis::pipe();
             let mut n = 0;
             for (key, row, meta) in rows {
-                if meta.last_xid.is_some_and(|x| !snapshot.sees(x)) {
+                // An image without binary forms is not shared (fills always have them).
+                if meta.last_xid.is_some_and(|x| !snapshot.sees(x))
+                    || row.is_some_and(|r| !r.has_binary())
+                {
                     continue;
                 }
                 let value = encode(snapshot, *row);
@@ -465,7 +468,9 @@ fn encode(snapshot: &Snapshot, row: Option<&CachedRow>) -> Bytes {
         Some(r) => {
             b.put_u8(1);
             b.put_u16(r.text.len() as u16);
-            for col in r.text.iter().chain(r.binary.iter()) {
+            // Only complete images are shared (see `put`).
+            let binary = r.binary.as_deref().unwrap_or(&[]);
+            for col in r.text.iter().chain(binary) {
                 match col {
                     Some(v) => {
                         b.put_i32(v.len() as i32);
@@ -514,7 +519,13 @@ fn decode(mut v: &[u8]) -> Option<(Snapshot, Option<CachedRow>)> {
         return None;
     }
     let binary = cols.split_off(ncols);
-    Some((snapshot, Some(CachedRow { text: cols, binary })))
+    Some((
+        snapshot,
+        Some(CachedRow {
+            text: cols,
+            binary: Some(binary),
+        }),
+    ))
 }
 
 #[cfg(test)]
@@ -530,7 +541,7 @@ mod tests {
         };
         let row = CachedRow {
             text: vec![Some(Bytes::from_static(b"1")), None],
-            binary: vec![Some(Bytes::from_static(&[0, 0, 0, 1])), None],
+            binary: Some(vec![Some(Bytes::from_static(&[0, 0, 0, 1])), None]),
         };
         let (s, r) = decode(&encode(&snap, Some(&row))).unwrap();
         assert_eq!(s, snap);

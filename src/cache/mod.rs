@@ -4,11 +4,13 @@
 //! ```text
 //! stats snapshot ─▶ planner (pure) ─▶ placed keys ─▶ filler (side connections, one per
 //!                                                   output profile, batched, snapshot-tagged)
-//! change feed ─▶ applier ─▶ store (invalidate keys/tables, ack the slot)      │
+//! change feed ─▶ applier ─▶ store (invalidate keys/tables, store the new rows it
+//!                                   printed exactly, ack the slot)             │
 //! session ─▶ gates (feed fresh, table ready, role allowed, fence met) ─▶ store lookup ─▶ bytes
 //! ```
 //!
 //! - [`key`]: canonical keys from literals, parameters and Postgres's output.
+//! - [`feed_image`]: rows the change feed printed, stored in place of the images it removes.
 //! - [`profile`]: the session settings text values depend on.
 //! - [`schema`]: table descriptions (RowDescription fields) and servability.
 //! - [`store`]: the L1 store and the rules that keep stale rows out.
@@ -27,6 +29,7 @@
 pub mod access;
 mod applier;
 mod coalesce;
+pub mod feed_image;
 pub mod fence;
 pub mod fill;
 mod filler;

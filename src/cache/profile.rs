@@ -90,6 +90,14 @@ impl ProfileRegistry {
         u32::try_from(list.len() - 1).ok()
     }
 
+    /// The profile's number if it is registered (without registering it or marking it used).
+    pub fn find(&self, profile: &OutputProfile) -> Option<u32> {
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .position(|r| *r.profile == *profile)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
     pub fn get(&self, id: u32) -> Option<Arc<OutputProfile>> {
         let list = self.list.read().unwrap_or_else(|e| e.into_inner());
         list.get(id as usize).map(|r| Arc::clone(&r.profile))
@@ -136,6 +144,8 @@ mod tests {
         assert_eq!(r.id(&profile("UTC"), epoch), Some(0));
         assert_eq!(r.id(&profile("Europe/Paris"), epoch), Some(1));
         assert_eq!(r.id(&profile("UTC"), epoch), Some(0));
+        assert_eq!(r.find(&profile("Europe/Paris")), Some(1));
+        assert_eq!(r.find(&profile("Asia/Tokyo")), None);
         for i in 2..MAX_PROFILES {
             assert_eq!(r.id(&profile(&format!("tz{i}")), epoch), Some(i as u32));
         }

@@ -84,6 +84,8 @@ pub fn row_description(
     });
 }
 
+/// One DataRow. A column asked for in binary needs an image with binary forms
+/// ([`CachedRow::has_binary`]): the caller checks before it answers from the image.
 pub fn data_row(
     out: &mut BytesMut,
     row: &CachedRow,
@@ -94,7 +96,8 @@ pub fn data_row(
         b.put_i16(columns.len() as i16);
         for (i, c) in columns.iter().enumerate() {
             let v = if formats.of(i) == 1 {
-                row.binary.get(c.index)
+                debug_assert!(row.has_binary(), "binary asked of a text-only image");
+                row.binary.as_ref().and_then(|b| b.get(c.index))
             } else {
                 row.text.get(c.index)
             };

@@ -73,6 +73,49 @@ pub struct TableMeta {
 }
 
 impl TableMeta {
+    /// A servable table keyed by its first column (int4), for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(oid: u32, columns: &[(&str, u32)]) -> TableMeta {
+        use crate::config::policy::{CachePolicy, CacheStoreKind};
+        use std::time::Duration;
+        TableMeta {
+            oid,
+            schema: "public".into(),
+            name: "t".into(),
+            columns: columns
+                .iter()
+                .enumerate()
+                .map(|(i, (n, t))| ColumnMeta {
+                    name: n.to_string(),
+                    attnum: i as i16 + 1,
+                    type_oid: *t,
+                    typlen: -1,
+                    typmod: -1,
+                })
+                .collect(),
+            key_index: 0,
+            key_type: KeyType::Int4,
+            unique_name: true,
+            unservable: None,
+            policy: CachePolicy {
+                store: CacheStoreKind::Memory,
+                promote_after: 1,
+                window: Duration::from_secs(10),
+                demote_after_idle: Duration::from_secs(60),
+                max_keys: 1000,
+                max_bytes: 1 << 20,
+                max_staleness: Duration::from_secs(1),
+                coalesce_misses: false,
+            },
+            budget: Arc::new(Budget {
+                max_bytes: 1 << 20,
+                used: AtomicU64::new(0),
+            }),
+            output_catalog: 0,
+            layout: 0,
+        }
+    }
+
     fn layout_hash(&self) -> u64 {
         // The key column too: a primary key moved to another column of the same type
         // changes which row a key names.

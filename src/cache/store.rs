@@ -98,11 +98,15 @@ impl<'a> Borrow<dyn EntryKeyParts + 'a> for EntryKey {
     }
 }
 
-/// One row as the client would receive it, per column, in both formats.
+/// One row as the client would receive it, per column, in text and (when known) binary
+/// format. `None` in a column is NULL.
 #[derive(Debug)]
 pub struct CachedRow {
     pub text: Vec<Option<Bytes>>,
-    pub binary: Vec<Option<Bytes>>,
+    /// `None`: the binary forms are not known (an image the change feed gave, of a table
+    /// with a column whose binary form the proxy does not derive from its text): such an
+    /// image answers only reads that want every column as text.
+    pub binary: Option<Vec<Option<Bytes>>>,
 }
 
 impl CachedRow {
@@ -120,7 +124,12 @@ impl CachedRow {
                 .map(|c| c.as_ref().map_or(0, |b| b.len()))
                 .sum::<usize>()
         };
-        sum(&self.text) + sum(&self.binary)
+        sum(&self.text) + self.binary.as_ref().map_or(0, sum)
+    }
+
+    /// Whether this image can answer a read that wants some column in binary format.
+    pub fn has_binary(&self) -> bool {
+        self.binary.is_some()
     }
 }
 
@@ -153,6 +162,8 @@ pub struct Totals {
     pub fills_dropped_stale: AtomicU64,
     /// Fetched rows dropped because the policy's `max_bytes` was reached.
     pub fills_dropped_budget: AtomicU64,
+    /// Images written from the change feed's new rows (in place of the ones it removed).
+    pub feed_images: AtomicU64,
 }
 
 /// A transaction snapshot (`pg_current_snapshot()`), full 64-bit transaction ids.
@@ -210,6 +221,20 @@ struct Guarded {
 pub enum Applied {
     Key(u32, String),
     Table(u32),
+}
+
+/// A key's row right after a transaction the change feed applies, as the feed printed it
+/// (see [`super::feed_image`]): stored with that transaction, in place of the images the
+/// transaction removes, so a key that writes keep changing stays in memory.
+#[derive(Debug)]
+pub struct FeedImage {
+    pub table: u32,
+    pub key: String,
+    /// The one profile the feed's text values are valid for.
+    pub profile: u32,
+    /// `None`: no row has the key after the transaction.
+    pub row: Option<CachedRow>,
+    pub budget: Arc<Budget>,
 }
 
 /// Where a fill stands when it is ready to insert.
@@ -286,8 +311,11 @@ impl L1Store {
         self.totals.invalidated.fetch_add(removed as u64, Relaxed);
     }
 
-    /// Applies one committed transaction's changes (`xid`), for every profile in `profiles`.
-    pub fn apply(&self, xid: u32, changes: &[Applied], profiles: &[u32]) {
+    /// Applies one committed transaction's changes (`xid`), for every profile in `profiles`,
+    /// then stores `images`: rows of keys `changes` name, as they are after the transaction
+    /// (readers find the old image or the new one, never a mix: the removal and the insert
+    /// are one step under the guard, and [`Self::fill_version`] moves first).
+    pub fn apply(&self, xid: u32, changes: &[Applied], profiles: &[u32], images: Vec<FeedImage>) {
         let now = Instant::now();
         let mut g = self.lock();
         expire(&mut g, now);
@@ -313,6 +341,34 @@ impl L1Store {
                 forget(&mut g, table, key, xid);
                 g.forgotten_until = Some(at);
             }
+        }
+        if !images.is_empty() {
+            self.fills.fetch_add(1, SeqCst);
+        }
+        for image in images {
+            let bytes =
+                (image.row.as_ref().map_or(0, CachedRow::bytes) + image.key.len() + 64) as u64;
+            if !image.budget.has_room(bytes) {
+                continue;
+            }
+            image.budget.used.fetch_add(bytes, Relaxed);
+            self.totals.bytes.fetch_add(bytes, Relaxed);
+            self.totals.entries.fetch_add(1, Relaxed);
+            self.totals.feed_images.fetch_add(1, Relaxed);
+            let entry = Arc::new(Entry {
+                row: image.row,
+                bytes,
+                budget: image.budget,
+                totals: Arc::clone(&self.totals),
+            });
+            self.entries.insert(
+                EntryKey {
+                    table: image.table,
+                    profile: image.profile,
+                    key: image.key.into(),
+                },
+                entry,
+            );
         }
     }
 
@@ -528,7 +584,7 @@ mod tests {
     fn row(v: &str) -> Option<CachedRow> {
         Some(CachedRow {
             text: vec![Some(Bytes::from(v.to_string()))],
-            binary: vec![Some(Bytes::from(v.to_string()))],
+            binary: Some(vec![Some(Bytes::from(v.to_string()))]),
         })
     }
 
@@ -566,7 +622,7 @@ mod tests {
         let b = budget();
         let ticket = s.begin_fill();
         // Transaction 7 committed after the fill's snapshot and was applied before the insert.
-        s.apply(7, &[Applied::Key(1, "a".into())], &[0]);
+        s.apply(7, &[Applied::Key(1, "a".into())], &[0], vec![]);
         let snap = Snapshot::parse("5:7:").unwrap();
         let n = s.insert_fill(
             &ticket,
@@ -588,7 +644,7 @@ mod tests {
         );
         assert!(s.get(&key("a")).is_some());
         // A later change removes it.
-        s.apply(9, &[Applied::Key(1, "a".into())], &[0]);
+        s.apply(9, &[Applied::Key(1, "a".into())], &[0], vec![]);
         assert!(s.get(&key("a")).is_none());
     }
 
@@ -604,7 +660,7 @@ mod tests {
             0
         );
         // The feed applied the write: fills that see it may insert again.
-        s.apply(100, &[Applied::Key(1, "a".into())], &[0]);
+        s.apply(100, &[Applied::Key(1, "a".into())], &[0], vec![]);
         let snap = Snapshot::parse("101:101:").unwrap();
         let ticket = s.begin_fill();
         assert_eq!(
@@ -642,7 +698,7 @@ mod tests {
         assert_eq!(b.used.load(Relaxed), 0);
         // Truncate: table-wide change not seen by a fill drops it.
         let t = s.begin_fill();
-        s.apply(3, &[Applied::Table(1)], &[0]);
+        s.apply(3, &[Applied::Table(1)], &[0], vec![]);
         let snap = Snapshot::parse("2:3:").unwrap();
         assert_eq!(
             s.insert_fill(&t, &snap, 1, 0, &b, vec![("k".into(), None)]),

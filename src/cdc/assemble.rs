@@ -10,12 +10,13 @@
 //! only the set of tables it touched and reports one [`ChangeKind::Invalidate`] per table at
 //! commit, so a bulk update of millions of rows cannot exhaust memory.
 
-use super::event::{Change, ChangeKind, TableName, Transaction, Value};
+use super::event::{Change, ChangeKind, OutputSettings, TableName, Transaction, Value};
 use super::lsn::{pg_time_to_system, Lsn};
 use super::pgoutput::{
     Begin, Datum, DecodeError, OldTuple, PgOutputMessage, Relation, RelationCache, Tuple,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// The message stream broke its rules; continuity is lost.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +49,8 @@ pub struct Assembler {
     relations: RelationCache,
     open: Option<OpenTxn>,
     max_changes: usize,
+    /// The current session's output settings (see [`Transaction::output`]).
+    output: Option<Arc<OutputSettings>>,
 }
 
 #[derive(Debug)]
@@ -79,14 +82,17 @@ impl Assembler {
             relations: RelationCache::default(),
             open: None,
             max_changes,
+            output: None,
         }
     }
 
     /// Forgets the relation cache and any open transaction: a new replication session
-    /// starts (the server describes every table again).
-    pub fn new_session(&mut self) {
+    /// starts (the server describes every table again). `output`: the settings this
+    /// session's text values are produced under, carried by every transaction it assembles.
+    pub fn new_session(&mut self, output: Option<Arc<OutputSettings>>) {
         self.relations.clear();
         self.open = None;
+        self.output = output;
     }
 
     /// A transaction has begun and not yet committed.
@@ -134,6 +140,7 @@ impl Assembler {
                             kind: ChangeKind::Invalidate,
                             key: Vec::new(),
                             new_row: None,
+                            new_types: Vec::new(),
                         })
                         .collect(),
                 };
@@ -143,6 +150,7 @@ impl Assembler {
                     end_lsn: commit.end_lsn,
                     commit_time: pg_time_to_system(commit.commit_time),
                     changes,
+                    output: self.output.clone(),
                 }))
             }
             PgOutputMessage::Relation(rel) => {
@@ -156,13 +164,25 @@ impl Assembler {
                 let rel = self.relation(relation)?;
                 let new_row = row(rel, &new)?;
                 let key = key_of(rel, &new)?;
-                self.push(rel_name(rel), ChangeKind::Insert, key, Some(new_row))
+                let types = types(rel);
+                self.push(
+                    rel_name(rel),
+                    ChangeKind::Insert,
+                    key,
+                    Some((new_row, types)),
+                )
             }
             PgOutputMessage::Update { relation, old, new } => {
                 let rel = self.relation(relation)?;
                 let new_row = row(rel, &new)?;
                 let key = key_of(rel, old.as_ref().map(OldTuple::tuple).unwrap_or(&new))?;
-                self.push(rel_name(rel), ChangeKind::Update, key, Some(new_row))
+                let types = types(rel);
+                self.push(
+                    rel_name(rel),
+                    ChangeKind::Update,
+                    key,
+                    Some((new_row, types)),
+                )
             }
             PgOutputMessage::Delete { relation, old } => {
                 let rel = self.relation(relation)?;
@@ -193,18 +213,23 @@ impl Assembler {
         table: TableName,
         kind: ChangeKind,
         key: Vec<(String, Option<String>)>,
-        new_row: Option<Vec<(String, Value)>>,
+        new_row: Option<NewRow>,
     ) -> Result<Option<Transaction>, AssembleError> {
         let txn = self
             .open
             .as_mut()
             .ok_or(AssembleError::OutsideTransaction("change"))?;
+        let (new_row, new_types) = match new_row {
+            Some((row, types)) => (Some(row), types),
+            None => (None, Vec::new()),
+        };
         txn.push(
             Change {
                 table,
                 kind,
                 key,
                 new_row,
+                new_types,
             },
             self.max_changes,
         );
@@ -214,6 +239,14 @@ impl Assembler {
 
 fn rel_name(rel: &Relation) -> TableName {
     TableName::new(rel.namespace.clone(), rel.name.clone())
+}
+
+/// A new row's columns with their values, and their type OIDs.
+type NewRow = (Vec<(String, Value)>, Vec<u32>);
+
+/// The type OIDs of the relation's columns, in order.
+fn types(rel: &Relation) -> Vec<u32> {
+    rel.columns.iter().map(|c| c.type_oid).collect()
 }
 
 fn check_width(rel: &Relation, tuple: &Tuple) -> Result<(), AssembleError> {
@@ -335,6 +368,7 @@ mod tests {
                         ("id".into(), Value::Text("1".into())),
                         ("body".into(), Value::Text("it's ü".into()))
                     ]),
+                    new_types: vec![23, 25],
                 },
                 Change {
                     table: table.clone(),
@@ -344,18 +378,21 @@ mod tests {
                         ("id".into(), Value::Text("2".into())),
                         ("body".into(), Value::UnchangedToast)
                     ]),
+                    new_types: vec![23, 25],
                 },
                 Change {
                     table: table.clone(),
                     kind: ChangeKind::Delete,
                     key: vec![("id".into(), text("2"))],
                     new_row: None,
+                    new_types: vec![],
                 },
                 Change {
                     table,
                     kind: ChangeKind::Truncate,
                     key: vec![],
                     new_row: None,
+                    new_types: vec![],
                 },
             ]
         );
@@ -449,7 +486,7 @@ mod tests {
     fn a_new_session_forgets_relations_and_open_transactions() {
         let mut a = Assembler::new(10);
         feed(&mut a, &[relation_msg(1, "t"), begin(1, 0, 1)]);
-        a.new_session();
+        a.new_session(None);
         assert!(!a.in_transaction());
         a.apply_bytes(&begin(1, 0, 1)).unwrap();
         let ins = Msg::tag(b'I').u32(1).u8(b'N').i16(2).text("1").u8(b'n').0;

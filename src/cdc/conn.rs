@@ -209,6 +209,22 @@ impl ReplConnection {
         }
     }
 
+    /// Reads a setting (`SHOW`) and sets it to that value for the session (`SET`, SQL a
+    /// walsender in database mode runs), so a configuration reload cannot change it under
+    /// the session; the value is kept in [`Self::params`]. `name` must be a plain identifier.
+    pub async fn pin_setting(&mut self, name: &str) -> Result<String, CdcError> {
+        let rows = self.simple_query(&format!("SHOW {name}")).await?;
+        let value = rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .ok_or_else(|| CdcError::Protocol(format!("SHOW {name} returned no value")))?;
+        self.simple_query(&format!("SET {name} TO {}", quote_literal(&value)))
+            .await?;
+        self.params.insert(name.to_string(), value.clone());
+        Ok(value)
+    }
+
     pub async fn identify_system(&mut self) -> Result<SystemInfo, CdcError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = rows

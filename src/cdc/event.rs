@@ -97,7 +97,15 @@ pub struct Change {
     pub key: Vec<(String, Option<String>)>,
     /// Every column of the new row, for inserts and updates.
     pub new_row: Option<Vec<(String, Value)>>,
+    /// The type OIDs of `new_row`'s columns as the server described the table when it
+    /// decoded the change (domains not resolved); empty without a new row.
+    pub new_types: Vec<u32>,
 }
+
+/// The settings a feed session's text values were produced under: what the server reported
+/// at start-up (`TimeZone`, `DateStyle`, `IntervalStyle`, ...) and the output settings the
+/// feed asked for with `SHOW` (those of [`crate::cache::profile::UNREPORTED`]).
+pub type OutputSettings = std::collections::BTreeMap<String, String>;
 
 /// A committed transaction with every change it made to the published tables, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +119,9 @@ pub struct Transaction {
     /// Commit time on the server's clock.
     pub commit_time: SystemTime,
     pub changes: Vec<Change>,
+    /// The settings the changes' text values were produced under; `None` when the feed could
+    /// not read them (its consumers then must not take the text for what a session sees).
+    pub output: Option<std::sync::Arc<OutputSettings>>,
 }
 
 /// What the feed delivers.

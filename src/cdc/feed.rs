@@ -288,7 +288,7 @@ impl FeedTask {
         let assembler = self
             .assembler
             .get_or_insert_with(|| Assembler::new(self.settings.max_transaction_changes));
-        assembler.new_session();
+        assembler.new_session(Some(Arc::new(conn.params.clone())));
         let result = stream::run(
             &mut conn,
             &self.shared,
@@ -349,6 +349,16 @@ impl FeedTask {
 
         let mut conn = ReplConnection::connect(&self.ctx).await?;
         let system = conn.identify_system().await?;
+        // The settings text output depends on, as this session has them (role and database
+        // defaults included), pinned so a configuration reload cannot change them mid-stream
+        // (a reported one would not even be reported then): what the text values of its
+        // changes are printed under.
+        let output = crate::cache::profile::REPORTED
+            .iter()
+            .chain(crate::cache::profile::UNREPORTED.iter());
+        for name in output {
+            conn.pin_setting(name).await?;
+        }
         debug!(system_id = %system.system_id, timeline = system.timeline, xlogpos = %system.xlogpos, "IDENTIFY_SYSTEM");
         let start = match slot_info {
             Some(info) => {

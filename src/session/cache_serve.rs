@@ -416,6 +416,12 @@ async fn serve_extended(
         }
     };
     let formats = response::column_formats(result_formats, plan.columns.len())?;
+    // The lookups left out text-only images when a column is wanted in binary; this is the
+    // check next to the answer.
+    let any_binary = (0..plan.columns.len()).any(|i| formats.of(i) == 1);
+    if any_binary && !plan.rows().all(CachedRow::has_binary) {
+        return None;
+    }
     let nrows = plan.rows().count();
     if max_rows > 0 && (max_rows as usize) <= nrows {
         // Postgres would suspend the portal; not worth imitating.
@@ -682,14 +688,19 @@ async fn plan(
     if !cache.allowed(ctx, &fs.cache.role, meta.oid).await {
         return Err(Reason::NotServable);
     }
+    // Images the change feed wrote may hold text forms only.
+    let wants_binary = bind.is_some_and(|(b, _)| {
+        b.result_format_codes()
+            .is_some_and(|codes| codes.chunks(2).any(|c| c == [0, 1]))
+    });
     let images = match keys.as_slice() {
         [key] if fetch_only => vec![cache
             .fetch_missed(meta, profile, key)
             .await
             .map(Image::Fetched)
             .ok_or(Reason::Fenced)?],
-        [key] => vec![lookup_one(cache, meta, profile, key).await?],
-        _ => lookup_all(cache, meta, profile, &keys)?,
+        [key] => vec![lookup_one(cache, meta, profile, key, wants_binary).await?],
+        _ => lookup_all(cache, meta, profile, &keys, wants_binary)?,
     };
     Ok(Plan {
         meta: Arc::clone(meta),
@@ -698,15 +709,23 @@ async fn plan(
     })
 }
 
+/// Whether a stored image answers a read (`wants_binary`: some column in binary format).
+fn answers(entry: &crate::cache::store::Entry, wants_binary: bool) -> bool {
+    !wants_binary || entry.row.as_ref().is_none_or(CachedRow::has_binary)
+}
+
 /// One key's image: from memory, else (a hot key) from Redis; a miss asks for a fill.
 async fn lookup_one(
     cache: &CacheService,
     meta: &Arc<TableMeta>,
     profile: u32,
     key: &str,
+    wants_binary: bool,
 ) -> Result<Image, Reason> {
     if let Some(entry) = cache.store.get_parts(meta.oid, profile, key) {
-        return Ok(Image::Stored(entry));
+        if answers(&entry, wants_binary) {
+            return Ok(Image::Stored(entry));
+        }
     }
     cache.counters.misses.fetch_add(1, Relaxed);
     let key = key.to_string();
@@ -753,14 +772,15 @@ fn lookup_all(
     meta: &TableMeta,
     profile: u32,
     keys: &[String],
+    wants_binary: bool,
 ) -> Result<Vec<Image>, Reason> {
     let version = cache.store.fill_version();
     let mut images = Vec::with_capacity(keys.len());
     let mut missed = false;
     for key in keys {
         match cache.store.get_parts(meta.oid, profile, key) {
-            Some(entry) => images.push(Image::Stored(entry)),
-            None => {
+            Some(entry) if answers(&entry, wants_binary) => images.push(Image::Stored(entry)),
+            _ => {
                 missed = true;
                 if cache.is_placed(meta.oid, key) {
                     cache.request_fill(meta.oid, profile, key);

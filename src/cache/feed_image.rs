@@ -1,0 +1,329 @@
+//! Row images from the change feed: the new row of an insert or update, as the feed printed
+//! it, stored in place of the image the change removes.
+//!
+//! Without them a key that writes keep changing is out of memory from each write until the
+//! migrator has read it again (and a re-read is dropped when another write lands meanwhile);
+//! the hottest keys of a Zipf mix take hundreds of writes a second, so they would be out most
+//! of the time. The feed already carries the row: pgoutput prints every column with its
+//! type's output function in the walsender's session, so the text is exactly what a `SELECT`
+//! of that row sends a session with the walsender's output settings (one profile, read by
+//! the feed when it connects).
+//!
+//! Only where that holds:
+//! - every column's type is a built-in one whose output reads nothing but the value and the
+//!   profile's settings ([`TEXT_EXACT`]). Not enums, composites, ranges or `reg*` types:
+//!   the walsender prints those from the catalog as it was when the change was made, and a
+//!   rename committed since would not show;
+//! - the feed described the table with the columns and types the cache serves it with
+//!   (a table whose description changed is left to the migrator);
+//! - no column is an unchanged TOASTed value (the feed does not resend it);
+//! - the transaction touches the key once (with a deferrable key, two rows may share one
+//!   between its statements);
+//! - the connection's encoding is UTF8, as every session the cache serves has it.
+//!
+//! Binary forms are derived from the text only where that is exact ([`binary_of`]); an
+//! image of a row with other values has text forms only and answers reads that want every
+//! column as text (a read wanting binary misses, and the migrator fetches both forms).
+
+use super::profile::{OutputProfile, REPORTED, UNREPORTED};
+use super::schema::TableMeta;
+use super::store::CachedRow;
+use crate::cdc::event::{Change, OutputSettings, Value};
+use bytes::Bytes;
+
+/// Built-in types (and their arrays) whose text output depends only on the value and the
+/// output profile's settings: no catalog lookup, no other setting.
+pub const TEXT_EXACT: &[u32] = &[
+    16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 650, 700, 701, 774, 790, 829, 869, 1042, 1043, 1082,
+    1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2950, 3802, // scalars
+    1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1028, 1040, 1041, 651,
+    791, 1182, 1183, 1115, 1185, 1187, 1270, 1231, 2951, 199, 3807, 1561, 1563, // arrays
+];
+
+/// The output profile a feed session's text values were printed under, if it reported all
+/// of the settings and its encoding is UTF8.
+pub fn profile_of(output: &OutputSettings) -> Option<OutputProfile> {
+    if output.get("client_encoding").map(String::as_str) != Some("UTF8") {
+        return None;
+    }
+    let mut values: Vec<Box<str>> = Vec::with_capacity(6);
+    for name in REPORTED.iter().chain(UNREPORTED.iter()) {
+        values.push(output.get(*name)?.as_str().into());
+    }
+    Some(OutputProfile {
+        values: values.try_into().ok()?,
+    })
+}
+
+/// The image of `change`'s new row for a session of `profile` (the feed's own), if the feed
+/// printed every column as such a session's `SELECT *` would (see the module docs).
+pub fn image(meta: &TableMeta, change: &Change, profile: &OutputProfile) -> Option<CachedRow> {
+    let row = change.new_row.as_ref()?;
+    if row.len() != meta.columns.len() || change.new_types.len() != row.len() {
+        return None;
+    }
+    let mut text = Vec::with_capacity(row.len());
+    let mut binary = Some(Vec::with_capacity(row.len()));
+    for (((name, value), &type_oid), column) in row.iter().zip(&change.new_types).zip(&meta.columns)
+    {
+        if *name != column.name || type_oid != column.type_oid || !TEXT_EXACT.contains(&type_oid) {
+            return None;
+        }
+        match value {
+            Value::UnchangedToast => return None,
+            Value::Null => {
+                text.push(None);
+                if let Some(b) = binary.as_mut() {
+                    b.push(None);
+                }
+            }
+            Value::Text(s) => {
+                if let Some(b) = binary.as_mut() {
+                    match binary_of(type_oid, s, profile) {
+                        Some(v) => b.push(Some(v)),
+                        None => binary = None,
+                    }
+                }
+                text.push(Some(Bytes::copy_from_slice(s.as_bytes())));
+            }
+        }
+    }
+    Some(CachedRow { text, binary })
+}
+
+/// The binary form (what the type's send function writes) of a value whose text form
+/// `text` was printed under `profile`, for the types where one follows exactly from the
+/// other; `None` for the rest.
+pub fn binary_of(type_oid: u32, text: &str, profile: &OutputProfile) -> Option<Bytes> {
+    let bytes = |v: &[u8]| Some(Bytes::copy_from_slice(v));
+    match type_oid {
+        // bool
+        16 => match text {
+            "t" => bytes(&[1]),
+            "f" => bytes(&[0]),
+            _ => None,
+        },
+        // int2, int4, int8, oid: plain decimals.
+        21 => bytes(&text.parse::<i16>().ok()?.to_be_bytes()),
+        23 => bytes(&text.parse::<i32>().ok()?.to_be_bytes()),
+        20 => bytes(&text.parse::<i64>().ok()?.to_be_bytes()),
+        26 => bytes(&text.parse::<u32>().ok()?.to_be_bytes()),
+        // name, text, bpchar, varchar, json: the same characters, in the client encoding.
+        19 | 25 | 1042 | 1043 | 114 => bytes(text.as_bytes()),
+        // jsonb: a version byte, then the text.
+        3802 => {
+            let mut v = Vec::with_capacity(text.len() + 1);
+            v.push(1);
+            v.extend_from_slice(text.as_bytes());
+            Some(Bytes::from(v))
+        }
+        2950 => uuid_bytes(text).map(|u| Bytes::copy_from_slice(&u)),
+        // bytea printed as hex (`\x...`); the escape format is left alone.
+        17 if &*profile.values[4] == "hex" => hex_bytes(text.strip_prefix("\\x")?).map(Bytes::from),
+        // float4, float8: with extra_float_digits ≥ 1 the text is the shortest that reads back
+        // as the same value. NaN is left alone: its text does not say which NaN it was.
+        700 | 701 if profile.values[3].parse::<i32>().ok()? >= 1 => {
+            let wide = match text {
+                "Infinity" => f64::INFINITY,
+                "-Infinity" => f64::NEG_INFINITY,
+                "NaN" => return None,
+                t if t
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || b"+-.e".contains(&c)) =>
+                {
+                    t.parse::<f64>().ok()?
+                }
+                _ => return None,
+            };
+            if type_oid == 701 {
+                bytes(&wide.to_be_bytes())
+            } else {
+                let narrow = match text {
+                    "Infinity" => f32::INFINITY,
+                    "-Infinity" => f32::NEG_INFINITY,
+                    t => t.parse::<f32>().ok()?,
+                };
+                bytes(&narrow.to_be_bytes())
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `8-4-4-4-12` lowercase hex, as uuid_out prints it.
+fn uuid_bytes(text: &str) -> Option<[u8; 16]> {
+    let b = text.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let digits: Vec<u8> = b.iter().copied().filter(|&c| c != b'-').collect();
+    let v = hex_bytes(std::str::from_utf8(&digits).ok()?)?;
+    v.try_into().ok()
+}
+
+/// Lowercase hex pairs (as Postgres prints them) to bytes.
+fn hex_bytes(text: &str) -> Option<Vec<u8>> {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let b = text.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdc::event::{ChangeKind, TableName};
+
+    fn profile(efd: &str, bytea: &str) -> OutputProfile {
+        OutputProfile {
+            values: [
+                "UTC".into(),
+                "ISO, MDY".into(),
+                "postgres".into(),
+                efd.into(),
+                bytea.into(),
+                "C".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn binary_forms_follow_the_send_functions() {
+        let p = profile("1", "hex");
+        let b = |oid: u32, text: &str| binary_of(oid, text, &p).map(|v| v.to_vec());
+        assert_eq!(b(16, "t"), Some(vec![1]));
+        assert_eq!(b(16, "f"), Some(vec![0]));
+        assert_eq!(b(21, "-32768"), Some(vec![0x80, 0]));
+        assert_eq!(b(23, "42"), Some(42i32.to_be_bytes().to_vec()));
+        assert_eq!(b(20, "-1"), Some(vec![0xff; 8]));
+        assert_eq!(b(26, "4294967295"), Some(vec![0xff; 4]));
+        assert_eq!(b(1042, "ab "), Some(b"ab ".to_vec()));
+        assert_eq!(b(3802, "{\"a\": 1}"), Some(b"\x01{\"a\": 1}".to_vec()));
+        assert_eq!(
+            b(2950, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            Some(vec![
+                0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+                0x0a, 0x11
+            ])
+        );
+        assert_eq!(b(2950, "A0EEBC99-9c0b-4ef8-bb6d-6bb9bd380a11"), None);
+        assert_eq!(b(17, "\\x00ff10"), Some(vec![0, 0xff, 0x10]));
+        assert_eq!(b(17, "\\x"), Some(vec![]));
+        assert_eq!(b(701, "0.1"), Some(0.1f64.to_be_bytes().to_vec()));
+        assert_eq!(b(701, "-0"), Some((-0.0f64).to_be_bytes().to_vec()));
+        assert_eq!(b(701, "1e+100"), Some(1e100f64.to_be_bytes().to_vec()));
+        assert_eq!(b(700, "1.1"), Some(1.1f32.to_be_bytes().to_vec()));
+        assert_eq!(
+            b(700, "-Infinity"),
+            Some(f32::NEG_INFINITY.to_be_bytes().to_vec())
+        );
+        assert_eq!(b(701, "NaN"), None);
+        // Types whose binary form does not follow from the text this simply.
+        assert_eq!(b(1700, "1.50"), None);
+        assert_eq!(b(1184, "2024-01-01 00:00:00+00"), None);
+        // Settings under which the text is not exact.
+        let rounded = profile("0", "escape");
+        assert_eq!(binary_of(701, "0.1", &rounded), None);
+        assert_eq!(binary_of(17, "\\000", &rounded), None);
+        // Text a send function would never have produced is refused, not guessed at.
+        assert_eq!(b(23, "4e2"), None);
+        assert_eq!(b(16, "true"), None);
+    }
+
+    fn meta(columns: &[(&str, u32)]) -> TableMeta {
+        TableMeta::for_tests(1, columns)
+    }
+
+    fn change(values: Vec<(&str, u32, Value)>) -> Change {
+        Change {
+            table: TableName::new("public", "t"),
+            kind: ChangeKind::Update,
+            key: vec![],
+            new_types: values.iter().map(|v| v.1).collect(),
+            new_row: Some(values.into_iter().map(|(n, _, v)| (n.into(), v)).collect()),
+        }
+    }
+
+    #[test]
+    fn images_only_where_the_feed_printed_what_a_select_would() {
+        let p = profile("1", "hex");
+        let m = meta(&[("id", 23), ("v", 25), ("at", 1184)]);
+        let text = |s: &str| Value::Text(s.into());
+        let full = change(vec![
+            ("id", 23, text("7")),
+            ("v", 25, text("x")),
+            ("at", 1184, Value::Null),
+        ]);
+        let row = image(&m, &full, &p).expect("an image");
+        assert_eq!(row.text[0].as_deref(), Some(&b"7"[..]));
+        assert_eq!(row.text[2], None);
+        // A NULL needs no binary form: the image has both.
+        assert_eq!(
+            row.binary
+                .as_ref()
+                .map(|b| b[0].as_deref().map(<[u8]>::to_vec)),
+            Some(Some(7i32.to_be_bytes().to_vec()))
+        );
+        let stamped = change(vec![
+            ("id", 23, text("7")),
+            ("v", 25, text("x")),
+            ("at", 1184, text("2024-01-01 00:00:00+00")),
+        ]);
+        let row = image(&m, &stamped, &p).expect("a text-only image");
+        assert!(!row.has_binary());
+        let toast = change(vec![
+            ("id", 23, text("7")),
+            ("v", 25, Value::UnchangedToast),
+            ("at", 1184, Value::Null),
+        ]);
+        assert!(image(&m, &toast, &p).is_none());
+        let retyped = change(vec![
+            ("id", 20, text("7")),
+            ("v", 25, text("x")),
+            ("at", 1184, Value::Null),
+        ]);
+        assert!(image(&m, &retyped, &p).is_none());
+        let widened = change(vec![("id", 23, text("7")), ("v", 25, text("x"))]);
+        assert!(image(&m, &widened, &p).is_none());
+        let enum_typed = meta(&[("id", 23), ("mood", 16_500)]);
+        let e = change(vec![("id", 23, text("7")), ("mood", 16_500, text("ok"))]);
+        assert!(image(&enum_typed, &e, &p).is_none());
+        let deleted = Change {
+            new_row: None,
+            new_types: vec![],
+            kind: ChangeKind::Delete,
+            ..full
+        };
+        assert!(image(&m, &deleted, &p).is_none());
+    }
+
+    #[test]
+    fn the_feed_profile_needs_every_setting_and_utf8() {
+        let mut out = OutputSettings::new();
+        for (n, v) in [
+            ("TimeZone", "UTC"),
+            ("DateStyle", "ISO, MDY"),
+            ("IntervalStyle", "postgres"),
+            ("extra_float_digits", "1"),
+            ("bytea_output", "hex"),
+            ("lc_monetary", "C"),
+            ("client_encoding", "UTF8"),
+        ] {
+            out.insert(n.into(), v.into());
+        }
+        assert_eq!(profile_of(&out), Some(profile("1", "hex")));
+        out.insert("client_encoding".into(), "LATIN1".into());
+        assert_eq!(profile_of(&out), None);
+        out.insert("client_encoding".into(), "UTF8".into());
+        out.remove("lc_monetary");
+        assert_eq!(profile_of(&out), None);
+    }
+}
