@@ -28,6 +28,9 @@ pub(super) async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedE
                 Err(_) => break,
             }
         }
+        // The ticket before the descriptions (see `refresh`): images built from a
+        // description a flush has since replaced are not stored.
+        let ticket = cache.store.begin_fill();
         let schema = cache.schema();
         let mut l2_keys: Vec<(u32, String, Option<u32>)> = Vec::new();
         let mut l2_new_epoch = false;
@@ -54,9 +57,10 @@ pub(super) async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedE
                         let images = images.into_stored(|table, key| {
                             cache.ready_from.contains_key(&table) && cache.is_placed(table, key)
                         });
+                        let profiles = cache.profiles.all();
                         cache
                             .store
-                            .apply(tx.xid, &applied, &cache.profiles.all(), images);
+                            .apply(tx.xid, &applied, &profiles, images, &ticket);
                         for a in applied {
                             let table = match &a {
                                 Applied::Key(t, _) | Applied::Table(t) => *t,

@@ -117,6 +117,9 @@ async fn fetch_round(
 ) -> Result<HashMap<String, Option<CachedRow>>, CacheError> {
     let cache = &ctx.cache;
     let mut rows = HashMap::new();
+    // The ticket before the descriptions (see `refresh`): rows read with a description a
+    // flush has since replaced are not kept.
+    let ticket = cache.store.begin_fill();
     let schema = cache.schema();
     let Some(meta) = schema
         .by_oid(table)
@@ -137,7 +140,6 @@ async fn fetch_round(
     // fills Redis too, and a key in L1 but not in Redis would not be looked up there.
     let keep = cache.l2_for(meta).is_none();
     for chunk in keys.chunks(MAX_BATCH) {
-        let ticket = cache.store.begin_fill();
         let fetched = tokio::time::timeout(
             MISS_WAIT,
             fill::fetch(&conn.client, &statement, meta, chunk),

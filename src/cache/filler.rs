@@ -184,6 +184,9 @@ async fn fill_batch(
     keys: &[Box<str>],
 ) -> Result<(), CacheError> {
     let cache = &ctx.cache;
+    // The ticket before the descriptions (see `refresh`): rows read with a description a
+    // flush has since replaced are not stored.
+    let ticket = cache.store.begin_fill();
     let schema = cache.schema();
     let Some(meta) = schema.by_oid(table).filter(|m| m.unservable.is_none()) else {
         return Ok(());
@@ -206,7 +209,6 @@ async fn fill_batch(
         FillConnection::for_profile(ctx, connections, profile, &p, FILL_STATEMENT_TIMEOUT).await?;
     let statement = conn.statement(meta).await?;
     let client = &conn.client;
-    let ticket = cache.store.begin_fill();
     // Redis generations are read before the snapshot is taken (see cache::l2).
     let l2 = cache.l2_for(meta);
     let l2_meta = match l2 {

@@ -81,26 +81,40 @@ async fn refresh_once(
         .await
         .map_err(|_| CacheError::Timeout("loading table descriptions"))??;
     let old = cache.schema();
-    for t in old.tables() {
-        if loaded
-            .table(&t.schema, &t.name)
-            .is_none_or(|n| !n.same_layout(t))
-        {
+    let changed: Vec<u32> = old
+        .tables()
+        .filter(|t| {
+            loaded
+                .table(&t.schema, &t.name)
+                .is_none_or(|n| !n.same_layout(t))
+        })
+        .map(|t| {
             info!(table = %t.qualified(), "cache: table description changed; flushing it");
-            cache.store.flush_table(t.oid);
-            cache.ready_from.remove(&t.oid);
-        }
-    }
-    if loaded.defaults != old.defaults && !old.is_empty() {
-        cache.store.flush_all();
-    }
+            t.oid
+        })
+        .collect();
+    let defaults_changed = loaded.defaults != old.defaults && !old.is_empty();
     let servable: Vec<TableName> = loaded
         .tables()
         .filter(|t| t.unservable.is_none())
         .map(|t| TableName::new(t.schema.clone(), t.name.clone()))
         .collect();
     cache.has_tables.store(!servable.is_empty(), Relaxed);
+    // In this order: sessions stop serving the changed tables, the new descriptions are
+    // installed, then the tables are flushed. Whoever writes images takes its store ticket
+    // before it reads the descriptions (`L1Store::begin_fill`), so images built from an old
+    // description are either dropped (the flush came after the ticket) or removed by the
+    // flush (they got in before it).
+    for oid in &changed {
+        cache.ready_from.remove(oid);
+    }
     *cache.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+    for oid in changed {
+        cache.store.flush_table(oid);
+    }
+    if defaults_changed {
+        cache.store.flush_all();
+    }
     cache.schema_trusted.store(true, Relaxed);
 
     // The feed: started once there is something to watch, then kept in step.

@@ -314,8 +314,17 @@ impl L1Store {
     /// Applies one committed transaction's changes (`xid`), for every profile in `profiles`,
     /// then stores `images`: rows of keys `changes` name, as they are after the transaction
     /// (readers find the old image or the new one, never a mix: the removal and the insert
-    /// are one step under the guard, and [`Self::fill_version`] moves first).
-    pub fn apply(&self, xid: u32, changes: &[Applied], profiles: &[u32], images: Vec<FeedImage>) {
+    /// are one step under the guard, and [`Self::fill_version`] moves first). The images
+    /// are dropped if anything was flushed since `ticket` (taken before the table
+    /// descriptions they were built from were read).
+    pub fn apply(
+        &self,
+        xid: u32,
+        changes: &[Applied],
+        profiles: &[u32],
+        images: Vec<FeedImage>,
+        ticket: &FillTicket,
+    ) {
         let now = Instant::now();
         let mut g = self.lock();
         expire(&mut g, now);
@@ -342,9 +351,10 @@ impl L1Store {
                 g.forgotten_until = Some(at);
             }
         }
-        if !images.is_empty() {
-            self.fills.fetch_add(1, SeqCst);
+        if images.is_empty() || g.epoch != ticket.epoch {
+            return;
         }
+        self.fills.fetch_add(1, SeqCst);
         for image in images {
             let bytes =
                 (image.row.as_ref().map_or(0, CachedRow::bytes) + image.key.len() + 64) as u64;
@@ -622,7 +632,13 @@ mod tests {
         let b = budget();
         let ticket = s.begin_fill();
         // Transaction 7 committed after the fill's snapshot and was applied before the insert.
-        s.apply(7, &[Applied::Key(1, "a".into())], &[0], vec![]);
+        s.apply(
+            7,
+            &[Applied::Key(1, "a".into())],
+            &[0],
+            vec![],
+            &s.begin_fill(),
+        );
         let snap = Snapshot::parse("5:7:").unwrap();
         let n = s.insert_fill(
             &ticket,
@@ -644,7 +660,13 @@ mod tests {
         );
         assert!(s.get(&key("a")).is_some());
         // A later change removes it.
-        s.apply(9, &[Applied::Key(1, "a".into())], &[0], vec![]);
+        s.apply(
+            9,
+            &[Applied::Key(1, "a".into())],
+            &[0],
+            vec![],
+            &s.begin_fill(),
+        );
         assert!(s.get(&key("a")).is_none());
     }
 
@@ -660,7 +682,13 @@ mod tests {
             0
         );
         // The feed applied the write: fills that see it may insert again.
-        s.apply(100, &[Applied::Key(1, "a".into())], &[0], vec![]);
+        s.apply(
+            100,
+            &[Applied::Key(1, "a".into())],
+            &[0],
+            vec![],
+            &s.begin_fill(),
+        );
         let snap = Snapshot::parse("101:101:").unwrap();
         let ticket = s.begin_fill();
         assert_eq!(
@@ -676,6 +704,55 @@ mod tests {
         );
         assert!(s.is_empty());
         assert_eq!(s.totals.entries.load(Relaxed), 0);
+        assert_eq!(b.used.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn feed_images_replace_what_their_change_removes_unless_a_flush_came_between() {
+        let s = L1Store::default();
+        let b = budget();
+        let image = |v: &str| FeedImage {
+            table: 1,
+            key: "a".into(),
+            profile: 0,
+            row: row(v),
+            budget: Arc::clone(&b),
+        };
+        let text = |s: &L1Store| {
+            s.get(&key("a"))
+                .and_then(|e| e.row.as_ref().and_then(|r| r.text[0].clone()))
+        };
+        let snap = Snapshot::parse("1:1:").unwrap();
+        let t = s.begin_fill();
+        s.insert_fill(&t, &snap, 1, 0, &b, vec![("a".into(), row("old"))]);
+        let version = s.fill_version();
+        let t = s.begin_fill();
+        s.apply(
+            5,
+            &[Applied::Key(1, "a".into())],
+            &[0],
+            vec![image("new")],
+            &t,
+        );
+        assert_eq!(text(&s), Some(Bytes::from("new")));
+        assert!(
+            s.fill_version() > version,
+            "readers of several keys must notice"
+        );
+        assert_eq!(s.totals.feed_images.load(Relaxed), 1);
+        // Built from descriptions read before a flush: the change removes, nothing replaces.
+        let stale = s.begin_fill();
+        s.flush_table(2);
+        s.apply(
+            6,
+            &[Applied::Key(1, "a".into())],
+            &[0],
+            vec![image("newer")],
+            &stale,
+        );
+        assert_eq!(text(&s), None);
+        assert_eq!(s.totals.feed_images.load(Relaxed), 1);
+        s.flush_all();
         assert_eq!(b.used.load(Relaxed), 0);
     }
 
@@ -698,7 +775,7 @@ mod tests {
         assert_eq!(b.used.load(Relaxed), 0);
         // Truncate: table-wide change not seen by a fill drops it.
         let t = s.begin_fill();
-        s.apply(3, &[Applied::Table(1)], &[0], vec![]);
+        s.apply(3, &[Applied::Table(1)], &[0], vec![], &s.begin_fill());
         let snap = Snapshot::parse("2:3:").unwrap();
         assert_eq!(
             s.insert_fill(&t, &snap, 1, 0, &b, vec![("k".into(), None)]),

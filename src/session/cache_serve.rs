@@ -735,19 +735,27 @@ async fn lookup_one(
     let l2 = if placed { cache.l2_for(meta) } else { None };
     if let (Some(l2), Some(p)) = (l2, cache.profiles.get(profile)) {
         let ticket = cache.store.begin_fill();
+        // `meta` was read before the ticket: kept only if it is still the description (a
+        // flush after the ticket drops the insert; see `cache::refresh`).
+        let current = cache
+            .schema()
+            .by_oid(meta.oid)
+            .is_some_and(|m| m.layout == meta.layout);
         let field = crate::cache::l2::field(&p, meta.layout);
         if let Some((snapshot, row)) = l2.get(meta.oid, &key, &field).await {
             if cache.store.admit(&ticket, &snapshot, meta.oid, &key) {
                 // Also keep it here (the insert re-checks under the store's guard).
-                let copy = row.as_ref().map(CachedRow::duplicate);
-                cache.store.insert_fill(
-                    &ticket,
-                    &snapshot,
-                    meta.oid,
-                    profile,
-                    &meta.budget,
-                    vec![(key.clone(), copy)],
-                );
+                if current {
+                    let copy = row.as_ref().map(CachedRow::duplicate);
+                    cache.store.insert_fill(
+                        &ticket,
+                        &snapshot,
+                        meta.oid,
+                        profile,
+                        &meta.budget,
+                        vec![(key.clone(), copy)],
+                    );
+                }
                 return Ok(Image::Shared(row));
             }
             l2.counters.refused.fetch_add(1, Relaxed);
