@@ -54,8 +54,15 @@ pub(super) async fn applier(ctx: Arc<ProxyContext>, mut rx: mpsc::Receiver<FeedE
                         }
                     }
                     if !applied.is_empty() {
+                        // Only transactions that committed after the table became ready:
+                        // an earlier one (still queued when a DDL replaced the table, or
+                        // its columns) was decoded against what the table was then.
                         let images = images.into_stored(|table, key| {
-                            cache.ready_from.contains_key(&table) && cache.is_placed(table, key)
+                            cache
+                                .ready_from
+                                .get(&table)
+                                .is_some_and(|from| tx.commit_lsn >= *from)
+                                && cache.is_placed(table, key)
                         });
                         let profiles = cache.profiles.all();
                         cache

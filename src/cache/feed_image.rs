@@ -14,8 +14,12 @@
 //!   profile's settings ([`TEXT_EXACT`]). Not enums, composites, ranges or `reg*` types:
 //!   the walsender prints those from the catalog as it was when the change was made, and a
 //!   rename committed since would not show;
-//! - the feed described the table with the columns and types the cache serves it with
-//!   (a table whose description changed is left to the migrator);
+//! - the feed described the table with the columns and types the cache serves it with,
+//!   and the transaction committed after the table became ready (the position taken once
+//!   the cache had read the table's current description: a change queued from before a
+//!   DDL that replaced the table, a column or a type modifier was decoded against the old
+//!   one, and may match the new one's names and types all the same);
+//! - no column is a domain (the feed names the domain, the cache the base type);
 //! - no column is an unchanged TOASTed value (the feed does not resend it);
 //! - the transaction touches the key once (with a deferrable key, two rows may share one
 //!   between its statements);
@@ -37,7 +41,7 @@ pub const TEXT_EXACT: &[u32] = &[
     16, 17, 18, 19, 20, 21, 23, 25, 26, 114, 650, 700, 701, 774, 790, 829, 869, 1042, 1043, 1082,
     1083, 1114, 1184, 1186, 1266, 1560, 1562, 1700, 2950, 3802, // scalars
     1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1028, 1040, 1041, 651,
-    791, 1182, 1183, 1115, 1185, 1187, 1270, 1231, 2951, 199, 3807, 1561, 1563, // arrays
+    775, 791, 1182, 1183, 1115, 1185, 1187, 1270, 1231, 2951, 199, 3807, 1561, 1563, // arrays
 ];
 
 /// The output profile a feed session's text values were printed under, if it reported all

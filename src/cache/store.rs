@@ -137,6 +137,9 @@ impl CachedRow {
 #[derive(Debug)]
 pub struct Entry {
     pub row: Option<CachedRow>,
+    /// The snapshot a fill read the row in (`None` for the change feed's rows): a change
+    /// this snapshot already saw leaves the image in place, since it is at least as new.
+    seen: Option<Arc<Snapshot>>,
     bytes: u64,
     budget: Arc<Budget>,
     totals: Arc<Totals>,
@@ -249,10 +252,10 @@ pub struct L1Store {
     entries: DashMap<EntryKey, Arc<Entry>, foldhash::fast::RandomState>,
     guard: Mutex<Guarded>,
     pub totals: Arc<Totals>,
-    /// Bumped (under `guard`, before anything is inserted) by every fill that inserts. A
-    /// reader of several entries loads it before and after: unchanged, no image newer than
-    /// the first one it read can be among them (a newer image only arrives by a fill, after
-    /// the change that removed the older ones), so the images belong to one moment.
+    /// Bumped (under `guard`, before anything is inserted) by every fill that inserts and
+    /// every applied transaction that stores the feed's rows. A reader of several entries
+    /// loads it before and after: unchanged, nothing was inserted while it read (a newer
+    /// image only arrives that way, after the change that removed the older ones).
     fills: AtomicU64,
 }
 
@@ -291,14 +294,14 @@ impl L1Store {
         self.guard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remove_key(&self, table: u32, key: &str, profiles: &[u32]) {
+    /// Removes the key's images under `profiles`, except those read in a snapshot that
+    /// already saw transaction `seen_xid` (the change being applied; `None`: remove all).
+    fn remove_key(&self, table: u32, key: &str, profiles: &[u32], seen_xid: Option<u32>) {
+        let saw =
+            |e: &Arc<Entry>| seen_xid.is_some_and(|x| e.seen.as_ref().is_some_and(|s| s.sees(x)));
         for &profile in profiles {
-            let k = EntryKey {
-                table,
-                profile,
-                key: key.into(),
-            };
-            if self.entries.remove(&k).is_some() {
+            let parts: &dyn EntryKeyParts = &(table, profile, key);
+            if self.entries.remove_if(parts, |_, e| !saw(e)).is_some() {
                 self.totals.invalidated.fetch_add(1, Relaxed);
             }
         }
@@ -313,10 +316,10 @@ impl L1Store {
 
     /// Applies one committed transaction's changes (`xid`), for every profile in `profiles`,
     /// then stores `images`: rows of keys `changes` name, as they are after the transaction
-    /// (readers find the old image or the new one, never a mix: the removal and the insert
-    /// are one step under the guard, and [`Self::fill_version`] moves first). The images
-    /// are dropped if anything was flushed since `ticket` (taken before the table
-    /// descriptions they were built from were read).
+    /// ([`Self::fill_version`] moves before they go in). An image read by a fill whose
+    /// snapshot already saw the transaction is neither removed nor replaced: it is at least
+    /// as new. The images are dropped if anything was flushed since `ticket` (taken before
+    /// the table descriptions they were built from were read).
     pub fn apply(
         &self,
         xid: u32,
@@ -331,7 +334,7 @@ impl L1Store {
         for c in changes {
             match c {
                 Applied::Key(table, key) => {
-                    self.remove_key(*table, key, profiles);
+                    self.remove_key(*table, key, profiles, Some(xid));
                     let k: Box<str> = key.as_str().into();
                     g.blocked.remove(&(*table, k.clone()));
                     g.changed.entry((*table, k.clone())).or_default().push(xid);
@@ -356,6 +359,11 @@ impl L1Store {
         }
         self.fills.fetch_add(1, SeqCst);
         for image in images {
+            let parts: &dyn EntryKeyParts = &(image.table, image.profile, image.key.as_str());
+            if self.entries.contains_key(parts) {
+                // A fill that already saw this transaction (and maybe later ones) stays.
+                continue;
+            }
             let bytes =
                 (image.row.as_ref().map_or(0, CachedRow::bytes) + image.key.len() + 64) as u64;
             if !image.budget.has_room(bytes) {
@@ -367,6 +375,7 @@ impl L1Store {
             self.totals.feed_images.fetch_add(1, Relaxed);
             let entry = Arc::new(Entry {
                 row: image.row,
+                seen: None,
                 bytes,
                 budget: image.budget,
                 totals: Arc::clone(&self.totals),
@@ -386,7 +395,7 @@ impl L1Store {
     /// out until the feed applies a change to it.
     pub fn invalidate_written(&self, table: u32, key: &str, profiles: &[u32]) {
         let mut g = self.lock();
-        self.remove_key(table, key, profiles);
+        self.remove_key(table, key, profiles, None);
         g.blocked.insert((table, key.into()), Instant::now());
     }
 
@@ -484,6 +493,7 @@ impl L1Store {
         if !rows.is_empty() {
             self.fills.fetch_add(1, SeqCst);
         }
+        let seen = Arc::new(snapshot.clone());
         let mut inserted = 0;
         for (key, row) in rows {
             let k: Box<str> = key.into();
@@ -512,6 +522,7 @@ impl L1Store {
             self.totals.entries.fetch_add(1, Relaxed);
             let entry = Arc::new(Entry {
                 row,
+                seen: Some(Arc::clone(&seen)),
                 bytes,
                 budget: Arc::clone(budget),
                 totals: Arc::clone(&self.totals),
@@ -740,11 +751,25 @@ mod tests {
             "readers of several keys must notice"
         );
         assert_eq!(s.totals.feed_images.load(Relaxed), 1);
+        // A fill that already saw the transaction the feed applies next is newer: it stays.
+        let t = s.begin_fill();
+        let later = Snapshot::parse("9:9:").unwrap();
+        s.insert_fill(&t, &later, 1, 0, &b, vec![("a".into(), row("newest"))]);
+        let t = s.begin_fill();
+        s.apply(
+            7,
+            &[Applied::Key(1, "a".into())],
+            &[0],
+            vec![image("older")],
+            &t,
+        );
+        assert_eq!(text(&s), Some(Bytes::from("newest")));
+        assert_eq!(s.totals.feed_images.load(Relaxed), 1);
         // Built from descriptions read before a flush: the change removes, nothing replaces.
         let stale = s.begin_fill();
         s.flush_table(2);
         s.apply(
-            6,
+            10,
             &[Applied::Key(1, "a".into())],
             &[0],
             vec![image("newer")],

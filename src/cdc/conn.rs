@@ -52,8 +52,11 @@ pub struct ReplConnection {
     rbuf: BytesMut,
     wbuf: BytesMut,
     /// ParameterStatus values reported at start-up (`server_version`, `TimeZone`,
-    /// `DateStyle`, ...): the settings the feed's text values are produced under.
+    /// `DateStyle`, ...), and settings read with [`Self::pin_setting`].
     pub params: BTreeMap<String, String>,
+    /// The settings this session's text values are printed under, once the feed has pinned
+    /// them all (see [`super::event::Transaction::output`]).
+    pub output: Option<std::sync::Arc<super::event::OutputSettings>>,
 }
 
 impl ReplConnection {
@@ -65,6 +68,7 @@ impl ReplConnection {
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: BytesMut::with_capacity(1024),
             params: BTreeMap::new(),
+            output: None,
         };
         let up = &ctx.upstream;
         conn.startup(&up.user, &up.database, up.password.as_deref())

@@ -288,7 +288,7 @@ impl FeedTask {
         let assembler = self
             .assembler
             .get_or_insert_with(|| Assembler::new(self.settings.max_transaction_changes));
-        assembler.new_session(Some(Arc::new(conn.params.clone())));
+        assembler.new_session(conn.output.clone());
         let result = stream::run(
             &mut conn,
             &self.shared,
@@ -353,12 +353,24 @@ impl FeedTask {
         // defaults included), pinned so a configuration reload cannot change them mid-stream
         // (a reported one would not even be reported then): what the text values of its
         // changes are printed under.
-        let output = crate::cache::profile::REPORTED
+        // A server that refuses (a locale `SET` cannot take back, say) leaves the session
+        // without them: its changes then only invalidate.
+        let names = crate::cache::profile::REPORTED
             .iter()
             .chain(crate::cache::profile::UNREPORTED.iter());
-        for name in output {
-            conn.pin_setting(name).await?;
+        let mut pinned = true;
+        for name in names {
+            match conn.pin_setting(name).await {
+                Ok(_) => {}
+                Err(e @ CdcError::Server { .. }) => {
+                    warn!(setting = name, error = %e, "change feed: cannot pin an output setting; its rows will not be stored, only invalidate");
+                    pinned = false;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        conn.output = pinned.then(|| Arc::new(conn.params.clone()));
         debug!(system_id = %system.system_id, timeline = system.timeline, xlogpos = %system.xlogpos, "IDENTIFY_SYSTEM");
         let start = match slot_info {
             Some(info) => {
