@@ -122,6 +122,16 @@ pub fn binary_of(type_oid: u32, text: &str, profile: &OutputProfile) -> Option<B
             Some(Bytes::from(v))
         }
         2950 => uuid_bytes(text).map(|u| Bytes::copy_from_slice(&u)),
+        // date, timestamp, timestamptz as DateStyle ISO prints them (whatever the order
+        // part): days, or microseconds, since 2000-01-01 (UTC for timestamptz).
+        1082 | 1114 | 1184 if profile.values[1].starts_with("ISO") => {
+            let value = iso_datetime(text, type_oid)?;
+            if type_oid == 1082 {
+                bytes(&i32::try_from(value).ok()?.to_be_bytes())
+            } else {
+                bytes(&value.to_be_bytes())
+            }
+        }
         // bytea printed as hex (`\x...`); the escape format is left alone.
         17 if &*profile.values[4] == "hex" => hex_bytes(text.strip_prefix("\\x")?).map(Bytes::from),
         // float4, float8: with extra_float_digits ≥ 1 the text is the shortest that reads back
@@ -152,6 +162,112 @@ pub fn binary_of(type_oid: u32, text: &str, profile: &OutputProfile) -> Option<B
         }
         _ => None,
     }
+}
+
+/// Days (date) or microseconds (timestamp, timestamptz: at UTC) since 2000-01-01 of a
+/// value printed in DateStyle ISO: `YYYY-MM-DD[ HH:MM:SS[.ffffff][±HH[:MM[:SS]]]][ BC]`,
+/// or `infinity` / `-infinity` (the send functions' extreme values).
+fn iso_datetime(text: &str, type_oid: u32) -> Option<i64> {
+    let (min, max) = if type_oid == 1082 {
+        (i64::from(i32::MIN), i64::from(i32::MAX))
+    } else {
+        (i64::MIN, i64::MAX)
+    };
+    match text {
+        "infinity" => return Some(max),
+        "-infinity" => return Some(min),
+        _ => {}
+    }
+    let (text, bc) = match text.strip_suffix(" BC") {
+        Some(t) => (t, true),
+        None => (text, false),
+    };
+    let (date, time) = match text.split_once(' ') {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    if (type_oid == 1082) != time.is_none() {
+        return None;
+    }
+    let mut parts = date.split('-');
+    let year: i64 = digits(parts.next()?)?;
+    let month: i64 = digits(parts.next()?)?;
+    let day: i64 = digits(parts.next()?)?;
+    if parts.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Astronomical numbering: 1 BC is year 0.
+    let year = if bc { 1 - year } else { year };
+    let days = days_from_civil(year, month, day) - days_from_civil(2000, 1, 1);
+    let Some(time) = time else {
+        return Some(days);
+    };
+    // The offset, for timestamptz: after the seconds, from the first sign.
+    let (clock, offset) = match time.find(['+', '-']) {
+        Some(i) if type_oid == 1184 => (&time[..i], Some(&time[i..])),
+        Some(_) => return None,
+        None if type_oid == 1184 => return None,
+        None => (time, None),
+    };
+    let mut hms = clock.split(':');
+    let h: i64 = digits(hms.next()?)?;
+    let m: i64 = digits(hms.next()?)?;
+    let sec = hms.next()?;
+    if hms.next().is_some() || h > 23 || m > 59 {
+        return None;
+    }
+    let (whole, frac) = match sec.split_once('.') {
+        Some((w, f)) if (1..=6).contains(&f.len()) => (w, f),
+        Some(_) => return None,
+        None => (sec, ""),
+    };
+    let s: i64 = digits(whole)?;
+    if s > 60 {
+        return None;
+    }
+    let micros_frac = if frac.is_empty() {
+        0
+    } else {
+        digits::<i64>(frac)? * 10i64.pow(6 - frac.len() as u32)
+    };
+    let mut seconds = h * 3600 + m * 60 + s;
+    if let Some(offset) = offset {
+        let (sign, rest) = offset.split_at(1);
+        let mut f = rest.split(':');
+        let oh: i64 = digits(f.next()?)?;
+        let om: i64 = f.next().map_or(Some(0), digits)?;
+        let os: i64 = f.next().map_or(Some(0), digits)?;
+        if f.next().is_some() {
+            return None;
+        }
+        let off = oh * 3600 + om * 60 + os;
+        // Local time minus its offset east of UTC is UTC.
+        seconds -= if sign == "+" { off } else { -off };
+    }
+    days.checked_mul(86_400)?
+        .checked_add(seconds)?
+        .checked_mul(1_000_000)?
+        .checked_add(micros_frac)
+}
+
+/// A run of ASCII digits (at least one) as a number.
+fn digits<T: std::str::FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (year 0 = 1 BC); Howard Hinnant's
+/// `days_from_civil`.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// `8-4-4-4-12` lowercase hex, as uuid_out prints it.
@@ -230,9 +346,42 @@ mod tests {
             Some(f32::NEG_INFINITY.to_be_bytes().to_vec())
         );
         assert_eq!(b(701, "NaN"), None);
+        // Dates and times as DateStyle ISO prints them.
+        let us = |v: i64| Some(v.to_be_bytes().to_vec());
+        assert_eq!(b(1082, "2000-01-01"), Some(0i32.to_be_bytes().to_vec()));
+        assert_eq!(b(1082, "1999-12-31"), Some((-1i32).to_be_bytes().to_vec()));
+        assert_eq!(b(1082, "2024-02-29"), Some(8825i32.to_be_bytes().to_vec()));
+        assert_eq!(b(1082, "infinity"), Some(i32::MAX.to_be_bytes().to_vec()));
+        assert_eq!(
+            b(1082, "0001-01-01 BC"),
+            Some((-730_485i32).to_be_bytes().to_vec())
+        );
+        assert_eq!(b(1114, "2000-01-01 00:00:01.5"), us(1_500_000));
+        assert_eq!(b(1114, "-infinity"), us(i64::MIN));
+        assert_eq!(b(1184, "2000-01-01 05:30:00+05:30"), us(0));
+        assert_eq!(b(1184, "1999-12-31 23:59:59.999999-00:00:01"), us(999_999));
+        assert_eq!(b(1184, "2000-01-01 00:00:00"), None);
+        assert_eq!(b(1114, "2000-01-01 00:00:00+00"), None);
+        assert_eq!(
+            binary_of(
+                1184,
+                "2000-01-01 00:00:00+00",
+                &OutputProfile {
+                    values: [
+                        "UTC".into(),
+                        "SQL, DMY".into(),
+                        "postgres".into(),
+                        "1".into(),
+                        "hex".into(),
+                        "C".into()
+                    ]
+                }
+            ),
+            None
+        );
         // Types whose binary form does not follow from the text this simply.
         assert_eq!(b(1700, "1.50"), None);
-        assert_eq!(b(1184, "2024-01-01 00:00:00+00"), None);
+        assert_eq!(b(1186, "1 day"), None);
         // Settings under which the text is not exact.
         let rounded = profile("0", "escape");
         assert_eq!(binary_of(701, "0.1", &rounded), None);
@@ -259,12 +408,12 @@ mod tests {
     #[test]
     fn images_only_where_the_feed_printed_what_a_select_would() {
         let p = profile("1", "hex");
-        let m = meta(&[("id", 23), ("v", 25), ("at", 1184)]);
+        let m = meta(&[("id", 23), ("v", 25), ("at", 1186)]);
         let text = |s: &str| Value::Text(s.into());
         let full = change(vec![
             ("id", 23, text("7")),
             ("v", 25, text("x")),
-            ("at", 1184, Value::Null),
+            ("at", 1186, Value::Null),
         ]);
         let row = image(&m, &full, &p).expect("an image");
         assert_eq!(row.text[0].as_deref(), Some(&b"7"[..]));
@@ -279,20 +428,20 @@ mod tests {
         let stamped = change(vec![
             ("id", 23, text("7")),
             ("v", 25, text("x")),
-            ("at", 1184, text("2024-01-01 00:00:00+00")),
+            ("at", 1186, text("1 day")),
         ]);
         let row = image(&m, &stamped, &p).expect("a text-only image");
         assert!(!row.has_binary());
         let toast = change(vec![
             ("id", 23, text("7")),
             ("v", 25, Value::UnchangedToast),
-            ("at", 1184, Value::Null),
+            ("at", 1186, Value::Null),
         ]);
         assert!(image(&m, &toast, &p).is_none());
         let retyped = change(vec![
             ("id", 20, text("7")),
             ("v", 25, text("x")),
-            ("at", 1184, Value::Null),
+            ("at", 1186, Value::Null),
         ]);
         assert!(image(&m, &retyped, &p).is_none());
         let widened = change(vec![("id", 23, text("7")), ("v", 25, text("x"))]);
