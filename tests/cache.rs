@@ -2446,16 +2446,16 @@ INSERT INTO w VALUES
 CREATE TABLE nb (
   id int4 PRIMARY KEY, s text, v varchar(10), c char(3), nm name, i2 int2, i8 int8, o oid,
   f4 float4, f8 float8, b bool, by bytea, u uuid, j json, jb jsonb, d date, ts timestamp,
-  tstz timestamptz);
+  tstz timestamptz, n numeric(10,2), big numeric);
 INSERT INTO nb VALUES
  (1, 'ü', 'x', 'ab', 'n', 7, -7, 4000000000, 1.1, -0.1, true, '\\xdeadbeef',
   'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '[1, 2]', '{\"k\": [true]}', '2024-02-29',
-  '2024-02-29 13:14:15.123456', '2024-07-01 23:59:59.999+02'),
+  '2024-02-29 13:14:15.123456', '2024-07-01 23:59:59.999+02', 12345.67, 1e30),
  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL),
+  NULL, NULL, NULL, NULL),
  (3, '', '', '', '', 0, 0, 0, '-Infinity', 1e-300, false, '\\x',
   '00000000-0000-0000-0000-000000000000', 'null', '[]', '2000-01-01', '2000-01-01',
-  '2000-01-01 00:00:00+00');
+  '2000-01-01 00:00:00+00', 0, 0);
 ";
 
 /// Writes that bypass the proxy reach it as the feed's new rows, and those rows are served
@@ -2508,10 +2508,10 @@ async fn rows_the_feed_printed_are_served_as_postgres_sends_them() {
              DELETE FROM w WHERE id = 3;
              INSERT INTO w (id, s, d, n) VALUES (4, 'new', '2025-01-01', 1.5);
              UPDATE nb SET s = s || '!', f4 = 2.5, u = 'ffffffff-0000-0000-0000-00000000000f' WHERE id = 1;
-             UPDATE nb SET o = 1, d = '0044-03-15 BC', ts = 'infinity', tstz = '-infinity' WHERE id = 2;
+             UPDATE nb SET o = 1, d = '0044-03-15 BC', ts = 'infinity', tstz = '-infinity', n = 5.1, big = 'NaN' WHERE id = 2;
              DELETE FROM nb WHERE id = 3;
-             INSERT INTO nb (id, jb, by, d, ts, tstz) VALUES (4, '{\"z\": 1}', '\\x00', '12345-06-07',
-               '1999-12-31 23:59:59.5', '1970-01-01 00:00:00.000001+00');
+             INSERT INTO nb (id, jb, by, d, ts, tstz, n, big) VALUES (4, '{\"z\": 1}', '\\x00', '12345-06-07',
+               '1999-12-31 23:59:59.5', '1970-01-01 00:00:00.000001+00', -0.01, -123456789.123456789);
              COMMIT;",
         )
         .await

@@ -122,6 +122,7 @@ pub fn binary_of(type_oid: u32, text: &str, profile: &OutputProfile) -> Option<B
             Some(Bytes::from(v))
         }
         2950 => uuid_bytes(text).map(|u| Bytes::copy_from_slice(&u)),
+        1700 => numeric_bytes(text).map(Bytes::from),
         // date, timestamp, timestamptz as DateStyle ISO prints them (whatever the order
         // part): days, or microseconds, since 2000-01-01 (UTC for timestamptz).
         1082 | 1114 | 1184 if profile.values[1].starts_with("ISO") => {
@@ -162,6 +163,72 @@ pub fn binary_of(type_oid: u32, text: &str, profile: &OutputProfile) -> Option<B
         }
         _ => None,
     }
+}
+
+/// numeric_send's form of a value numeric_out printed: digit count, weight, sign and
+/// display scale (16 bits each), then base-10000 digits without leading or trailing zero
+/// digits (as Postgres stores every numeric). The printed fraction has exactly the display
+/// scale's digits; zero has no digits and weight 0.
+fn numeric_bytes(text: &str) -> Option<Vec<u8>> {
+    const NEG: u16 = 0x4000;
+    let special = |sign: u16| {
+        let mut v = vec![0u8; 4];
+        v.extend_from_slice(&sign.to_be_bytes());
+        v.extend_from_slice(&[0, 0]);
+        Some(v)
+    };
+    match text {
+        "NaN" => return special(0xC000),
+        "Infinity" => return special(0xD000),
+        "-Infinity" => return special(0xF000),
+        _ => {}
+    }
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    // numeric_out never prints "1." or ".5".
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) || unsigned.ends_with('.') {
+        return None;
+    }
+    let dscale = u16::try_from(frac.len()).ok()?;
+    // Groups of four decimal digits: the integer part padded on the left, the fraction on
+    // the right, so group boundaries fall on the decimal point.
+    let int_pad = (4 - int.len() % 4) % 4;
+    let frac_pad = (4 - frac.len() % 4) % 4;
+    let mut decimal: Vec<u8> = Vec::with_capacity(int_pad + int.len() + frac.len() + frac_pad);
+    decimal.extend(std::iter::repeat_n(b'0', int_pad));
+    decimal.extend_from_slice(int.as_bytes());
+    decimal.extend_from_slice(frac.as_bytes());
+    decimal.extend(std::iter::repeat_n(b'0', frac_pad));
+    let mut groups: Vec<u16> = decimal
+        .chunks(4)
+        .map(|g| g.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')))
+        .collect();
+    let mut weight = i64::try_from((int_pad + int.len()) / 4).ok()? - 1;
+    let leading = groups.iter().take_while(|&&g| g == 0).count();
+    groups.drain(..leading);
+    weight -= i64::try_from(leading).ok()?;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    let (weight, sign) = if groups.is_empty() {
+        (0, 0)
+    } else {
+        (weight, if negative { NEG } else { 0 })
+    };
+    let mut v = Vec::with_capacity(8 + 2 * groups.len());
+    // numeric_send writes these as 16-bit values.
+    v.extend_from_slice(&(groups.len() as u16).to_be_bytes());
+    v.extend_from_slice(&(i16::try_from(weight).ok()?).to_be_bytes());
+    v.extend_from_slice(&sign.to_be_bytes());
+    v.extend_from_slice(&dscale.to_be_bytes());
+    for g in groups {
+        v.extend_from_slice(&g.to_be_bytes());
+    }
+    Some(v)
 }
 
 /// Days (date) or microseconds (timestamp, timestamptz: at UTC) since 2000-01-01 of a
@@ -379,8 +446,17 @@ mod tests {
             ),
             None
         );
+        // numeric: count, weight, sign, scale, then base-10000 digits, stripped.
+        let num = |words: &[u16]| Some(words.iter().flat_map(|w| w.to_be_bytes()).collect());
+        assert_eq!(b(1700, "12345.67"), num(&[3, 1, 0, 2, 1, 2345, 6700]));
+        assert_eq!(b(1700, "-0.000001"), num(&[1, 0xfffe, 0x4000, 6, 100]));
+        assert_eq!(b(1700, "0.00"), num(&[0, 0, 0, 2]));
+        assert_eq!(b(1700, "10000"), num(&[1, 1, 0, 0, 1]));
+        assert_eq!(b(1700, "NaN"), num(&[0, 0, 0xC000, 0]));
+        assert_eq!(b(1700, "-Infinity"), num(&[0, 0, 0xF000, 0]));
+        assert_eq!(b(1700, "1e5"), None);
+        assert_eq!(b(1700, "1."), None);
         // Types whose binary form does not follow from the text this simply.
-        assert_eq!(b(1700, "1.50"), None);
         assert_eq!(b(1186, "1 day"), None);
         // Settings under which the text is not exact.
         let rounded = profile("0", "escape");
