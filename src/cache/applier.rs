@@ -168,13 +168,7 @@ impl Images {
         id: u32,
         profile: &OutputProfile,
     ) {
-        let new_key = change.new_row.as_ref().and_then(|row| {
-            let key_col = &meta.columns[meta.key_index].name;
-            row.iter()
-                .find(|(c, _)| c == key_col)
-                .and_then(|(_, v)| v.as_text())
-                .and_then(|t| meta.key_type.from_output(t))
-        });
+        let new_key = new_key_text(meta, change).and_then(|t| meta.key_type.from_output(t));
         // An update that keeps its key names it twice (old and new): one touch.
         let mut named: Vec<&str> = Vec::with_capacity(2);
         for applied in keys {
@@ -218,8 +212,18 @@ impl Images {
     }
 }
 
+/// The key column's text in the change's new row, if it has one.
+fn new_key_text<'a>(meta: &TableMeta, ch: &'a Change) -> Option<&'a str> {
+    let key_col = &meta.columns[meta.key_index].name;
+    ch.new_row
+        .as_ref()?
+        .iter()
+        .find(|(c, _)| c == key_col)
+        .and_then(|(_, v)| v.as_text())
+}
+
 /// The keys a change touches (old and new key of an update), or the whole table.
-fn changed_keys(meta: &TableMeta, ch: &crate::cdc::Change) -> Vec<Applied> {
+fn changed_keys(meta: &TableMeta, ch: &Change) -> Vec<Applied> {
     let key_col = &meta.columns[meta.key_index].name;
     match ch.kind {
         ChangeKind::Truncate | ChangeKind::Invalidate => vec![Applied::Table(meta.oid)],
@@ -230,11 +234,7 @@ fn changed_keys(meta: &TableMeta, ch: &crate::cdc::Change) -> Vec<Applied> {
                 .iter()
                 .find(|(c, _)| c == key_col)
                 .and_then(|(_, v)| v.as_deref());
-            let new = ch.new_row.as_ref().and_then(|row| {
-                row.iter()
-                    .find(|(c, _)| c == key_col)
-                    .and_then(|(_, v)| v.as_text())
-            });
+            let new = new_key_text(meta, ch);
             for text in [old, new].into_iter().flatten() {
                 match meta.key_type.from_output(text) {
                     Some(k) => out.push(Applied::Key(meta.oid, k)),

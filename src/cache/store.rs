@@ -364,30 +364,14 @@ impl L1Store {
                 // A fill that already saw this transaction (and maybe later ones) stays.
                 continue;
             }
-            let bytes =
-                (image.row.as_ref().map_or(0, CachedRow::bytes) + image.key.len() + 64) as u64;
-            if !image.budget.has_room(bytes) {
-                continue;
+            let key = EntryKey {
+                table: image.table,
+                profile: image.profile,
+                key: image.key.into(),
+            };
+            if self.put(key, image.row, None, &image.budget) {
+                self.totals.feed_images.fetch_add(1, Relaxed);
             }
-            image.budget.used.fetch_add(bytes, Relaxed);
-            self.totals.bytes.fetch_add(bytes, Relaxed);
-            self.totals.entries.fetch_add(1, Relaxed);
-            self.totals.feed_images.fetch_add(1, Relaxed);
-            let entry = Arc::new(Entry {
-                row: image.row,
-                seen: None,
-                bytes,
-                budget: image.budget,
-                totals: Arc::clone(&self.totals),
-            });
-            self.entries.insert(
-                EntryKey {
-                    table: image.table,
-                    profile: image.profile,
-                    key: image.key.into(),
-                },
-                entry,
-            );
         }
     }
 
@@ -512,33 +496,45 @@ impl L1Store {
                 self.totals.fills_dropped_stale.fetch_add(1, Relaxed);
                 continue;
             }
-            let bytes = (row.as_ref().map_or(0, CachedRow::bytes) + pair.1.len() + 64) as u64;
-            if !budget.has_room(bytes) {
+            let key = EntryKey {
+                table,
+                profile,
+                key: pair.1,
+            };
+            if !self.put(key, row, Some(Arc::clone(&seen)), budget) {
                 self.totals.fills_dropped_budget.fetch_add(1, Relaxed);
                 continue;
             }
-            budget.used.fetch_add(bytes, Relaxed);
-            self.totals.bytes.fetch_add(bytes, Relaxed);
-            self.totals.entries.fetch_add(1, Relaxed);
-            let entry = Arc::new(Entry {
-                row,
-                seen: Some(Arc::clone(&seen)),
-                bytes,
-                budget: Arc::clone(budget),
-                totals: Arc::clone(&self.totals),
-            });
-            self.entries.insert(
-                EntryKey {
-                    table,
-                    profile,
-                    key: pair.1,
-                },
-                entry,
-            );
             inserted += 1;
         }
         self.totals.inserted.fetch_add(inserted as u64, Relaxed);
         inserted
+    }
+
+    /// Stores one image if its policy's budget has room (call under the guard).
+    fn put(
+        &self,
+        key: EntryKey,
+        row: Option<CachedRow>,
+        seen: Option<Arc<Snapshot>>,
+        budget: &Arc<Budget>,
+    ) -> bool {
+        let bytes = (row.as_ref().map_or(0, CachedRow::bytes) + key.key.len() + 64) as u64;
+        if !budget.has_room(bytes) {
+            return false;
+        }
+        budget.used.fetch_add(bytes, Relaxed);
+        self.totals.bytes.fetch_add(bytes, Relaxed);
+        self.totals.entries.fetch_add(1, Relaxed);
+        let entry = Arc::new(Entry {
+            row,
+            seen,
+            bytes,
+            budget: Arc::clone(budget),
+            totals: Arc::clone(&self.totals),
+        });
+        self.entries.insert(key, entry);
+        true
     }
 
     pub fn len(&self) -> usize {

@@ -162,27 +162,15 @@ impl Assembler {
             | PgOutputMessage::Message { .. } => Ok(None),
             PgOutputMessage::Insert { relation, new } => {
                 let rel = self.relation(relation)?;
-                let new_row = row(rel, &new)?;
+                let new_row = new_row(rel, &new)?;
                 let key = key_of(rel, &new)?;
-                let types = types(rel);
-                self.push(
-                    rel_name(rel),
-                    ChangeKind::Insert,
-                    key,
-                    Some((new_row, types)),
-                )
+                self.push(rel_name(rel), ChangeKind::Insert, key, Some(new_row))
             }
             PgOutputMessage::Update { relation, old, new } => {
                 let rel = self.relation(relation)?;
-                let new_row = row(rel, &new)?;
+                let new_row = new_row(rel, &new)?;
                 let key = key_of(rel, old.as_ref().map(OldTuple::tuple).unwrap_or(&new))?;
-                let types = types(rel);
-                self.push(
-                    rel_name(rel),
-                    ChangeKind::Update,
-                    key,
-                    Some((new_row, types)),
-                )
+                self.push(rel_name(rel), ChangeKind::Update, key, Some(new_row))
             }
             PgOutputMessage::Delete { relation, old } => {
                 let rel = self.relation(relation)?;
@@ -244,9 +232,12 @@ fn rel_name(rel: &Relation) -> TableName {
 /// A new row's columns with their values, and their type OIDs.
 type NewRow = (Vec<(String, Value)>, Vec<u32>);
 
-/// The type OIDs of the relation's columns, in order.
-fn types(rel: &Relation) -> Vec<u32> {
-    rel.columns.iter().map(|c| c.type_oid).collect()
+/// Every column of a new row with its name, and the relation's type OIDs, in order.
+fn new_row(rel: &Relation, tuple: &Tuple) -> Result<NewRow, AssembleError> {
+    Ok((
+        row(rel, tuple)?,
+        rel.columns.iter().map(|c| c.type_oid).collect(),
+    ))
 }
 
 fn check_width(rel: &Relation, tuple: &Tuple) -> Result<(), AssembleError> {
