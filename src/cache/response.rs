@@ -84,19 +84,24 @@ pub fn row_description(
     });
 }
 
-/// One DataRow. A column asked for in binary needs an image with binary forms
-/// ([`CachedRow::has_binary`]): the caller checks before it answers from the image.
+/// One DataRow, or `None` (nothing written) when a column is asked for in binary and the
+/// image has no binary forms ([`CachedRow::has_binary`]).
 pub fn data_row(
     out: &mut BytesMut,
     row: &CachedRow,
     columns: &[OutputColumn],
     formats: Formats<'_>,
-) {
+) -> Option<()> {
+    // A binary column of a text-only image (a row the change feed printed) has no value to
+    // send: refuse rather than write a NULL. Callers check this before they answer; this is
+    // the guard that keeps a missed check from ever reaching a client.
+    if !row.has_binary() && (0..columns.len()).any(|i| formats.of(i) == 1) {
+        return None;
+    }
     put_frame(out, b'D', |b| {
         b.put_i16(columns.len() as i16);
         for (i, c) in columns.iter().enumerate() {
             let v = if formats.of(i) == 1 {
-                debug_assert!(row.has_binary(), "binary asked of a text-only image");
                 row.binary.as_ref().and_then(|b| b.get(c.index))
             } else {
                 row.text.get(c.index)
@@ -110,6 +115,7 @@ pub fn data_row(
             }
         }
     });
+    Some(())
 }
 
 pub fn command_complete(out: &mut BytesMut, rows: usize) {
@@ -167,6 +173,41 @@ mod tests {
         bind_complete(&mut out);
         ready_for_query_idle(&mut out);
         assert_eq!(&out[..], b"2\0\0\0\x04Z\0\0\0\x05I");
+    }
+
+    #[test]
+    fn a_text_only_image_never_answers_binary_columns() {
+        use bytes::Bytes;
+        let text_only = CachedRow {
+            text: vec![Some(Bytes::from_static(b"42")), None],
+            binary: None,
+        };
+        let columns = [
+            OutputColumn {
+                index: 0,
+                alias: None,
+            },
+            OutputColumn {
+                index: 1,
+                alias: None,
+            },
+        ];
+        let mut out = BytesMut::new();
+        assert!(data_row(&mut out, &text_only, &columns, Formats::Each(&[0, 0, 0, 1])).is_none());
+        assert!(data_row(&mut out, &text_only, &columns, Formats::All(1)).is_none());
+        assert!(out.is_empty(), "nothing written for a refused row");
+        assert!(data_row(&mut out, &text_only, &columns, Formats::All(0)).is_some());
+        assert_eq!(&out[..], b"D\0\0\0\x10\0\x02\0\0\0\x0242\xff\xff\xff\xff");
+        let both = CachedRow {
+            binary: Some(vec![Some(Bytes::from_static(&[0, 0, 0, 42])), None]),
+            ..text_only
+        };
+        let mut out = BytesMut::new();
+        assert!(data_row(&mut out, &both, &columns, Formats::Each(&[0, 1, 0, 0])).is_some());
+        assert_eq!(
+            &out[..],
+            b"D\0\0\0\x12\0\x02\0\0\0\x04\0\0\0\x2a\xff\xff\xff\xff"
+        );
     }
 
     #[test]

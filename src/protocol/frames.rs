@@ -135,13 +135,32 @@ pub fn put_frame(out: &mut bytes::BytesMut, typ: u8, body: impl FnOnce(&mut byte
 
 /// Read a NUL-terminated string from the start of `body`; returns it and the rest.
 pub fn read_cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = body.iter().position(|&b| b == 0)?;
+    // Names (a Bind's portal and statement, an Execute's portal) are short and end within
+    // a few bytes, where a plain loop beats memchr's set-up; SQL (a Parse's, on every
+    // execution with the unnamed statement) is long, where memchr's vector scan wins.
+    const SHORT: usize = 16;
+    let nul = match body.iter().take(SHORT).position(|&b| b == 0) {
+        Some(i) => i,
+        None if body.len() <= SHORT => return None,
+        None => SHORT + memchr::memchr(0, &body[SHORT..])?,
+    };
     Some((&body[..nul], &body[nul + 1..]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_cstr_finds_the_first_nul_at_every_length() {
+        for len in 0..48 {
+            let mut body = vec![b'x'; len];
+            body.extend_from_slice(b"\0rest\0");
+            let (s, rest) = read_cstr(&body).expect("terminated");
+            assert_eq!((s.len(), rest), (len, &b"rest\0"[..]), "{len}");
+            assert!(read_cstr(&body[..len]).is_none(), "unterminated {len}");
+        }
+    }
 
     fn frame(typ: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![typ];

@@ -326,7 +326,7 @@ async fn serve_query(
     let formats = response::Formats::All(0);
     let mut out = BytesMut::with_capacity(256);
     response::row_description(&mut out, &plan.meta, &plan.columns, formats);
-    let rows = write_rows(&mut out, &plan, formats);
+    let rows = write_rows(&mut out, &plan, formats)?;
     response::command_complete(&mut out, rows);
     response::ready_for_query_idle(&mut out);
     account(fs, ctx, &classified, None, rows, plan.fetched(), start);
@@ -428,20 +428,23 @@ async fn serve_extended(
         return None;
     }
     let mut out = BytesMut::with_capacity(256);
-    if let Some((name, stmt, parse_len)) = &parsed {
-        let frame = bytes::Bytes::copy_from_slice(&buf[..*parse_len]);
-        if !shared.tracker.virtual_parse(name, Arc::clone(stmt), frame) {
-            return None;
-        }
+    if parsed.is_some() {
         response::parse_complete(&mut out);
     }
     response::bind_complete(&mut out);
     if describe {
         response::row_description(&mut out, &plan.meta, &plan.columns, formats);
     }
-    let rows = write_rows(&mut out, &plan, formats);
+    let rows = write_rows(&mut out, &plan, formats)?;
     response::command_complete(&mut out, rows);
     response::ready_for_query_idle(&mut out);
+    // Recorded only once the answer is whole: a refusal above leaves no virtual statement.
+    if let Some((name, stmt, parse_len)) = &parsed {
+        let frame = bytes::Bytes::copy_from_slice(&buf[..*parse_len]);
+        if !shared.tracker.virtual_parse(name, Arc::clone(stmt), frame) {
+            return None;
+        }
+    }
     account(
         fs,
         ctx,
@@ -457,13 +460,14 @@ async fn serve_extended(
     })
 }
 
-fn write_rows(out: &mut BytesMut, plan: &Plan, formats: response::Formats<'_>) -> usize {
+/// The DataRows of `plan`; `None` if one of them cannot be written in `formats`.
+fn write_rows(out: &mut BytesMut, plan: &Plan, formats: response::Formats<'_>) -> Option<usize> {
     let mut n = 0;
     for row in plan.rows() {
-        response::data_row(out, row, &plan.columns, formats);
+        response::data_row(out, row, &plan.columns, formats)?;
         n += 1;
     }
-    n
+    Some(n)
 }
 
 /// Counts a served statement as the relay counts relayed ones.

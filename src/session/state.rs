@@ -129,6 +129,43 @@ pub struct FrontendState {
     policy_database: bool,
     /// What the cache needs to know of this session.
     pub cache: CacheSession,
+    /// The last Parse this session classified.
+    last_parse: LastParse,
+}
+
+/// The last Parse a session classified: its SQL and parameter types (the message body after
+/// the statement name) and the statement they were classified as. Clients that use the
+/// unnamed statement (`pgbench -M extended`, most drivers' one-shot queries) send the same
+/// Parse for every execution; comparing its bytes with the last one skips the lexer, the
+/// shape cache and three allocations. Kept only for ASCII SQL, whose classification no
+/// client encoding changes.
+#[derive(Debug, Default)]
+struct LastParse {
+    body: Box<[u8]>,
+    stmt: Option<Arc<PreparedStatement>>,
+}
+
+/// Parse bodies longer than this are classified afresh each time rather than remembered
+/// (the comparison would cost about what it saves, and the copy would be held).
+const LAST_PARSE_MAX: usize = 4096;
+
+impl LastParse {
+    /// The statement a Parse with this body (after the name) was classified as, if it is
+    /// byte for byte the last one remembered.
+    fn get(&self, after_name: &[u8]) -> Option<&Arc<PreparedStatement>> {
+        self.stmt.as_ref().filter(|_| *self.body == *after_name)
+    }
+
+    /// Remembers `stmt` (`None`: unclassified) for `after_name`, whose SQL is `sql`.
+    fn remember(&mut self, after_name: &[u8], sql: &[u8], stmt: Option<&Arc<PreparedStatement>>) {
+        match stmt {
+            Some(s) if after_name.len() <= LAST_PARSE_MAX && sql.is_ascii() => {
+                self.body = after_name.into();
+                self.stmt = Some(Arc::clone(s));
+            }
+            _ => *self = LastParse::default(),
+        }
+    }
 }
 
 impl FrontendState {
@@ -141,6 +178,7 @@ impl FrontendState {
             keys: KeyResolver::new(ctx),
             policy_database: database == ctx.upstream.database,
             cache,
+            last_parse: LastParse::default(),
         }
     }
 
@@ -365,6 +403,14 @@ impl FrontendState {
         let Some((name, rest)) = read_cstr(body) else {
             return;
         };
+        let after_name = rest;
+        if let Some(last) = self.last_parse.get(after_name) {
+            let stmt = Arc::clone(last);
+            ctx.metrics
+                .count_statement(crate::sql::kind_index(&stmt.classified.shape.kind));
+            shared.tracker.parse_sent(name, Some(stmt));
+            return;
+        }
         let Some((sql, rest)) = read_cstr(rest) else {
             return;
         };
@@ -375,6 +421,7 @@ impl FrontendState {
                 param_types: parse_param_types(rest),
             })
         });
+        self.last_parse.remember(after_name, sql, stmt.as_ref());
         shared.tracker.parse_sent(name, stmt);
     }
 
@@ -659,5 +706,65 @@ fn invalidate_written(ctx: &ProxyContext, c: &Classified, bound: Option<BoundVal
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Classifier;
+
+    fn statement(sql: &str) -> Arc<PreparedStatement> {
+        Arc::new(PreparedStatement {
+            sql: Arc::from(sql),
+            classified: Classifier::new(10).classify(sql),
+            param_types: Box::new([]),
+        })
+    }
+
+    /// A Parse body after the name: SQL, NUL, parameter type count and OIDs.
+    fn body(sql: &str, types: &[u32]) -> Vec<u8> {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(&(types.len() as u16).to_be_bytes());
+        for t in types {
+            b.extend_from_slice(&t.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn last_parse_answers_only_the_same_bytes() {
+        let mut memo = LastParse::default();
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        let stmt = statement(sql);
+        let int4 = body(sql, &[23]);
+        assert!(memo.get(&int4).is_none(), "nothing remembered yet");
+        memo.remember(&int4, sql.as_bytes(), Some(&stmt));
+        assert!(memo.get(&int4).is_some_and(|s| Arc::ptr_eq(s, &stmt)));
+        // Same SQL, other parameter types; a longer or shorter text: classified afresh.
+        assert!(memo.get(&body(sql, &[20])).is_none());
+        assert!(memo.get(&body(sql, &[])).is_none());
+        assert!(memo.get(&body(&format!("{sql} "), &[23])).is_none());
+        assert!(memo.get(&int4[..int4.len() - 1]).is_none());
+        // An unclassified Parse forgets the last one.
+        memo.remember(&body("x", &[]), b"x", None);
+        assert!(memo.get(&int4).is_none());
+    }
+
+    #[test]
+    fn last_parse_keeps_neither_non_ascii_nor_long_sql() {
+        let mut memo = LastParse::default();
+        let sql = "SELECT * FROM t WHERE name = 'é'";
+        let b = body(sql, &[]);
+        memo.remember(&b, sql.as_bytes(), Some(&statement(sql)));
+        assert!(
+            memo.get(&b).is_none(),
+            "non-ASCII SQL depends on client_encoding"
+        );
+        let long = format!("SELECT 1 -- {}", "x".repeat(LAST_PARSE_MAX));
+        let b = body(&long, &[]);
+        memo.remember(&b, long.as_bytes(), Some(&statement(&long)));
+        assert!(memo.get(&b).is_none());
     }
 }

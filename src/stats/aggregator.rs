@@ -191,7 +191,7 @@ impl StatsAggregator {
             .into_iter()
             .map(|(c, stored)| HotKey {
                 table: Arc::clone(&t.table),
-                key: c.key.clone(),
+                key: c.key.as_str().into(),
                 score: self.score(stored),
                 error: self.score(c.error),
                 reads: c.reads,

@@ -95,54 +95,64 @@ impl MinHeap {
         self.pos.clear();
     }
 
-    fn less(&self, a: usize, b: usize) -> bool {
-        match (self.entries.get(a), self.entries.get(b)) {
-            (Some(x), Some(y)) => x.prio.total_cmp(&y.prio).is_lt(),
-            _ => false,
-        }
-    }
-
-    fn swap(&mut self, a: usize, b: usize) {
-        self.entries.swap(a, b);
-        for at in [a, b] {
-            if let Some(e) = self.entries.get(at) {
-                if let Some(p) = self.pos.get_mut(e.slot as usize) {
-                    *p = at as u32;
-                }
-            }
-        }
-    }
-
+    /// Moves the entry at `at` towards the root until its parent is not larger. The entry
+    /// travels as a hole: each step moves one parent down and updates one position, and
+    /// the entry is written once where it stops (a top-K sketch under uniform traffic sifts
+    /// on nearly every access).
     fn sift_up(&mut self, mut at: usize) {
+        let Some(&moving) = self.entries.get(at) else {
+            return;
+        };
         while at > 0 {
             let parent = (at - 1) / 2;
-            if !self.less(at, parent) {
+            let p = self.entries[parent];
+            if !moving.prio.total_cmp(&p.prio).is_lt() {
                 break;
             }
-            self.swap(at, parent);
+            self.place(at, p);
             at = parent;
         }
+        self.place(at, moving);
     }
 
+    /// Moves the entry at `at` towards the leaves until no child is smaller (as a hole,
+    /// like [`MinHeap::sift_up`]).
     fn sift_down(&mut self, mut at: usize) {
         let n = self.entries.len();
+        let Some(&moving) = self.entries.get(at) else {
+            return;
+        };
         loop {
             let left = 2 * at + 1;
             if left >= n {
                 break;
             }
             let right = left + 1;
-            let child = if right < n && self.less(right, left) {
-                right
-            } else {
-                left
-            };
-            if !self.less(child, at) {
+            let mut child = left;
+            if right < n
+                && self.entries[right]
+                    .prio
+                    .total_cmp(&self.entries[left].prio)
+                    .is_lt()
+            {
+                child = right;
+            }
+            let c = self.entries[child];
+            if !c.prio.total_cmp(&moving.prio).is_lt() {
                 break;
             }
-            self.swap(at, child);
+            self.place(at, c);
             at = child;
         }
+        self.place(at, moving);
+    }
+
+    /// Puts `e` at heap index `at` (< len) and records its position. Indices here are the
+    /// heap's own (`at < entries.len()`, `slot < pos.len()` since slots are only handed
+    /// out by `push`), never input.
+    fn place(&mut self, at: usize, e: Entry) {
+        self.entries[at] = e;
+        self.pos[e.slot as usize] = at as u32;
     }
 }
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# CPU time the middleman spends per transaction: pgpolyglot (no policy: pure passthrough plus
+# its statement and key statistics) against PgBouncer (session pooling), same Postgres, same
+# pgbench runs, alternated.
+#
+#   cargo build --release && bash benches/cpu/run.sh [out.md]
+#
+# Throughput on a 2-core machine shared by pgbench, Postgres and the middleman swings by
+# ±10 % from run to run; the CPU each middleman burns per transaction (user and system time
+# from /proc/PID/stat, divided by the transactions pgbench completed) moves far less, and
+# says which of the two costs the machine more. Needs pgbench, psql, pgbouncer and
+# PostgreSQL's server binaries; as root, Postgres and PgBouncer run as the postgres user
+# (neither runs as root).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-$PWD/target/release/pgpolyglot}
+OUT=${1:-/dev/stdout}
+SECS=${SECS:-10}
+REPS=${REPS:-3}
+MODES=${MODES:-simple extended prepared}
+CLIENTS=${CLIENTS:-8 32}
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+command -v pgbouncer >/dev/null || { echo "pgbouncer is needed" >&2; exit 1; }
+TICK=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
+WORK=$(mktemp -d /tmp/pgpolyglot-cpu-XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+PGPORT=$(free_port); BPORT=$(free_port); PPORT=$(free_port); HTTP=$(free_port)
+PROXY_PID=""
+cleanup() {
+  [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
+  as_pg "$PG_BIN/pg_ctl -D $WORK/data -m immediate stop" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg "$PG_BIN/initdb -D $WORK/data -A trust -U postgres" >/dev/null
+cat >> "$WORK/data/postgresql.conf" <<EOC
+port = $PGPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+fsync = off
+shared_buffers = 256MB
+max_connections = 200
+EOC
+as_pg "$PG_BIN/pg_ctl -D $WORK/data -l $WORK/pg.log -w start" >/dev/null
+pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+
+cat > "$WORK/pgbouncer.ini" <<EOC
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BPORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+EOC
+echo '"postgres" ""' > "$WORK/userlist.txt"
+[ "$(id -u)" = 0 ] && chown postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+as_pg "pgbouncer -d $WORK/pgbouncer.ini"
+
+mkdir -p "$WORK/nopolicy"
+"$BIN" serve --listen "127.0.0.1:$PPORT" --upstream "postgres://postgres@127.0.0.1:$PGPORT/postgres" \
+  --policies "$WORK/nopolicy" --http "127.0.0.1:$HTTP" >"$WORK/proxy.log" 2>&1 &
+PROXY_PID=$!
+for port in "$BPORT" "$PPORT"; do
+  for _ in $(seq 1 100); do
+    psql -h 127.0.0.1 -p "$port" -U postgres -c "select 1" postgres >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+done
+BOUNCER_PID=$(cat "$WORK/pgbouncer.pid")
+
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
+# measure PID PORT MODE CLIENTS -> "tps user_us sys_us" per transaction
+measure() {
+  local u0 s0 u1 s1 out tps tx
+  read -r u0 s0 < <(cpu_ticks "$1")
+  out=$(pgbench -h 127.0.0.1 -p "$2" -U postgres -n -S -M "$3" -c "$4" -j 2 -T "$SECS" postgres 2>&1)
+  read -r u1 s1 < <(cpu_ticks "$1")
+  tps=$(echo "$out" | awk '/without initial connection time/ {print $3}')
+  tx=$(echo "$out" | awk '/actually processed/ {split($NF, a, "/"); print a[1]}')
+  python3 -c "t=$tx; k=1e6/$TICK; print(f'{$tps:.0f} {($u1-$u0)*k/t:.2f} {($s1-$s0)*k/t:.2f}')"
+}
+
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+
+{
+  echo "# CPU per transaction: pgpolyglot against PgBouncer"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+  echo "- binary: $BIN ($("$BIN" --version 2>/dev/null || true)); $(pgbouncer --version | head -1)"
+  echo "- pgbench -S (scale 10), -j 2, ${SECS} s per run, $REPS repetitions alternating the two; medians"
+  echo "- CPU: the middleman's user and system time (/proc/PID/stat) over the run / transactions completed"
+  echo
+  echo "| mode | clients | PgBouncer TPS | pgpolyglot TPS | TPS ratio | PgBouncer µs/tx (user + sys) | pgpolyglot µs/tx (user + sys) | CPU ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for mode in $MODES; do
+    for c in $CLIENTS; do
+      bt=(); bu=(); bs=(); pt=(); pu=(); ps=()
+      for r in $(seq 1 "$REPS"); do
+        read -r t u s < <(measure "$BOUNCER_PID" "$BPORT" "$mode" "$c"); bt+=("$t"); bu+=("$u"); bs+=("$s")
+        read -r t u s < <(measure "$PROXY_PID" "$PPORT" "$mode" "$c"); pt+=("$t"); pu+=("$u"); ps+=("$s")
+      done
+      python3 - "$mode" "$c" "$(median "${bt[@]}")" "$(median "${pt[@]}")" "$(median "${bu[@]}")" \
+        "$(median "${bs[@]}")" "$(median "${pu[@]}")" "$(median "${ps[@]}")" <<'PY'
+import sys
+mode, c = sys.argv[1], sys.argv[2]
+bt, pt, bu, bs, pu, ps = map(float, sys.argv[3:])
+print(f"| {mode} | {c} | {bt:.0f} | {pt:.0f} | {pt/bt:.2f}× | {bu+bs:.1f} ({bu:.1f} + {bs:.1f}) "
+      f"| {pu+ps:.1f} ({pu:.1f} + {ps:.1f}) | {(pu+ps)/(bu+bs):.2f}× |")
+PY
+    done
+  done
+} > "$OUT"
