@@ -416,12 +416,6 @@ async fn serve_extended(
         }
     };
     let formats = response::column_formats(result_formats, plan.columns.len())?;
-    // The lookups left out text-only images when a column is wanted in binary; this is the
-    // check next to the answer.
-    let any_binary = (0..plan.columns.len()).any(|i| formats.of(i) == 1);
-    if any_binary && !plan.rows().all(CachedRow::has_binary) {
-        return None;
-    }
     let nrows = plan.rows().count();
     if max_rows > 0 && (max_rows as usize) <= nrows {
         // Postgres would suspend the portal; not worth imitating.
@@ -438,7 +432,9 @@ async fn serve_extended(
     let rows = write_rows(&mut out, &plan, formats)?;
     response::command_complete(&mut out, rows);
     response::ready_for_query_idle(&mut out);
-    // Recorded only once the answer is whole: a refusal above leaves no virtual statement.
+    // Recorded only once the answer is whole: a row refused above (a binary column of a
+    // text-only image, which the lookups should already have left out) leaves no virtual
+    // statement.
     if let Some((name, stmt, parse_len)) = &parsed {
         let frame = bytes::Bytes::copy_from_slice(&buf[..*parse_len]);
         if !shared.tracker.virtual_parse(name, Arc::clone(stmt), frame) {

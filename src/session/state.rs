@@ -400,10 +400,9 @@ impl FrontendState {
 
     /// Parse: remember name → SQL, its classification and declared parameter types.
     pub fn on_parse(&mut self, body: &[u8], ctx: &ProxyContext, shared: &SharedState) {
-        let Some((name, rest)) = read_cstr(body) else {
+        let Some((name, after_name)) = read_cstr(body) else {
             return;
         };
-        let after_name = rest;
         if let Some(last) = self.last_parse.get(after_name) {
             let stmt = Arc::clone(last);
             ctx.metrics
@@ -411,7 +410,7 @@ impl FrontendState {
             shared.tracker.parse_sent(name, Some(stmt));
             return;
         }
-        let Some((sql, rest)) = read_cstr(rest) else {
+        let Some((sql, rest)) = read_cstr(after_name) else {
             return;
         };
         let stmt = self.classify(sql, ctx, shared).map(|(sql, classified)| {
