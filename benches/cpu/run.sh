@@ -19,37 +19,17 @@ SECS=${SECS:-10}
 REPS=${REPS:-3}
 MODES=${MODES:-simple extended prepared}
 CLIENTS=${CLIENTS:-8 32}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v pgbouncer >/dev/null || { echo "pgbouncer is needed" >&2; exit 1; }
 TICK=$(getconf CLK_TCK)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
-WORK=$(mktemp -d /tmp/pgpolyglot-cpu-XXXXXX)
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-PGPORT=$(free_port); BPORT=$(free_port); PPORT=$(free_port); HTTP=$(free_port)
 PROXY_PID=""
-cleanup() {
+on_exit() {
   [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-  as_pg "$PG_BIN/pg_ctl -D $WORK/data -m immediate stop" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-
-as_pg "$PG_BIN/initdb -D $WORK/data -A trust -U postgres" >/dev/null
-cat >> "$WORK/data/postgresql.conf" <<EOC
-port = $PGPORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-fsync = off
-shared_buffers = 256MB
-max_connections = 200
-EOC
-as_pg "$PG_BIN/pg_ctl -D $WORK/data -l $WORK/pg.log -w start" >/dev/null
-pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+WORK_PREFIX=pgpolyglot-cpu PG_EXTRA_CONF="max_connections = 200" . benches/throwaway_pg.sh
+BPORT=$(free_port); PPORT=$(free_port); HTTP=$(free_port)
 
 cat > "$WORK/pgbouncer.ini" <<EOC
 [databases]

@@ -16,33 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-$PWD/target/release/pgpolyglot}
 OUT=${1:-/dev/stdout}
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-WORK=$(mktemp -d /tmp/pgpolyglot-instr-XXXXXX)
-chmod 755 "$WORK"
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
-[ "$(id -u)" = 0 ] && chown postgres "$WORK"
-PGPORT=$(free_port)
-cleanup() {
-  as_pg "$PG_BIN/pg_ctl -D $WORK/data -m immediate stop" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-as_pg "$PG_BIN/initdb -D $WORK/data -A trust -U postgres" >/dev/null
-cat >> "$WORK/data/postgresql.conf" <<EOF
-port = $PGPORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-wal_level = logical
-fsync = off
-shared_buffers = 256MB
-EOF
-as_pg "$PG_BIN/pg_ctl -D $WORK/data -l $WORK/pg.log -w start" >/dev/null
+WORK_PREFIX=pgpolyglot-instr PG_EXTRA_CONF="wal_level = logical" . benches/throwaway_pg.sh
 UPSTREAM="postgres://postgres@127.0.0.1:$PGPORT/postgres"
-pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 mkdir -p "$WORK/nopolicy" "$WORK/cache"
 cat > "$WORK/cache/bench.toml" <<'EOF'
 tables = ["public.pgbench_accounts"]
