@@ -171,7 +171,7 @@ fn run_async<F: std::future::Future<Output = Result<(), String>>>(f: F) -> ExitC
 
 /// Runs `f` on `runtime`, once it was built.
 fn run_on<F: std::future::Future<Output = Result<(), String>>>(
-    runtime: std::io::Result<tokio::runtime::Runtime>,
+    runtime: std::io::Result<pgpolyglot::runtime::ProxyRuntime>,
     f: F,
 ) -> ExitCode {
     let runtime = match runtime {

@@ -518,13 +518,13 @@ impl Target for Haproxy {
     }
 }
 
-/// pgpolyglot, in-process, on a multi-thread runtime of its own: the runner's own runtime
-/// (one thread, mostly asleep while pgbench runs) never shares worker threads with it, and
-/// the proxy gets as many workers as it would as `pgpolyglot serve`.
+/// pgpolyglot, in-process, on a runtime of its own, built as `pgpolyglot serve` builds it and
+/// driven by threads of its own: the runner's own runtime (one thread, mostly asleep while
+/// pgbench runs) never shares a worker with it.
 pub struct Pgpolyglot {
     name: String,
     port: u16,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Option<pgpolyglot::runtime::BackgroundRuntime>,
     handle: Option<ServerHandle>,
     /// Policies directory (empty for pure passthrough).
     _policies: TempDir,
@@ -689,8 +689,9 @@ impl Pgpolyglot {
             ),
         };
         let runtime = pgpolyglot::runtime::build(threads, scheduling)
+            .and_then(|r| r.start_background())
             .context(|| "building the proxy's runtime".to_string())?;
-        let started = runtime.spawn(async move {
+        let started = runtime.handle().spawn(async move {
             pgpolyglot::server::start(config)
                 .await
                 .map_err(|e| e.to_string())
@@ -804,13 +805,13 @@ impl Target for Pgpolyglot {
         };
         if let Some(handle) = self.handle.take() {
             let (done, wait) = std::sync::mpsc::channel();
-            runtime.spawn(async move {
+            runtime.handle().spawn(async move {
                 handle.shutdown().await;
                 let _ = done.send(());
             });
             let _ = wait.recv_timeout(PROXY_STOP_TIMEOUT);
         }
-        runtime.shutdown_background();
+        // Dropping `runtime` stops it without waiting for its tasks.
     }
 }
 

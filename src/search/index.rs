@@ -64,8 +64,8 @@ struct Fields {
 pub struct TableIndex {
     index: Index,
     reader: IndexReader,
-    writer: Mutex<IndexWriter<TantivyDocument>>,
-    fields: Fields,
+    writer: Arc<Mutex<IndexWriter<TantivyDocument>>>,
+    fields: Arc<Fields>,
     /// Word lists of the segments searched last, built on first use (segments never change).
     word_lists: Mutex<HashMap<(SegmentId, Field), Arc<WordList>>>,
     pub dir: PathBuf,
@@ -187,8 +187,8 @@ impl TableIndex {
             TableIndex {
                 index,
                 reader,
-                writer: Mutex::new(writer),
-                fields,
+                writer: Arc::new(Mutex::new(writer)),
+                fields: Arc::new(fields),
                 word_lists: Mutex::new(HashMap::new()),
                 dir: dir.to_path_buf(),
             },
@@ -196,95 +196,33 @@ impl TableIndex {
         ))
     }
 
-    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter<TantivyDocument>> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    /// What the writing calls need, shared, so that they can run on another thread.
+    fn writes(&self) -> IndexWrites {
+        IndexWrites {
+            writer: self.writer.clone(),
+            fields: self.fields.clone(),
+            reader: self.reader.clone(),
+        }
     }
 
     /// Replaces the documents of `keys` with `docs` (rows not found are simply gone).
     pub fn replace(&self, keys: &[String], docs: &[IndexDoc]) -> Result<(), SearchError> {
-        let w = self.writer();
-        for k in keys {
-            w.delete_term(Term::from_field_text(self.fields.key, k));
-        }
-        self.add_locked(&w, docs)
+        self.writes().replace(keys, docs)
     }
 
     /// Adds documents without removing any (backfill of keys not indexed yet).
     pub fn add(&self, docs: &[IndexDoc]) -> Result<(), SearchError> {
-        let w = self.writer();
-        self.add_locked(&w, docs)
-    }
-
-    fn add_locked(
-        &self,
-        w: &IndexWriter<TantivyDocument>,
-        docs: &[IndexDoc],
-    ) -> Result<(), SearchError> {
-        for d in docs {
-            let mut doc = TantivyDocument::new();
-            doc.add_text(self.fields.key, &d.key);
-            if let Some(field) = self.fields.int_key {
-                let n: i64 = d
-                    .key
-                    .parse()
-                    .map_err(|_| SearchError::Unexpected("integer key does not parse"))?;
-                doc.add_i64(field, n);
-            }
-            for (i, text) in d.texts.iter().enumerate() {
-                let Some(text) = text else { continue };
-                if let Some(Some(field)) = self.fields.trigram.get(i) {
-                    doc.add_text(*field, text);
-                }
-                if let Some(Some(field)) = self.fields.word.get(i) {
-                    words::for_each_word(text, fold, |w| doc.add_text(*field, w));
-                }
-            }
-            for (i, per) in d.lexemes.iter().enumerate() {
-                for (cfg, lexemes) in per.iter().enumerate() {
-                    if let Some(field) = self.fields.lexeme.get(i).and_then(|f| f.get(cfg)) {
-                        for l in lexemes {
-                            doc.add_text(*field, l);
-                        }
-                    }
-                }
-            }
-            w.add_document(doc)?;
-        }
-        Ok(())
+        self.writes().add(docs)
     }
 
     /// Drops every document (a rebuild starts).
     pub fn clear(&self) -> Result<(), SearchError> {
-        let mut w = self.writer();
-        // Documents still in the indexing threads are not in any segment yet, and
-        // `delete_all_documents` only drops segments: discard the uncommitted work first.
-        w.rollback()?;
-        w.delete_all_documents()?;
-        Ok(())
+        self.writes().clear()
     }
 
     /// Makes everything written so far durable with `progress`, and visible to searches.
     pub fn commit(&self, progress: &Progress) -> Result<(), SearchError> {
-        let payload = serde_json::to_string(progress)
-            .map_err(|_| SearchError::Unexpected("progress does not serialize"))?;
-        {
-            let mut w = self.writer();
-            // While a backfill runs, segments are not merged: merging a growing index over
-            // and over (every level rewrites every trigram position) took most of the two
-            // cores at a million rows. The commit that completes the backfill brings the
-            // default policy back, which merges the backfill's segments in the background
-            // while the index already serves.
-            if progress.complete {
-                w.set_merge_policy(Box::<LogMergePolicy>::default());
-            } else {
-                w.set_merge_policy(Box::new(NoMergePolicy));
-            }
-            let mut prepared = w.prepare_commit()?;
-            prepared.set_payload(&payload);
-            prepared.commit()?;
-        }
-        self.reader.reload()?;
-        Ok(())
+        self.writes().commit(progress)
     }
 
     /// Documents in the last committed state.
@@ -416,22 +354,137 @@ impl TableIndex {
     }
 }
 
-/// Runs a call that may block for a while — `add_document` waits when tantivy's bounded
-/// queue is full, a commit waits for the indexing threads — with the runtime told so: the
-/// tasks queued on this worker (the backfill's read-ahead connection among them) move to
-/// another thread instead of waiting for the call. Without it a backfill left a fifth of
-/// both cores idle (22.6k → 27.6k rows/s at a million rows).
-fn blocking<T>(call: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(call)
+/// The writing half of a [`TableIndex`]: cheap to clone (shared handles), so a write can be
+/// sent to the blocking pool.
+#[derive(Clone)]
+struct IndexWrites {
+    writer: Arc<Mutex<IndexWriter<TantivyDocument>>>,
+    fields: Arc<Fields>,
+    reader: IndexReader,
+}
+
+impl IndexWrites {
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter<TantivyDocument>> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the documents of `keys` with `docs` (rows not found are simply gone).
+    pub fn replace(&self, keys: &[String], docs: &[IndexDoc]) -> Result<(), SearchError> {
+        let w = self.writer();
+        for k in keys {
+            w.delete_term(Term::from_field_text(self.fields.key, k));
         }
-        _ => call(),
+        self.add_locked(&w, docs)
+    }
+
+    /// Adds documents without removing any (backfill of keys not indexed yet).
+    pub fn add(&self, docs: &[IndexDoc]) -> Result<(), SearchError> {
+        let w = self.writer();
+        self.add_locked(&w, docs)
+    }
+
+    fn add_locked(
+        &self,
+        w: &IndexWriter<TantivyDocument>,
+        docs: &[IndexDoc],
+    ) -> Result<(), SearchError> {
+        for d in docs {
+            let mut doc = TantivyDocument::new();
+            doc.add_text(self.fields.key, &d.key);
+            if let Some(field) = self.fields.int_key {
+                let n: i64 = d
+                    .key
+                    .parse()
+                    .map_err(|_| SearchError::Unexpected("integer key does not parse"))?;
+                doc.add_i64(field, n);
+            }
+            for (i, text) in d.texts.iter().enumerate() {
+                let Some(text) = text else { continue };
+                if let Some(Some(field)) = self.fields.trigram.get(i) {
+                    doc.add_text(*field, text);
+                }
+                if let Some(Some(field)) = self.fields.word.get(i) {
+                    words::for_each_word(text, fold, |w| doc.add_text(*field, w));
+                }
+            }
+            for (i, per) in d.lexemes.iter().enumerate() {
+                for (cfg, lexemes) in per.iter().enumerate() {
+                    if let Some(field) = self.fields.lexeme.get(i).and_then(|f| f.get(cfg)) {
+                        for l in lexemes {
+                            doc.add_text(*field, l);
+                        }
+                    }
+                }
+            }
+            w.add_document(doc)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every document (a rebuild starts).
+    pub fn clear(&self) -> Result<(), SearchError> {
+        let mut w = self.writer();
+        // Documents still in the indexing threads are not in any segment yet, and
+        // `delete_all_documents` only drops segments: discard the uncommitted work first.
+        w.rollback()?;
+        w.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable with `progress`, and visible to searches.
+    pub fn commit(&self, progress: &Progress) -> Result<(), SearchError> {
+        let payload = serde_json::to_string(progress)
+            .map_err(|_| SearchError::Unexpected("progress does not serialize"))?;
+        {
+            let mut w = self.writer();
+            // While a backfill runs, segments are not merged: merging a growing index over
+            // and over (every level rewrites every trigram position) took most of the two
+            // cores at a million rows. The commit that completes the backfill brings the
+            // default policy back, which merges the backfill's segments in the background
+            // while the index already serves.
+            if progress.complete {
+                w.set_merge_policy(Box::<LogMergePolicy>::default());
+            } else {
+                w.set_merge_policy(Box::new(NoMergePolicy));
+            }
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&payload);
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        Ok(())
     }
 }
 
-/// The embedded store's calls are synchronous (local disk, tantivy's own threads): each
+/// Runs a write that may block for a while — `add_document` waits when tantivy's bounded
+/// queue is full, a commit waits for the indexing threads — without holding up the tasks
+/// that share the runtime's thread (sessions relaying, the backfill's read-ahead connection).
+/// On a multi-thread runtime the worker hands its other tasks to another thread for the call
+/// (`block_in_place`; without it a backfill left a fifth of both cores idle, 22.6k → 27.6k
+/// rows/s at a million rows). A current-thread runtime (the proxy's with one worker) cannot do
+/// that: the call runs on the blocking pool with its input moved there, and this awaits it.
+async fn blocking<I, T>(
+    input: I,
+    call: impl FnOnce(I) -> Result<T, SearchError> + Send + 'static,
+) -> Result<T, SearchError>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| call(input))
+        }
+        Ok(h) => h
+            .spawn_blocking(move || call(input))
+            .await
+            .map_err(|_| SearchError::Unexpected("an index write failed on the blocking pool"))?,
+        Err(_) => call(input),
+    }
+}
+
+/// The embedded store's reads are synchronous (local disk, tantivy's own threads): each
 /// future is ready when first polled; the writing calls go through [`blocking`].
 impl SearchIndex for TableIndex {
     fn store(&self) -> &'static str {
@@ -448,23 +501,26 @@ impl SearchIndex for TableIndex {
         docs: &'a [IndexDoc],
         _order: WriteOrder,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(blocking(|| {
-            TableIndex::replace(self, keys, docs)
-        })))
+        let w = self.writes();
+        let input = (keys.to_vec(), docs.to_vec());
+        Box::pin(blocking(input, move |(keys, docs)| w.replace(&keys, &docs)))
     }
 
     fn add<'a>(&'a self, docs: &'a [IndexDoc]) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(blocking(|| TableIndex::add(self, docs))))
+        let w = self.writes();
+        Box::pin(blocking(docs.to_vec(), move |docs| w.add(&docs)))
     }
 
     fn clear(&self) -> StoreFuture<'_, ()> {
-        Box::pin(std::future::ready(blocking(|| TableIndex::clear(self))))
+        let w = self.writes();
+        Box::pin(blocking((), move |()| w.clear()))
     }
 
     fn commit<'a>(&'a self, progress: &'a Progress) -> StoreFuture<'a, ()> {
-        Box::pin(std::future::ready(blocking(|| {
-            TableIndex::commit(self, progress)
-        })))
+        let w = self.writes();
+        Box::pin(blocking(progress.clone(), move |progress| {
+            w.commit(&progress)
+        }))
     }
 
     fn validate<'a>(&'a self, _progress: &'a Progress) -> StoreFuture<'a, bool> {
@@ -820,6 +876,58 @@ mod tests {
             unusable: None,
             case_insensitive_safe: true,
         }
+    }
+
+    /// On the proxy's one-worker (current-thread) runtime a write must not run on the
+    /// runtime's own thread, where it would hold up every session: it goes to the blocking
+    /// pool. On a multi-thread runtime it runs in place (the worker's other tasks move). Through the trait on that runtime, writes
+    /// and a commit still land.
+    #[test]
+    fn writes_leave_a_current_thread_runtime_free() {
+        let here = std::thread::current().id();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let on_ct = rt.block_on(blocking((), |()| Ok(std::thread::current().id())));
+        assert_ne!(on_ct.unwrap(), here);
+        let mt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let (in_place, worker) = mt.block_on(async {
+            tokio::spawn(async {
+                let id = std::thread::current().id();
+                (blocking((), |()| Ok(std::thread::current().id())).await, id)
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(
+            in_place.unwrap(),
+            worker,
+            "block_in_place runs the call where it is"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let (ix, _) = TableIndex::open(dir.path(), &table("bigint"), "test").unwrap();
+        let docs: Vec<IndexDoc> = (0..3)
+            .map(|i| IndexDoc {
+                key: i.to_string(),
+                texts: vec![Some(format!("row {i}"))],
+                lexemes: vec![vec![]],
+            })
+            .collect();
+        let store: &dyn SearchIndex = &ix;
+        rt.block_on(async {
+            store.add(&docs).await.unwrap();
+            store
+                .replace(&["1".to_string()], &docs[1..2], WriteOrder::Backfill)
+                .await
+                .unwrap();
+            store.commit(&Progress::default()).await.unwrap();
+        });
+        assert_eq!(ix.num_docs(), 3);
     }
 
     /// Candidates of a run through the word path (a generous limit) and through the

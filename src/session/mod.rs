@@ -15,6 +15,7 @@ pub mod cache_serve;
 pub mod error;
 pub mod explain;
 pub mod keys;
+pub mod pair;
 pub mod registry;
 pub mod relay;
 pub mod search_serve;

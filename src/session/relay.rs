@@ -15,6 +15,7 @@
 
 use super::cache_serve::{self, CacheSession};
 use super::error::SessionError;
+use super::pair::{First, Pair};
 use super::search_serve::{self, Track};
 use super::state::{FrontendState, SharedState};
 use super::tracker::tag_rows;
@@ -23,10 +24,12 @@ use crate::protocol::cancel::{CancelGuard, CancelTarget};
 use crate::protocol::frames::{read_cstr, FrameScanner, HEADER_LEN};
 use crate::protocol::stream::{ClientStream, MaybeTls, UpstreamStream};
 use bytes::{Buf, BytesMut};
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, Mutex, Notify};
+use tokio::sync::{Mutex, Notify};
 
 /// Bytes of free buffer space each read asks for.
 const READ_CHUNK: usize = 16 * 1024;
@@ -90,7 +93,11 @@ async fn write_answer<W: AsyncWrite + Unpin>(
 /// has ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What the frontend direction tells the backend direction when it stops.
+/// What the frontend direction tells the backend direction when it stops: set once, read by
+/// the backend before each read (a plain slot, not a channel: both directions run in one
+/// task, and once the frontend has stopped the backend is polled by the relay itself).
+type ControlSlot = std::sync::Mutex<Option<Control>>;
+
 enum Control {
     /// The client is gone: stop at the next frame boundary.
     Stop,
@@ -142,10 +149,10 @@ where
     UR: AsyncRead + Unpin,
     UW: AsyncWrite + Unpin,
 {
-    let (control_tx, control_rx) = oneshot::channel();
-    // Lives as long as the relay: when the frontend fails only because the upstream closed,
-    // the backend keeps draining so the client still gets Postgres's last words (a FATAL).
-    let mut control = Some(control_tx);
+    // Empty unless the frontend says otherwise: when the frontend fails only because the
+    // upstream closed, the backend keeps draining so the client still gets Postgres's last
+    // words (a FATAL).
+    let control = ControlSlot::default();
     let out = Mutex::new(ClientOut {
         wr: client_wr,
         mid_frame: false,
@@ -158,19 +165,21 @@ where
         ctx,
         shared,
         &mut frontend_state,
-        &mut control,
+        &control,
         (&out, &drained),
     );
-    let back = backend(upstream_rd, (&out, &drained), ctx, shared, control_rx);
+    let back = backend(upstream_rd, (&out, &drained), ctx, shared, &control);
     tokio::pin!(front, back);
-    tokio::select! {
-        f = &mut front => {
+    match Pair::new(front.as_mut(), back.as_mut()).await {
+        First::A(f) => {
             // The backend stops at its next frame boundary if told to, else when the upstream
             // closes.
-            let b = tokio::time::timeout(DRAIN_TIMEOUT, back).await.unwrap_or(Ok(()));
+            let b = tokio::time::timeout(DRAIN_TIMEOUT, back)
+                .await
+                .unwrap_or(Ok(()));
             f.and(b)
         }
-        b = &mut back => b,
+        First::B(b) => b,
     }
 }
 
@@ -273,7 +282,7 @@ async fn frontend<R, W, CW>(
     ctx: &ProxyContext,
     shared: &SharedState,
     state: &mut FrontendState,
-    control: &mut Option<oneshot::Sender<Control>>,
+    control: &ControlSlot,
     (client, drained): (&Mutex<ClientOut<CW>>, &Notify),
 ) -> Result<(), SessionError>
 where
@@ -368,14 +377,16 @@ where
             // A message that refers to a statement only the proxy has (its Parse was
             // answered from the cache): send that Parse first.
             let mut inject: Option<BytesMut> = None;
-            for parse in referenced_statements(typ, body)
-                .into_iter()
-                .flatten()
-                .filter_map(|n| shared.tracker.materialize(n))
-            {
-                inject
-                    .get_or_insert_with(BytesMut::new)
-                    .extend_from_slice(&parse);
+            if shared.tracker.may_materialize() {
+                for parse in referenced_statements(typ, body)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| shared.tracker.materialize(n))
+                {
+                    inject
+                        .get_or_insert_with(BytesMut::new)
+                        .extend_from_slice(&parse);
+                }
             }
             match typ {
                 b'P' | b'B' | b'D' | b'E' | b'C' => state.extended_open = true,
@@ -465,9 +476,11 @@ where
     }
 }
 
-fn send(control: &mut Option<oneshot::Sender<Control>>, message: Control) {
-    if let Some(tx) = control.take() {
-        let _ = tx.send(message);
+/// Tells the backend why the frontend stopped; the first word stands.
+fn send(control: &ControlSlot, message: Control) {
+    let mut slot = control.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        *slot = Some(message);
     }
 }
 
@@ -476,7 +489,7 @@ async fn backend<R, W>(
     (client, drained): (&Mutex<ClientOut<W>>, &Notify),
     ctx: &ProxyContext,
     shared: &SharedState,
-    mut control: oneshot::Receiver<Control>,
+    control: &ControlSlot,
 ) -> Result<(), SessionError>
 where
     R: AsyncRead + Unpin,
@@ -489,19 +502,28 @@ where
     let mut cancel_guard: Option<CancelGuard> = None;
     loop {
         ensure_space(&mut buf, pending_frame);
-        let n = tokio::select! {
-            biased;
-            ctl = &mut control => {
+        let read = rd.read_buf(&mut buf);
+        tokio::pin!(read);
+        // The frontend's word first: it is checked on every poll, before the read.
+        let n = std::future::poll_fn(|cx| {
+            if let Some(ctl) = control.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Poll::Ready(Err(ctl));
+            }
+            read.as_mut().poll(cx).map(Ok)
+        })
+        .await;
+        let n = match n {
+            Err(ctl) => {
                 // Only between frames: inside a frame already partly forwarded (a large
                 // DataRow), the client would read the error as part of that frame.
                 let mut out = client.lock().await;
-                if let (Ok(Control::Fatal(bytes)), true) = (ctl, scanner.at_boundary()) {
+                if let (Control::Fatal(bytes), true) = (ctl, scanner.at_boundary()) {
                     let _ = out.wr.write_all(&bytes).await;
                 }
                 let _ = out.wr.shutdown().await;
                 return Ok(());
             }
-            r = rd.read_buf(&mut buf) => r.map_err(SessionError::UpstreamIo)?,
+            Ok(r) => r.map_err(SessionError::UpstreamIo)?,
         };
         let mut out = client.lock().await;
         if n == 0 {

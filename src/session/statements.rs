@@ -416,6 +416,11 @@ impl StatementBook {
         self.view.len()
     }
 
+    /// Whether any statement exists only in the proxy (a Parse answered from the cache).
+    pub fn has_virtuals(&self) -> bool {
+        !self.virtuals.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.view.is_empty()
     }

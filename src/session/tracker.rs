@@ -24,6 +24,7 @@ use crate::context::ProxyContext;
 use crate::sql::Shape;
 use crate::stats::Route;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -105,6 +106,10 @@ impl Inner {
 #[derive(Debug, Default)]
 pub struct StatementTracker {
     inner: Mutex<Inner>,
+    /// The book holds statements only the proxy has, as of the last call: every frontend
+    /// message that names a statement asks [`Self::materialize`], and without any (the
+    /// common case) the relay skips finding the names and taking the lock for each.
+    has_virtuals: AtomicBool,
 }
 
 /// What a ReadyForQuery ended.
@@ -129,7 +134,9 @@ pub struct Completed {
 impl StatementTracker {
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut guard)
+        let r = f(&mut guard);
+        self.has_virtuals.store(guard.book.has_virtuals(), Relaxed);
+        r
     }
 
     fn push(&self, kind: Kind, shape: Option<Arc<Shape>>, route: Route) {
@@ -442,6 +449,12 @@ impl StatementTracker {
         self.with(|s| s.book.no_virtual_names())
     }
 
+    /// Whether [`Self::materialize`] can return anything: some statement exists only in the
+    /// proxy.
+    pub fn may_materialize(&self) -> bool {
+        self.has_virtuals.load(Relaxed)
+    }
+
     /// The Parse frame to send before a message that refers to `name`, if Postgres does not
     /// have that statement yet.
     pub fn materialize(&self, name: &[u8]) -> Option<bytes::Bytes> {
@@ -523,6 +536,27 @@ mod tests {
         assert_eq!(tag_rows(b"SELECT 18446744073709551615\0"), u64::MAX);
         assert_eq!(tag_rows(b"SELECT 18446744073709551616\0"), 0);
         assert_eq!(tag_rows(b"SELECT +5\0"), 0);
+    }
+
+    /// The relay asks `may_materialize` before finding statement names: it must say yes
+    /// exactly while a statement exists only in the proxy.
+    #[test]
+    fn may_materialize_follows_the_proxy_only_statements() {
+        let t = StatementTracker::default();
+        assert!(!t.may_materialize());
+        assert!(t.materialize(b"v").is_none());
+        let stmt = Arc::new(PreparedStatement {
+            sql: "SELECT 1".into(),
+            classified: crate::sql::Classifier::new(10).classify("SELECT 1"),
+            param_types: Box::new([]),
+        });
+        assert!(t.virtual_parse(b"v", stmt, bytes::Bytes::from_static(b"P.v")));
+        assert!(t.may_materialize());
+        assert_eq!(t.materialize(b"v").as_deref(), Some(&b"P.v"[..]));
+        assert!(
+            !t.may_materialize(),
+            "sent to Postgres: no longer the proxy's alone"
+        );
     }
 
     #[test]
