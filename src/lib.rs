@@ -20,7 +20,8 @@
 //!   without copying, start-up packets, the messages the proxy writes itself, TLS with rustls,
 //!   and the proxy's own cancel keys. Knows no SQL.
 //! - [`session`]: one client connection: start-up exchange, upstream connect, then two relay
-//!   directions running concurrently in one task. Tracks transaction status, server-reported
+//!   directions running concurrently in one task, each polled only when its own socket woke
+//!   it (`session::pair`). Tracks transaction status, server-reported
 //!   settings and prepared statements; maps every error to an ErrorResponse in one place.
 //! - [`sql`]: classification of every statement, parsed once per shape: a fast lexer replaces
 //!   literals so `WHERE id = 42` and `WHERE id = 43` share one cached parse.

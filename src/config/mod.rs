@@ -78,8 +78,9 @@ pub struct Config {
     pub policy_watch_interval: Duration,
     /// Runtime worker threads for `serve`; 0 means half the CPU cores, at least one (the
     /// proxy usually shares the machine with its clients or Postgres; see [`crate::runtime`]).
-    /// A proxy that mostly answers from its cache, or has cores of its own, is faster with
-    /// one per core. Default 0.
+    /// One worker runs tokio's current-thread scheduler (cheaper per message), more the
+    /// multi-thread one. A proxy that mostly answers from its cache, or has cores of its own,
+    /// is faster with one per core. Default 0.
     pub worker_threads: usize,
     /// How the kernel schedules the runtime's threads: "batch" (`SCHED_BATCH`: the proxy's
     /// wake-ups do not preempt running processes, so it batches its work behind them) or
