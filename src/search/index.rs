@@ -919,15 +919,26 @@ mod tests {
             })
             .collect();
         let store: &dyn SearchIndex = &ix;
-        rt.block_on(async {
+        let found = rt.block_on(async {
             store.add(&docs).await.unwrap();
             store
                 .replace(&["1".to_string()], &docs[1..2], WriteOrder::Backfill)
                 .await
                 .unwrap();
             store.commit(&Progress::default()).await.unwrap();
+            let parts = vec![(
+                0,
+                FieldKind::Trigram,
+                Requirement::Substring("row 2".into()),
+            )];
+            store.candidates(&parts, 10).await.unwrap()
         });
         assert_eq!(ix.num_docs(), 3);
+        assert_eq!(
+            found,
+            Some(vec!["2".to_string()]),
+            "searchable after the commit"
+        );
     }
 
     /// Candidates of a run through the word path (a generous limit) and through the
