@@ -205,26 +205,6 @@ impl TableIndex {
         }
     }
 
-    /// Replaces the documents of `keys` with `docs` (rows not found are simply gone).
-    pub fn replace(&self, keys: &[String], docs: &[IndexDoc]) -> Result<(), SearchError> {
-        self.writes().replace(keys, docs)
-    }
-
-    /// Adds documents without removing any (backfill of keys not indexed yet).
-    pub fn add(&self, docs: &[IndexDoc]) -> Result<(), SearchError> {
-        self.writes().add(docs)
-    }
-
-    /// Drops every document (a rebuild starts).
-    pub fn clear(&self) -> Result<(), SearchError> {
-        self.writes().clear()
-    }
-
-    /// Makes everything written so far durable with `progress`, and visible to searches.
-    pub fn commit(&self, progress: &Progress) -> Result<(), SearchError> {
-        self.writes().commit(progress)
-    }
-
     /// Documents in the last committed state.
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
@@ -970,10 +950,11 @@ mod tests {
                 })
                 .collect();
             // Two commits: two segments, each with its own dictionaries.
-            ix.add(&docs[..3]).unwrap();
-            ix.commit(&Progress::default()).unwrap();
-            ix.add(&docs[3..]).unwrap();
-            ix.commit(&Progress::default()).unwrap();
+            let w = ix.writes();
+            w.add(&docs[..3]).unwrap();
+            w.commit(&Progress::default()).unwrap();
+            w.add(&docs[3..]).unwrap();
+            w.commit(&Progress::default()).unwrap();
             let runs = [
                 "new york",
                 "new",
