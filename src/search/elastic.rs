@@ -593,12 +593,12 @@ impl SearchIndex for ElasticIndex {
         format!("{}/{}", self.client.base, self.name)
     }
 
-    fn replace<'a>(
-        &'a self,
-        keys: &'a [String],
-        docs: &'a [IndexDoc],
+    fn replace(
+        &self,
+        keys: Vec<String>,
+        docs: Vec<IndexDoc>,
         order: WriteOrder,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let version = match order {
                 WriteOrder::Feed(lsn) => lsn.max(BACKFILL_VERSION + 1),
@@ -613,14 +613,14 @@ impl SearchIndex for ElasticIndex {
                     None,
                 ));
             }
-            for d in docs {
+            for d in &docs {
                 ops.push(self.index_op(d, version));
             }
             self.bulk(ops).await
         })
     }
 
-    fn add<'a>(&'a self, docs: &'a [IndexDoc]) -> StoreFuture<'a, ()> {
+    fn add(&self, docs: Vec<IndexDoc>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let ops = docs
                 .iter()

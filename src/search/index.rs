@@ -442,7 +442,8 @@ impl IndexWrites {
 /// On a multi-thread runtime the worker hands its other tasks to another thread for the call
 /// (`block_in_place`; without it a backfill left a fifth of both cores idle, 22.6k → 27.6k
 /// rows/s at a million rows). A current-thread runtime (the proxy's with one worker) cannot do
-/// that: the call runs on the blocking pool with its input moved there, and this awaits it.
+/// that: the call runs on the blocking pool with its input moved there (the store's
+/// writes take their documents by value so that nothing is copied), and this awaits it.
 async fn blocking<I, T>(
     input: I,
     call: impl FnOnce(I) -> Result<T, SearchError> + Send + 'static,
@@ -475,20 +476,21 @@ impl SearchIndex for TableIndex {
         self.dir.display().to_string()
     }
 
-    fn replace<'a>(
-        &'a self,
-        keys: &'a [String],
-        docs: &'a [IndexDoc],
+    fn replace(
+        &self,
+        keys: Vec<String>,
+        docs: Vec<IndexDoc>,
         _order: WriteOrder,
-    ) -> StoreFuture<'a, ()> {
+    ) -> StoreFuture<'_, ()> {
         let w = self.writes();
-        let input = (keys.to_vec(), docs.to_vec());
-        Box::pin(blocking(input, move |(keys, docs)| w.replace(&keys, &docs)))
+        Box::pin(blocking((keys, docs), move |(keys, docs)| {
+            w.replace(&keys, &docs)
+        }))
     }
 
-    fn add<'a>(&'a self, docs: &'a [IndexDoc]) -> StoreFuture<'a, ()> {
+    fn add(&self, docs: Vec<IndexDoc>) -> StoreFuture<'_, ()> {
         let w = self.writes();
-        Box::pin(blocking(docs.to_vec(), move |docs| w.add(&docs)))
+        Box::pin(blocking(docs, move |docs| w.add(&docs)))
     }
 
     fn clear(&self) -> StoreFuture<'_, ()> {
@@ -900,9 +902,13 @@ mod tests {
             .collect();
         let store: &dyn SearchIndex = &ix;
         let found = rt.block_on(async {
-            store.add(&docs).await.unwrap();
+            store.add(docs.clone()).await.unwrap();
             store
-                .replace(&["1".to_string()], &docs[1..2], WriteOrder::Backfill)
+                .replace(
+                    vec!["1".to_string()],
+                    docs[1..2].to_vec(),
+                    WriteOrder::Backfill,
+                )
                 .await
                 .unwrap();
             store.commit(&Progress::default()).await.unwrap();

@@ -491,7 +491,7 @@ impl Worker {
             };
             let order = WriteOrder::Feed(t.dirty_lsn);
             let written = async {
-                ix.replace(&keys, &docs, order).await?;
+                ix.replace(keys, docs, order).await?;
                 ix.commit(&t.progress).await
             }
             .await;
@@ -572,9 +572,12 @@ impl Worker {
         }
         let committed = next.complete || t.last_commit.elapsed() >= BACKFILL_COMMIT_EVERY;
         let written = async {
-            ix.replace(&keys, &seen_by_feed, WriteOrder::Backfill)
-                .await?;
-            ix.add(&fresh).await?;
+            // Most batches have no key the feed wrote: no write (and, on a current-thread
+            // runtime, no trip to the blocking pool) for them.
+            if !keys.is_empty() {
+                ix.replace(keys, seen_by_feed, WriteOrder::Backfill).await?;
+            }
+            ix.add(fresh).await?;
             if committed {
                 ix.commit(&next).await?;
             }

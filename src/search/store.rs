@@ -72,14 +72,15 @@ pub trait SearchIndex: Send + Sync + std::fmt::Debug {
     fn location(&self) -> String;
     /// Replaces the documents of `keys` with `docs`: a key without a document in `docs` no
     /// longer exists. Not visible to searches before [`SearchIndex::commit`].
-    fn replace<'a>(
-        &'a self,
-        keys: &'a [String],
-        docs: &'a [IndexDoc],
+    /// Takes the documents by value: the embedded store moves them to the blocking pool.
+    fn replace(
+        &self,
+        keys: Vec<String>,
+        docs: Vec<IndexDoc>,
         order: WriteOrder,
-    ) -> StoreFuture<'a, ()>;
+    ) -> StoreFuture<'_, ()>;
     /// Adds backfilled documents for keys the feed has not written.
-    fn add<'a>(&'a self, docs: &'a [IndexDoc]) -> StoreFuture<'a, ()>;
+    fn add(&self, docs: Vec<IndexDoc>) -> StoreFuture<'_, ()>;
     /// Drops every document: a rebuild starts.
     fn clear(&self) -> StoreFuture<'_, ()>;
     /// Makes everything written so far durable with `progress`, and visible to searches.
