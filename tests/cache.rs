@@ -2650,3 +2650,203 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     })
     .await;
 }
+
+/// One read of `SELECT v FROM flip WHERE id = k` during the type flips below.
+struct FlipRead {
+    started: Instant,
+    key: i64,
+    binary: bool,
+    type_oid: u32,
+    value: Vec<u8>,
+    /// The cache's hit counter moved during the read (any session's hit counts).
+    hits_moved: bool,
+}
+
+/// One `ALTER TABLE flip ALTER COLUMN v TYPE ...`: sent at, acknowledged at, the new type.
+struct Flip {
+    sent: Instant,
+    done: Instant,
+    type_oid: u32,
+    through_proxy: bool,
+}
+
+const FLIP_TYPES: [(&str, u32); 3] = [("int8", 20), ("text", 25), ("int4", 23)];
+
+/// What `value` must be for key `key` in `format` under type `oid`: the row is `100000 + key`
+/// whatever its type, so text answers agree across types and binary ones differ in length.
+fn flip_value_ok(oid: u32, binary: bool, key: i64, value: &[u8]) -> bool {
+    let want = 100_000 + key;
+    match (oid, binary) {
+        (_, false) | (25, true) => value == want.to_string().as_bytes(),
+        (23, true) => value == (want as i32).to_be_bytes(),
+        (20, true) => value == want.to_be_bytes(),
+        _ => false,
+    }
+}
+
+/// Reads keys 1..=20 round-robin through `c` until `stop`, in binary (extended protocol,
+/// unnamed statement, Describe) or text (simple protocol).
+async fn flip_reader(
+    fx_hits: impl Fn() -> u64,
+    mut c: WireClient,
+    binary: bool,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<FlipRead> {
+    let mut out = Vec::new();
+    let mut key = 0i64;
+    while !stop.load(Relaxed) {
+        key = key % 20 + 1;
+        let started = Instant::now();
+        let before = fx_hits();
+        let msgs = if binary {
+            let sql = "SELECT v FROM flip WHERE id = $1";
+            let (_, mut bind) = bind_msg("", &key.to_string());
+            // bind_msg asks for text results (no format codes): ask for binary instead.
+            bind.truncate(bind.len() - 2);
+            bind.extend(1i16.to_be_bytes());
+            bind.extend(1i16.to_be_bytes());
+            batch(
+                &mut c,
+                &[
+                    parse_msg("", sql),
+                    (b'B', bind),
+                    describe_msg(b'P', ""),
+                    execute_msg(),
+                    sync_msg(),
+                ],
+            )
+            .await
+        } else {
+            c.simple_query(&format!("SELECT v FROM flip WHERE id = {key}"))
+                .await
+                .expect("simple read")
+        };
+        let hits_moved = fx_hits() > before;
+        assert_no_error(&msgs, "read during the type flips");
+        let fields = msgs
+            .iter()
+            .find_map(BackendMessage::fields)
+            .expect("a row description");
+        let value = msgs
+            .iter()
+            .find_map(BackendMessage::columns)
+            .and_then(|cols| cols.into_iter().next().flatten())
+            .expect("one non-null value");
+        out.push(FlipRead {
+            started,
+            key,
+            binary,
+            type_oid: fields[0].type_oid,
+            value,
+            hits_moved,
+        });
+    }
+    out
+}
+
+/// Column type changes racing cached reads: `ALTER COLUMN v TYPE` flips between int4, int8
+/// and text (the table rewritten each time) while four sessions read through the proxy in
+/// binary and text. No answer ever pairs a row description with a value of another type (a
+/// fill that read its description before a flip and its rows after it must not get in), and
+/// an answer to a read that started after a flip was acknowledged has the new type: at once
+/// when the flip went through the proxy, within the 1 s re-read of table descriptions (plus
+/// a margin for a loaded machine) when it went straight to Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_type_flips_never_tear_or_outlive_their_commit() {
+    let fx = fixture(
+        "cache_type_flips",
+        "CREATE TABLE flip (id int4 PRIMARY KEY, v int4);
+         INSERT INTO flip SELECT g, 100000 + g FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let mut warm = fx.wire_proxy("postgres", &[]).await;
+    simple_until_served(&fx, &mut warm, "SELECT v FROM flip WHERE id = 1").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for binary in [true, true, false, false] {
+        let c = fx.wire_proxy("postgres", &[]).await;
+        let ctx = fx.proxy.context().clone();
+        let hits = move || ctx.cache.counters.hits.load(Relaxed);
+        readers.push(tokio::spawn(flip_reader(hits, c, binary, stop.clone())));
+    }
+    let hits_before = fx.hits();
+    let mut proxied = fx.wire_proxy("postgres", &[]).await;
+    let mut direct = fx.wire_direct("postgres", &[]).await;
+    let mut flips = Vec::new();
+    for round in 0..15 {
+        // Twelve flips through the proxy, then three straight to Postgres.
+        let through_proxy = round < 12;
+        let (name, type_oid) = FLIP_TYPES[round % 3];
+        let ddl = format!("ALTER TABLE flip ALTER COLUMN v TYPE {name} USING v::{name}");
+        let c = if through_proxy {
+            &mut proxied
+        } else {
+            &mut direct
+        };
+        let sent = Instant::now();
+        assert_no_error(&c.simple_query(&ddl).await.expect("flip"), &ddl);
+        flips.push(Flip {
+            sent,
+            done: Instant::now(),
+            type_oid,
+            through_proxy,
+        });
+        let pause = if through_proxy { 400 } else { 2500 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    stop.store(true, Relaxed);
+    let mut reads = Vec::new();
+    for r in readers {
+        reads.extend(r.await.expect("reader"));
+    }
+    let served = fx.hits() - hits_before;
+
+    let margin = Duration::from_millis(1000 + 1000);
+    let mut checked_after_flip = 0;
+    for r in &reads {
+        assert!(
+            flip_value_ok(r.type_oid, r.binary, r.key, &r.value),
+            "key {} ({}, hits moved: {}): type {} with value {:?}",
+            r.key,
+            if r.binary { "binary" } else { "text" },
+            r.hits_moved,
+            r.type_oid,
+            r.value
+        );
+        // The last flip acknowledged before this read started, if the next one was not sent yet.
+        let Some(i) = flips.iter().rposition(|f| f.done <= r.started) else {
+            continue;
+        };
+        if flips.get(i + 1).is_some_and(|next| next.sent <= r.started) {
+            continue;
+        }
+        let f = &flips[i];
+        if !f.through_proxy && r.started < f.done + margin {
+            continue;
+        }
+        checked_after_flip += 1;
+        assert_eq!(
+            r.type_oid,
+            f.type_oid,
+            "a read started {:?} after flip {i} ({}) was acknowledged answered the old type (key {}, hits moved: {})",
+            r.started - f.done,
+            if f.through_proxy { "through the proxy" } else { "straight to Postgres" },
+            r.key,
+            r.hits_moved
+        );
+    }
+    assert!(
+        served >= 100,
+        "too few reads served from the cache to race the flips ({served} of {}): {}",
+        reads.len(),
+        fx.cache_state()
+    );
+    assert!(
+        checked_after_flip >= 100,
+        "only {checked_after_flip} reads fell after a flip"
+    );
+    eprintln!(
+        "type flips: {} reads ({served} from the cache), {checked_after_flip} checked against the flip before them",
+        reads.len()
+    );
+}
