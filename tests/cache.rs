@@ -2654,6 +2654,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 /// One read of `SELECT v FROM flip WHERE id = k` during the type flips below.
 struct FlipRead {
     started: Instant,
+    finished: Instant,
     key: i64,
     binary: bool,
     type_oid: u32,
@@ -2734,6 +2735,7 @@ async fn flip_reader(
             .expect("one non-null value");
         out.push(FlipRead {
             started,
+            finished: Instant::now(),
             key,
             binary,
             type_oid: fields[0].type_oid,
@@ -2748,9 +2750,10 @@ async fn flip_reader(
 /// and text (the table rewritten each time) while four sessions read through the proxy in
 /// binary and text. No answer ever pairs a row description with a value of another type (a
 /// fill that read its description before a flip and its rows after it must not get in), and
-/// an answer to a read that started after a flip was acknowledged has the new type: at once
-/// when the flip went through the proxy, within the 1 s re-read of table descriptions (plus
-/// a margin for a loaded machine) when it went straight to Postgres.
+/// an answer to a read that started after a flip was acknowledged has the new type (or that
+/// of a later flip sent before the read ended): at once
+/// when the flip went through the proxy, 3 s after it when it went straight to Postgres
+/// (descriptions are re-read every second; the rest is slack for a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn column_type_flips_never_tear_or_outlive_their_commit() {
     let fx = fixture(
@@ -2791,7 +2794,7 @@ async fn column_type_flips_never_tear_or_outlive_their_commit() {
             type_oid,
             through_proxy,
         });
-        let pause = if through_proxy { 400 } else { 2500 };
+        let pause = if through_proxy { 400 } else { 3500 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     stop.store(true, Relaxed);
@@ -2801,7 +2804,9 @@ async fn column_type_flips_never_tear_or_outlive_their_commit() {
     }
     let served = fx.hits() - hits_before;
 
-    let margin = Duration::from_millis(1000 + 1000);
+    // Descriptions are re-read every second; the rest is slack for a machine busy with the
+    // other tests (the catalog query and the flush run on the proxy's runtime).
+    let margin = Duration::from_millis(1000 + 2000);
     let mut checked_after_flip = 0;
     for r in &reads {
         assert!(
@@ -2813,24 +2818,30 @@ async fn column_type_flips_never_tear_or_outlive_their_commit() {
             r.type_oid,
             r.value
         );
-        // The last flip acknowledged before this read started, if the next one was not sent yet.
+        // The last flip acknowledged before this read started. The answer may also show a
+        // later flip sent before the read ended (Postgres can run the read after it commits).
         let Some(i) = flips.iter().rposition(|f| f.done <= r.started) else {
             continue;
         };
-        if flips.get(i + 1).is_some_and(|next| next.sent <= r.started) {
-            continue;
-        }
         let f = &flips[i];
         if !f.through_proxy && r.started < f.done + margin {
             continue;
         }
+        let allowed: Vec<u32> = std::iter::once(f.type_oid)
+            .chain(
+                flips[i + 1..]
+                    .iter()
+                    .filter(|later| later.sent < r.finished)
+                    .map(|later| later.type_oid),
+            )
+            .collect();
         checked_after_flip += 1;
-        assert_eq!(
-            r.type_oid,
-            f.type_oid,
-            "a read started {:?} after flip {i} ({}) was acknowledged answered the old type (key {}, hits moved: {})",
+        assert!(
+            allowed.contains(&r.type_oid),
+            "a read started {:?} after flip {i} ({}) was acknowledged answered type {} (allowed: {allowed:?}; key {}, hits moved: {})",
             r.started - f.done,
             if f.through_proxy { "through the proxy" } else { "straight to Postgres" },
+            r.type_oid,
             r.key,
             r.hits_moved
         );
@@ -2845,8 +2856,23 @@ async fn column_type_flips_never_tear_or_outlive_their_commit() {
         checked_after_flip >= 100,
         "only {checked_after_flip} reads fell after a flip"
     );
+    // How long the old type outlived each flip made straight to Postgres (informational).
+    let lags: Vec<Duration> = flips
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.through_proxy)
+        .filter_map(|(i, f)| {
+            let next = flips.get(i + 1).map(|n| n.sent);
+            reads
+                .iter()
+                .filter(|r| r.started >= f.done && next.is_none_or(|n| r.finished < n))
+                .filter(|r| r.type_oid != f.type_oid)
+                .map(|r| r.started - f.done)
+                .max()
+        })
+        .collect();
     eprintln!(
-        "type flips: {} reads ({served} from the cache), {checked_after_flip} checked against the flip before them",
+        "type flips: {} reads ({served} from the cache), {checked_after_flip} checked against the flip before them; old type read up to {lags:?} after flips straight to Postgres",
         reads.len()
     );
 }
