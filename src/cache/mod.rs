@@ -13,6 +13,7 @@
 //! - [`feed_image`]: rows the change feed printed, stored in place of the images it removes.
 //! - [`profile`]: the session settings text values depend on.
 //! - [`schema`]: table descriptions (RowDescription fields) and servability.
+//! - [`trust`]: whether the descriptions may be served from (DDL through the proxy vs reloads).
 //! - [`store`]: the L1 store and the rules that keep stale rows out.
 //! - [`l2`]: the shared Redis tier and the rules that keep it as trustworthy as L1.
 //! - [`fill`]: the migrator's batched reads.
@@ -42,6 +43,7 @@ pub mod response;
 pub mod schema;
 pub mod service;
 pub mod store;
+pub mod trust;
 
 pub use service::{CacheService, Gate};
 

@@ -2,6 +2,7 @@
 //! and marks tables ready once the feed covers them.
 
 use super::schema::{self, Wanted};
+use super::trust::Generation;
 use super::{CacheError, SCHEMA_REFRESH};
 use crate::cdc::{ChangeFeed, FeedState, TableName};
 use crate::context::ProxyContext;
@@ -42,16 +43,26 @@ pub(super) async fn refresher(ctx: Arc<ProxyContext>, mut shutdown: watch::Recei
         if *shutdown.borrow() {
             return;
         }
+        // Taken before anything is read: DDL through the proxy after this point keeps the
+        // descriptions untrusted until the next round (see `trust`).
+        let generation = cache.schema_trust.generation();
         let wanted = wanted_tables(&ctx);
         if wanted.is_empty() && cache.feed.get().is_none() {
             // Nothing to cache: no connection, no slot.
-            cache.schema_trusted.store(true, Relaxed);
-        } else if let Err(e) =
-            refresh_once(&ctx, &mut client, &wanted, &mut feed_rx_taken, &shutdown).await
+            cache.schema_trust.trust_if_unchanged(generation);
+        } else if let Err(e) = refresh_once(
+            &ctx,
+            &mut client,
+            &wanted,
+            generation,
+            &mut feed_rx_taken,
+            &shutdown,
+        )
+        .await
         {
             warn!(error = %e, "cache: reading table descriptions failed; serving nothing until it works");
             client = None;
-            if cache.schema_trusted.swap(false, Relaxed) {
+            if cache.schema_trust.distrust() {
                 cache.store.flush_all();
             }
         }
@@ -67,6 +78,7 @@ async fn refresh_once(
     ctx: &Arc<ProxyContext>,
     client: &mut Option<Client>,
     wanted: &[Wanted],
+    generation: Generation,
     feed_started: &mut bool,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), CacheError> {
@@ -115,7 +127,11 @@ async fn refresh_once(
     if defaults_changed {
         cache.store.flush_all();
     }
-    cache.schema_trusted.store(true, Relaxed);
+    if !cache.schema_trust.trust_if_unchanged(generation) {
+        // DDL went through the proxy while the catalog was read: what was read may predate
+        // its commit. Its notice has already woken the next round.
+        debug!("cache: table descriptions changed while being read; reading them again");
+    }
 
     // The feed: started once there is something to watch, then kept in step.
     match cache.feed.get() {

@@ -85,8 +85,8 @@ pub struct CacheService {
     /// Time origin of profile use stamps.
     pub epoch: Instant,
     pub(super) schema: RwLock<Arc<CacheSchema>>,
-    /// False from DDL through the proxy until the next schema load.
-    pub(super) schema_trusted: AtomicBool,
+    /// Untrusted from DDL through the proxy until a schema load that started after it ends.
+    pub(super) schema_trust: super::trust::SchemaTrust,
     /// Some table is servable (sessions skip the cache entirely otherwise).
     pub(super) has_tables: AtomicBool,
     pub(super) schema_dirty: Notify,
@@ -169,7 +169,7 @@ impl CacheService {
             counters: CacheCounters::default(),
             epoch: Instant::now(),
             schema: RwLock::new(Arc::new(CacheSchema::default())),
-            schema_trusted: AtomicBool::new(false),
+            schema_trust: super::trust::SchemaTrust::default(),
             has_tables: AtomicBool::new(false),
             schema_dirty: Notify::new(),
             placed: RwLock::new(Arc::new(HashMap::new())),
@@ -250,11 +250,14 @@ impl CacheService {
     }
 
     /// DDL (or something that may be DDL) went through the proxy: serve nothing until the
-    /// table descriptions are read again, and forget privilege answers (GRANT/REVOKE).
+    /// table descriptions are read again by a load that starts after this call, and forget
+    /// privilege answers (GRANT/REVOKE). Called when the statement is sent and again when
+    /// its transaction has committed.
     pub fn schema_changed(&self) {
-        if self.schema_trusted.swap(false, Relaxed) {
-            self.store.flush_all();
-        }
+        // Flushed every time, trusted or not: rows filled between the statement's send and
+        // its commit were read before the commit.
+        self.schema_trust.distrust();
+        self.store.flush_all();
         self.access.forget_all();
         self.schema_dirty.notify_one();
     }
@@ -262,7 +265,7 @@ impl CacheService {
     /// Checks that the feed and the table allow serving under `max_staleness`; returns the
     /// feed's applied position.
     pub fn fresh(&self, table: u32, max_staleness: Duration) -> Result<Lsn, Gate> {
-        if !self.schema_trusted.load(Relaxed) {
+        if !self.schema_trust.is_trusted() {
             return Err(Gate::TableNotReady);
         }
         let feed = self.feed.get().ok_or(Gate::FeedNotFresh)?;

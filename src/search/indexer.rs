@@ -577,7 +577,9 @@ impl Worker {
             if !keys.is_empty() {
                 ix.replace(keys, seen_by_feed, WriteOrder::Backfill).await?;
             }
-            ix.add(fresh).await?;
+            if !fresh.is_empty() {
+                ix.add(fresh).await?;
+            }
             if committed {
                 ix.commit(&next).await?;
             }

@@ -72,7 +72,7 @@ pub trait SearchIndex: Send + Sync + std::fmt::Debug {
     fn location(&self) -> String;
     /// Replaces the documents of `keys` with `docs`: a key without a document in `docs` no
     /// longer exists. Not visible to searches before [`SearchIndex::commit`].
-    /// Takes the documents by value: the embedded store moves them to the blocking pool.
+    /// Takes the documents by value: the embedded store may move them to the blocking pool.
     fn replace(
         &self,
         keys: Vec<String>,
