@@ -182,16 +182,30 @@ impl Fixture {
 /// Runs `sql` through the proxy until the cache answers it (the statement's key gets hot,
 /// the migrator fills it); returns that answer.
 async fn simple_until_served(fx: &Fixture, c: &mut WireClient, sql: &str) -> Vec<BackendMessage> {
+    until_served(fx, c, sql, async |c: &mut WireClient| {
+        c.simple_query(sql).await.expect("query")
+    })
+    .await
+}
+
+/// Repeats `read` on `c` until the cache answers it (the hit counter moves during it);
+/// returns that answer. Fails the test after 30 s, naming `what`.
+async fn until_served(
+    fx: &Fixture,
+    c: &mut WireClient,
+    what: &str,
+    mut read: impl AsyncFnMut(&mut WireClient) -> Vec<BackendMessage>,
+) -> Vec<BackendMessage> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let before = fx.hits();
-        let msgs = c.simple_query(sql).await.expect("query");
+        let msgs = read(c).await;
         if fx.hits() > before {
             return msgs;
         }
         assert!(
             Instant::now() < deadline,
-            "the cache never served {sql}: {}\nlast answer: {}",
+            "the cache never served {what}: {}\nlast answer: {}",
             fx.cache_state(),
             render(&msgs)
         );
@@ -2769,21 +2783,17 @@ async fn column_type_flips_never_tear_or_outlive_their_commit() {
     let mut warm = fx.wire_proxy("postgres", &[]).await;
     simple_until_served(&fx, &mut warm, "SELECT v FROM flip WHERE id = 1").await;
     // Binary answers are the ones a tear would show in: make sure the cache gives them too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let before = fx.hits();
-        let msgs = flip_read(&mut warm, 2, true).await;
-        assert_no_error(&msgs, "binary warm-up read");
-        if fx.hits() > before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "binary reads never served: {}",
-            fx.cache_state()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_served(
+        &fx,
+        &mut warm,
+        "a binary read",
+        async |c: &mut WireClient| {
+            let msgs = flip_read(c, 2, true).await;
+            assert_no_error(&msgs, "binary warm-up read");
+            msgs
+        },
+    )
+    .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for binary in [true, true, false, false] {
