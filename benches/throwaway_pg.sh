@@ -1,8 +1,9 @@
-# Sourced by the shell benchmarks (benches/instructions/run.sh, benches/cpu/run.sh): a work
+# Sourced by the shell benchmarks (benches/instructions/run.sh, benches/cpu/run.sh, benches/cpu/budget.sh): a work
 # directory and a throwaway PostgreSQL with pgbench's tables at scale 10, stopped and removed
 # on exit. As root, Postgres runs as the postgres user (initdb refuses root).
 #
 #   WORK_PREFIX=name . benches/throwaway_pg.sh   # then: $WORK, $PGPORT, $PG_BIN, as_pg,
+#                                                 # start_pgbouncer, write_cache_policy,
 #                                                 # free_port; extra postgresql.conf lines in
 #                                                 # $PG_EXTRA_CONF; more cleanup in an on_exit() defined before sourcing
 
@@ -31,3 +32,46 @@ ${PG_EXTRA_CONF:-}
 EOC
 as_pg "$PG_BIN/pg_ctl -D $WORK/data -l $WORK/pg.log -w start" >/dev/null
 pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+
+# start_pgbouncer PORT: PgBouncer (session pooling, trust) in front of this cluster on PORT,
+# run as the postgres user when root; sets BOUNCER_PID. The caller's on_exit stops it
+# (kill "$(cat "$WORK/pgbouncer.pid")").
+start_pgbouncer() {
+  cat > "$WORK/pgbouncer.ini" <<EOC
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $1
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 500
+default_pool_size = 100
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+EOC
+  echo '"postgres" ""' > "$WORK/userlist.txt"
+  [ "$(id -u)" = 0 ] && chown postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
+  as_pg "pgbouncer -d $WORK/pgbouncer.ini"
+  for _ in $(seq 1 100); do [ -s "$WORK/pgbouncer.pid" ] && break; sleep 0.1; done
+  BOUNCER_PID=$(cat "$WORK/pgbouncer.pid")
+}
+
+# write_cache_policy FILE: the load benchmark's cache policy (benches/load/targets.rs,
+# CACHE_POLICY): pgbench_accounts in memory, every key read once in 5 minutes placed.
+write_cache_policy() {
+  cat > "$1" <<'EOP'
+tables = ["public.pgbench_accounts"]
+
+[cache]
+store = "memory"
+promote_after = 1
+window = "5m"
+demote_after_idle = "10m"
+max_keys = 200000
+max_bytes = "512MiB"
+max_staleness = "250ms"
+EOP
+}

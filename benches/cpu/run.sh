@@ -31,24 +31,7 @@ on_exit() {
 WORK_PREFIX=pgpolyglot-cpu PG_EXTRA_CONF="max_connections = 200" . benches/throwaway_pg.sh
 BPORT=$(free_port); PPORT=$(free_port); HTTP=$(free_port)
 
-cat > "$WORK/pgbouncer.ini" <<EOC
-[databases]
-postgres = host=127.0.0.1 port=$PGPORT dbname=postgres user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BPORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = session
-max_client_conn = 500
-default_pool_size = 100
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-EOC
-echo '"postgres" ""' > "$WORK/userlist.txt"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt"
-as_pg "pgbouncer -d $WORK/pgbouncer.ini"
+start_pgbouncer "$BPORT"
 
 mkdir -p "$WORK/nopolicy"
 "$BIN" serve --listen "127.0.0.1:$PPORT" --upstream "postgres://postgres@127.0.0.1:$PGPORT/postgres" \

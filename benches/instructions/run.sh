@@ -22,18 +22,7 @@ command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
 WORK_PREFIX=pgpolyglot-instr PG_EXTRA_CONF="wal_level = logical" . benches/throwaway_pg.sh
 UPSTREAM="postgres://postgres@127.0.0.1:$PGPORT/postgres"
 mkdir -p "$WORK/nopolicy" "$WORK/cache"
-cat > "$WORK/cache/bench.toml" <<'EOF'
-tables = ["public.pgbench_accounts"]
-
-[cache]
-store = "memory"
-promote_after = 1
-window = "5m"
-demote_after_idle = "10m"
-max_keys = 200000
-max_bytes = "512MiB"
-max_staleness = "250ms"
-EOF
+write_cache_policy "$WORK/cache/bench.toml"
 cat > "$WORK/hot.sql" <<'EOF'
 \set aid random(1, 500)
 SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
