@@ -406,15 +406,8 @@ async fn cached_answers_are_byte_identical_to_postgres() {
         );
         let (k1, k3, k4) = (1i32.to_be_bytes(), 3i32.to_be_bytes(), 4i32.to_be_bytes());
         let in_params: Vec<Option<&[u8]>> = vec![Some(&k1), Some(&k4), Some(&k3)];
-        let served = within(&format!("{label}: IN list served"), 30, async {
-            loop {
-                let before = fx.hits();
-                let m = bind_execute(&mut p, "s_in", &in_params, &[1], &[1], true).await;
-                if fx.hits() > before {
-                    return m;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let served = until_served(&fx, &mut p, &format!("{label}: IN list"), async |c| {
+            bind_execute(c, "s_in", &in_params, &[1], &[1], true).await
         })
         .await;
         let direct = bind_execute(&mut d, "s_in", &in_params, &[1], &[1], true).await;
@@ -482,15 +475,8 @@ async fn cached_answers_are_byte_identical_to_postgres() {
             ("missing key", vec![Some(b"4")], vec![], vec![], true),
         ];
         for (what, params, pf, rf, describe) in cases {
-            let served = within(&format!("{label}: {what} served"), 30, async {
-                loop {
-                    let before = fx.hits();
-                    let m = bind_execute(&mut p, "s1", &params, &pf, &rf, describe).await;
-                    if fx.hits() > before {
-                        return m;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            let served = until_served(&fx, &mut p, &format!("{label}: {what}"), async |c| {
+                bind_execute(c, "s1", &params, &pf, &rf, describe).await
             })
             .await;
             let direct = bind_execute(&mut d, "s1", &params, &pf, &rf, describe).await;
@@ -965,15 +951,8 @@ async fn a_failed_deallocate_leaves_the_names_in_postgres() {
         execute_msg(),
         sync_msg(),
     ];
-    within("unnamed Parse batch served", 30, async {
-        loop {
-            let before = fx.hits();
-            batch(&mut p, &unnamed).await;
-            if fx.hits() > before {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    until_served(&fx, &mut p, "the unnamed Parse batch", async |c| {
+        batch(c, &unnamed).await
     })
     .await;
     for (i, deallocate) in ["DEALLOCATE ALL", "DEALLOCATE s_keep_1"]
@@ -1076,21 +1055,13 @@ async fn statements_redefined_by_sql_run_as_redefined() {
         // (it may have changed any setting).
         let mut p = fx.wire_proxy("postgres", &[]).await;
         assert_no_error(&prepare(&mut p, "s", read, &[]).await, read);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let before = fx.hits();
-            let got = bind_execute(&mut p, "s", &[Some(b"5")], &[], &[], false).await;
+        let what = format!("round {round}: the named statement");
+        until_served(&fx, &mut p, &what, async |c| {
+            let got = bind_execute(c, "s", &[Some(b"5")], &[], &[], false).await;
             assert_no_error(&got, "Bind of s");
-            if fx.hits() > before {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: the named statement was never served: {}",
-                fx.cache_state()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            got
+        })
+        .await;
         p.queue(b'P', &parse_msg("", "DEALLOCATE s").1)
             .await
             .unwrap();
@@ -1223,17 +1194,7 @@ async fn a_batch_split_after_its_parse_is_answered_by_postgres() {
         execute_msg(),
         sync_msg(),
     ];
-    within("the batch served from the cache", 30, async {
-        loop {
-            let before = fx.hits();
-            batch(&mut p, &whole).await;
-            if fx.hits() > before {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    until_served(&fx, &mut p, "the batch", async |c| batch(c, &whole).await).await;
     for round in 1..=3 {
         let mut answers = Vec::new();
         for c in [&mut p, &mut d] {
@@ -1881,15 +1842,8 @@ async fn parse_batches_are_served_and_their_statements_materialize() {
         ]
     };
     // Unnamed statements, as pgbench -M extended and many drivers send them.
-    let served = within("unnamed Parse batch served", 30, async {
-        loop {
-            let before = fx.hits();
-            let m = batch(&mut p, &unnamed("7")).await;
-            if fx.hits() > before {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let served = until_served(&fx, &mut p, "the unnamed Parse batch", async |c| {
+        batch(c, &unnamed("7")).await
     })
     .await;
     assert_same(
@@ -2501,15 +2455,8 @@ async fn rows_the_feed_printed_are_served_as_postgres_sends_them() {
             .await;
         }
     }
-    within("binary read of nb 1 served", 30, async {
-        loop {
-            let before = fx.hits();
-            bind_execute(&mut p, "nb_bin", &[Some(&one)], &[1], &[1], true).await;
-            if fx.hits() > before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    until_served(&fx, &mut p, "a binary read of nb 1", async |c| {
+        bind_execute(c, "nb_bin", &[Some(&one)], &[1], &[1], true).await
     })
     .await;
     let images_before = ctx.cache.store.totals.feed_images.load(Relaxed);
@@ -2572,15 +2519,8 @@ async fn rows_the_feed_printed_are_served_as_postgres_sends_them() {
             "prepare",
         );
     }
-    let served = within("binary read of w 1 served", 30, async {
-        loop {
-            let before = fx.hits();
-            let m = bind_execute(&mut p, "w_bin", &[Some(&one)], &[1], &[1], true).await;
-            if fx.hits() > before {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let served = until_served(&fx, &mut p, "a binary read of w 1", async |c| {
+        bind_execute(c, "w_bin", &[Some(&one)], &[1], &[1], true).await
     })
     .await;
     let direct = bind_execute(&mut d, "w_bin", &[Some(&one)], &[1], &[1], true).await;
