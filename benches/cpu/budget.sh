@@ -2,10 +2,11 @@
 # Where the machine's CPU goes per transaction of the hot-key cache benchmark, process by
 # process: pgbench, Postgres (every backend, the walsender and the background processes),
 # the middleman (user and system time apart), and what the cores left idle. Direct Postgres,
-# PgBouncer (session pooling), pgpolyglot without a policy and pgpolyglot with the cache benchmark's L1 policy, same
-# Postgres, same pgbench script (Zipf(1.1) point reads over 1M rows), runs alternated.
+# PgBouncer (session pooling), pgpolyglot without a policy and pgpolyglot with the cache
+# benchmark's L1 policy; same Postgres, same pgbench script (Zipf(1.1) point reads over 1M
+# rows), runs alternated.
 #
-#   cargo build --release && bash benches/cpu/budget.sh [out.md]     # ~6 min with defaults
+#   cargo build --release && bash benches/cpu/budget.sh [out.md]     # ~8 min with defaults
 #
 # Why: on two cores shared by pgbench, Postgres and the proxy, a target's TPS is the cores'
 # time divided by what one transaction costs all processes together (plus what sits idle).
@@ -34,10 +35,7 @@ TICK=$(getconf CLK_TCK)
 CORES=$(nproc)
 
 PIDS=()
-on_exit() {
-  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-}
+on_exit() { for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done; }
 WORK_PREFIX=pgpolyglot-budget PG_EXTRA_CONF="wal_level = logical
 max_connections = 200" . benches/throwaway_pg.sh
 UPSTREAM="postgres://postgres@127.0.0.1:$PGPORT/postgres"
@@ -57,10 +55,7 @@ start_proxy() {
   "$BIN" serve --config "$1" --listen "127.0.0.1:$port" --upstream "$UPSTREAM" --policies "$2" \
     --http "127.0.0.1:$http" >"$WORK/proxy-$port.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do
-    psql -h 127.0.0.1 -p "$port" -U postgres -c "select 1" postgres >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  wait_for_pg "$port" || { echo "proxy did not start: $(cat "$WORK/proxy-$port.log")" >&2; exit 1; }
   echo "$pid $port $http"
 }
 BPORT=$(free_port)
@@ -87,7 +82,7 @@ cache_counter() { curl -s "http://127.0.0.1:$CACHE_HTTP/metrics" | awk -v m="$1"
 
 # measure PORT PROXY_PID MODE CLIENTS -> "tps pgbench_us pg_us proxy_user_us proxy_sys_us idle_us"
 measure() {
-  local pg0 pg1 u0 s0 u1 s1 i0 i1 out tps tx bu bs
+  local pg0 pg1 u0 s0 u1 s1 i0 i1 tps tx bu bs
   pg0=$(pg_ticks); read -r u0 s0 < <(proc_ticks "$2"); i0=$(idle_ticks)
   /usr/bin/time -f "%U %S" -o "$WORK/time.txt" pgbench -h 127.0.0.1 -p "$1" -U postgres -n \
     -f "$WORK/zipf.sql" -M "$3" -c "$4" -j 2 -T "$SECS" postgres >"$WORK/out.txt" 2>&1
@@ -99,7 +94,6 @@ measure() {
   read -r bu bs < "$WORK/time.txt"
   python3 -c "t=$tx; k=1e6/$TICK; print(f'{$tps:.0f} {($bu+$bs)*1e6/t:.2f} {($pg1-$pg0)*k/t:.2f} {($u1-$u0)*k/t:.2f} {($s1-$s0)*k/t:.2f} {($i1-$i0)*k/t:.2f}')"
 }
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 {
   echo "# CPU per transaction, process by process: the hot-key cache against direct Postgres"

@@ -24,10 +24,7 @@ command -v pgbouncer >/dev/null || { echo "pgbouncer is needed" >&2; exit 1; }
 TICK=$(getconf CLK_TCK)
 
 PROXY_PID=""
-on_exit() {
-  [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true
-  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-}
+on_exit() { [ -n "$PROXY_PID" ] && kill -INT "$PROXY_PID" 2>/dev/null || true; }
 WORK_PREFIX=pgpolyglot-cpu PG_EXTRA_CONF="max_connections = 200" . benches/throwaway_pg.sh
 BPORT=$(free_port); PPORT=$(free_port); HTTP=$(free_port)
 
@@ -37,13 +34,7 @@ mkdir -p "$WORK/nopolicy"
 "$BIN" serve --listen "127.0.0.1:$PPORT" --upstream "postgres://postgres@127.0.0.1:$PGPORT/postgres" \
   --policies "$WORK/nopolicy" --http "127.0.0.1:$HTTP" >"$WORK/proxy.log" 2>&1 &
 PROXY_PID=$!
-for port in "$BPORT" "$PPORT"; do
-  for _ in $(seq 1 100); do
-    psql -h 127.0.0.1 -p "$port" -U postgres -c "select 1" postgres >/dev/null 2>&1 && break
-    sleep 0.2
-  done
-done
-BOUNCER_PID=$(cat "$WORK/pgbouncer.pid")
+wait_for_pg "$PPORT" || { echo "proxy did not start: $(cat "$WORK/proxy.log")" >&2; exit 1; }
 
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
@@ -58,7 +49,6 @@ measure() {
   python3 -c "t=$tx; k=1e6/$TICK; print(f'{$tps:.0f} {($u1-$u0)*k/t:.2f} {($s1-$s0)*k/t:.2f}')"
 }
 
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
 {
   echo "# CPU per transaction: pgpolyglot against PgBouncer"

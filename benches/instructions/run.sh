@@ -38,11 +38,8 @@ start_proxy() {
     --listen "127.0.0.1:$PORT" --upstream "$UPSTREAM" --policies "$1" \
     --http "127.0.0.1:$HTTP" >"$WORK/proxy.log" 2>&1 &
   VPID=$!
-  for _ in $(seq 1 200); do
-    psql -h 127.0.0.1 -p "$PORT" -U postgres -c "select 1" postgres >/dev/null 2>&1 && return
-    sleep 0.3
-  done
-  echo "proxy did not start: $(cat "$WORK/proxy.log")" >&2; exit 1
+  # Under valgrind the proxy starts slowly: up to a minute.
+  wait_for_pg "$PORT" 300 || { echo "proxy did not start: $(cat "$WORK/proxy.log")" >&2; exit 1; }
 }
 stop_proxy() { kill -INT "$VPID"; wait "$VPID" || true; }
 
