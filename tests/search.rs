@@ -351,8 +351,9 @@ struct Fixture {
     pg: std::sync::Arc<EmbeddedPostgres>,
     db: tokio_postgres::Client,
     name: String,
-    policies: PathBuf,
-    index_dir: PathBuf,
+    /// The test's own directory: policies in `policies/`, the embedded index in `data/`;
+    /// removed with the fixture.
+    dir: PathBuf,
     rows: i64,
     /// The Elasticsearch-API server's URL when the policy uses `store = "elasticsearch"`.
     elastic: Option<String>,
@@ -360,9 +361,13 @@ struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.policies);
-        let _ = std::fs::remove_dir_all(&self.index_dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A test's directory under the system's temporary one, unique per test and process.
+fn test_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("pgpolyglot-search-{name}-{}", std::process::id()))
 }
 
 async fn fixture(name: &str, seed: u64, fraction: f64) -> Fixture {
@@ -383,10 +388,8 @@ async fn fixture_on(
     } else {
         "embedded"
     };
-    let base =
-        std::env::temp_dir().join(format!("pgpolyglot-search-{name}-{}", std::process::id()));
-    let policies = base.join("policies");
-    let index_dir = base.join("data");
+    let dir = test_dir(name);
+    let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     std::fs::write(
         policies.join("docs.toml"),
@@ -401,14 +404,17 @@ async fn fixture_on(
         pg,
         db,
         name: name.to_string(),
-        policies,
-        index_dir,
+        dir,
         rows,
         elastic,
     }
 }
 
 impl Fixture {
+    fn policies(&self) -> PathBuf {
+        self.dir.join("policies")
+    }
+
     async fn proxy(&self) -> ServerHandle {
         self.proxy_backfilling_at(None).await
     }
@@ -419,8 +425,8 @@ impl Fixture {
         if let Some(rate) = rate {
             config.stores.embedded.backfill_rows_per_second = rate;
         }
-        config.policies = self.policies.clone();
-        config.stores.embedded.dir = self.index_dir.clone();
+        config.policies = self.policies();
+        config.stores.embedded.dir = self.dir.join("data");
         config.stores.elasticsearch =
             self.elastic
                 .clone()
@@ -962,7 +968,7 @@ async fn rewrites_and_type_changes_rebuild_and_a_removed_policy_drops_the_index(
         .and_then(|t| t.index.as_ref().map(|ix| ix.location()))
         .expect("the index's directory");
     assert!(std::path::Path::new(&dir).is_dir());
-    std::fs::remove_file(f.policies.join("docs.toml")).unwrap();
+    std::fs::remove_file(f.policies().join("docs.toml")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while search.table("public", "docs").is_some() || std::path::Path::new(&dir).exists() {
         assert!(
@@ -1132,20 +1138,17 @@ async fn case_insensitive_predicates_pass_through_under_other_case_rules() {
          INSERT INTO docs VALUES (1, 'capital', 'PARÌS in spring'), (2, 'capital', 'paris in autumn');
          INSERT INTO docs SELECT g, 'filler', 'quiet words number ' || g FROM generate_series(3, 400) g;";
     let db = database_with(&pg, name, sql).await;
-    let base =
-        std::env::temp_dir().join(format!("pgpolyglot-search-{name}-{}", std::process::id()));
     let f = Fixture {
         pg,
         db,
         name: name.to_string(),
-        policies: base.join("policies"),
-        index_dir: base.join("data"),
+        dir: test_dir(name),
         rows: 400,
         elastic: None,
     };
-    std::fs::create_dir_all(&f.policies).unwrap();
+    std::fs::create_dir_all(f.policies()).unwrap();
     std::fs::write(
-        f.policies.join("docs.toml"),
+        f.policies().join("docs.toml"),
         "tables = [\"public.docs\"]\n\n[search]\nstore = \"embedded\"\n\
          columns = [\"title\", \"body\"]\npredicates = [\"like\", \"ilike\", \"regex\"]\n\
          max_candidate_fraction = 0.5\nmax_staleness = \"2s\"\n",
